@@ -1,0 +1,182 @@
+"""The association-released event as a CloudEvent 1.0, and reading CloudEvents off the broker.
+
+The gateway publishes in structured mode (:func:`to_structured`, content type
+:data:`CONTENT_TYPE_STRUCTURED`). :func:`parse_event` also reads binary mode as written by the
+cloudevents library's RabbitMQ binding (``ce-`` headers) and AMQP binding (``cloudEvents_`` or
+``cloudEvents:`` application properties), so pipelines may republish either way.
+"""
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final, cast
+from urllib.parse import quote
+
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings import amqp, rabbitmq
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.spec import SPECVERSION_V1_0
+from cloudevents.core.v1.event import REQUIRED_ATTRIBUTES, CloudEvent
+from pydantic import ValidationError
+
+from contracts.errors import ContractError, InvalidEvent
+from contracts.events import ASSOCIATION_RELEASED_TYPE, AssociationReleased
+
+#: Content type of a structured-mode message body in the JSON event format.
+CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
+#: Content type of the event data.
+DATA_CONTENT_TYPE: Final = "application/json"
+
+_JSON_FORMAT: Final = JSONFormat()
+_RABBITMQ_PREFIX: Final = "ce-"
+_AMQP_PREFIXES: Final = ("cloudEvents_", "cloudEvents:")
+# What the library's decoders raise on input they do not expect: JSONFormat.read assumes UTF-8
+# JSON holding an object whose "time" is a string (UnicodeDecodeError and JSONDecodeError are
+# ValueErrors; a non-object or a non-string time gives AttributeError or TypeError), and the AMQP
+# binding turns an integer time into a datetime, which fails with ValueError, OverflowError or
+# OSError (errno EOVERFLOW) when the integer is out of range. None of them does any I/O.
+_LIBRARY_DECODE_ERRORS: Final = (ValueError, TypeError, AttributeError, OverflowError, OSError)
+
+
+def event_source(instance_name: str, called_ae_title: str) -> str:
+    """The ``source`` of the events a gateway instance publishes for one called AE title.
+
+    ``dicom-gateway://<instance-name>/<called-ae-title>``, each part percent-encoded so that the
+    result is a valid URI reference whatever the names contain.
+    """
+    if not instance_name or not called_ae_title:
+        raise ContractError("an event source needs a non-empty instance name and AE title")
+    return f"dicom-gateway://{quote(instance_name, safe='')}/{quote(called_ae_title, safe='')}"
+
+
+def association_released_event(
+    data: AssociationReleased, *, source: str, time: datetime
+) -> CloudEvent:
+    """The CloudEvent announcing ``data``.
+
+    The id is the association id, so a redelivered or republished event can be recognised; the
+    subject is the study of the first instance, when there is one.
+    """
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION_V1_0,
+        "id": data.association_id,
+        "source": source,
+        "type": ASSOCIATION_RELEASED_TYPE,
+        "time": time,
+        "datacontenttype": DATA_CONTENT_TYPE,
+    }
+    if data.instances:
+        attributes["subject"] = data.instances[0].study_instance_uid
+    try:
+        return CloudEvent(attributes, data.model_dump(mode="json"))
+    except CloudEventValidationError as exc:
+        raise ContractError(f"cannot build the event: {exc}") from exc
+
+
+def to_structured(event: CloudEvent) -> bytes:
+    """The structured-mode message body of ``event``, in the JSON event format."""
+    return _JSON_FORMAT.write(event)
+
+
+def parse_event(
+    body: bytes, *, content_type: str | None, headers: Mapping[str, object]
+) -> CloudEvent:
+    """Read a CloudEvent 1.0 from a message's body, content type and headers.
+
+    A content type of :data:`CONTENT_TYPE_STRUCTURED` (parameters such as a charset allowed)
+    means structured mode; otherwise the attributes are taken from the headers (binary mode).
+    Raises :class:`InvalidEvent` for anything that is not a well-formed CloudEvent 1.0.
+    """
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type.startswith("application/cloudevents") and media_type != CONTENT_TYPE_STRUCTURED:
+        raise InvalidEvent(f"unsupported CloudEvents format {media_type!r}")
+    try:
+        if media_type == CONTENT_TYPE_STRUCTURED:
+            event = _JSON_FORMAT.read(_strict_event, body)
+        else:
+            event = _read_binary(body, content_type, headers)
+    except InvalidEvent:
+        raise
+    except _LIBRARY_DECODE_ERRORS as exc:
+        raise InvalidEvent(f"malformed CloudEvent: {exc}") from exc
+    # The library types what it returns as the BaseCloudEvent protocol; _strict_event built it.
+    return cast(CloudEvent, event)
+
+
+def association_released_from_event(event: CloudEvent) -> AssociationReleased:
+    """The data of an association-released event; :class:`InvalidEvent` if it is not one."""
+    if event.get_type() != ASSOCIATION_RELEASED_TYPE:
+        raise InvalidEvent(
+            f"event type is {event.get_type()!r}, expected {ASSOCIATION_RELEASED_TYPE!r}"
+        )
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"event data must be a JSON object, got {type(data).__name__}")
+    try:
+        released = AssociationReleased.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {ASSOCIATION_RELEASED_TYPE} data: {exc}") from exc
+    if event.get_id() != released.association_id:
+        raise InvalidEvent(
+            f"event id {event.get_id()!r} is not the association id {released.association_id!r}"
+        )
+    return released
+
+
+def _strict_event(
+    attributes: dict[str, Any], data: dict[str, Any] | str | bytes | None
+) -> CloudEvent:
+    # The library's CloudEvent fills in a missing id, specversion and time instead of rejecting
+    # the event; a received event without an id or specversion is malformed, so check first.
+    missing = [name for name in REQUIRED_ATTRIBUTES if name not in attributes]
+    if missing:
+        raise InvalidEvent(f"missing required CloudEvents attributes: {', '.join(missing)}")
+    if attributes["specversion"] != SPECVERSION_V1_0:
+        raise InvalidEvent(
+            f"specversion is {attributes['specversion']!r}, expected {SPECVERSION_V1_0!r}"
+        )
+    try:
+        return CloudEvent(attributes, data)
+    except CloudEventValidationError as exc:
+        raise InvalidEvent(str(exc)) from exc
+
+
+def _read_binary(
+    body: bytes, content_type: str | None, headers: Mapping[str, object]
+) -> BaseCloudEvent:
+    rabbitmq_headers = {
+        name: _header_text(name, value)
+        for name, value in headers.items()
+        if name.lower().startswith(_RABBITMQ_PREFIX)
+    }
+    # The AMQP binding keeps native values (an integer time is milliseconds since the epoch).
+    amqp_properties = {
+        name: _header_text(name, value) if isinstance(value, bytes) else value
+        for name, value in headers.items()
+        if name.startswith(_AMQP_PREFIXES)
+    }
+    if rabbitmq_headers and amqp_properties:
+        raise InvalidEvent("message mixes ce- and cloudEvents attribute headers")
+    if rabbitmq_headers:
+        message = rabbitmq.RabbitMQMessage(rabbitmq_headers, content_type, body)
+        return rabbitmq.from_binary(message, _JSON_FORMAT, _strict_event)
+    if amqp_properties:
+        properties = {} if content_type is None else {amqp.CONTENT_TYPE_PROPERTY: content_type}
+        amqp_message = amqp.AMQPMessage(properties, amqp_properties, body)
+        return amqp.from_binary(amqp_message, _JSON_FORMAT, _strict_event)
+    raise InvalidEvent(
+        f"not a CloudEvent: content type {content_type!r} is not {CONTENT_TYPE_STRUCTURED!r} "
+        "and no ce- or cloudEvents attribute headers are present"
+    )
+
+
+def _header_text(name: str, value: object) -> str:
+    # RabbitMQ clients hand back AMQP 0-9-1 long strings as str or as bytes.
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"header {name!r} is not UTF-8") from exc
+    if not isinstance(value, str):
+        raise InvalidEvent(f"header {name!r} must be a string, got {type(value).__name__}")
+    return value

@@ -1,0 +1,1 @@
+"""Code shared by the ingest and export services: settings, errors, storage and broker adapters."""

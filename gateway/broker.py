@@ -1,0 +1,108 @@
+"""Publishing to RabbitMQ with publisher confirms (aio-pika).
+
+A publish returns only once the broker has confirmed the message. Connection problems of any
+kind become :class:`BrokerUnavailable`; the caller keeps the message and retries, because a
+robust connection does not replay publishes that were in flight when it broke.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import aio_pika
+import aiormq
+import pamqp.commands
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+from gateway.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+CONFIRM_TIMEOUT_SECONDS = 30.0
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, content_type: str
+    ) -> None:
+        """Publish persistently; return once the broker confirmed; raise BrokerUnavailable."""
+
+    async def close(self) -> None: ...
+
+
+class AmqpPublisher:
+    """One connection and one confirming channel, (re)opened on demand."""
+
+    def __init__(self, url: str, exchange: str, connection_name: str) -> None:
+        self._url = url
+        self._exchange_name = exchange
+        self._connection_name = connection_name
+        self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def _ensure_open(self) -> AbstractExchange:
+        if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
+            return self._exchange
+        await self.close()
+        self._connection = await aio_pika.connect(
+            self._url,
+            timeout=10,
+            client_properties={"connection_name": self._connection_name},
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        log.info("connected to RabbitMQ, exchange %s", self._exchange_name)
+        return self._exchange
+
+    async def ensure_exchange(self) -> None:
+        """Declare the exchange now (start-up), so pipelines can bind before the first event."""
+        try:
+            await self._ensure_open()
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            await self.close()
+            raise BrokerUnavailable(f"RabbitMQ not reachable: {exc}") from exc
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, content_type: str
+    ) -> None:
+        try:
+            exchange = await self._ensure_open()
+            confirmation = await exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type=content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message_id,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+                timeout=CONFIRM_TIMEOUT_SECONDS,
+            )
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            await self.close()
+            raise BrokerUnavailable(f"publish of {message_id} failed: {exc}") from exc
+        if confirmation is None:
+            raise BrokerUnavailable(f"broker did not confirm {message_id}")
+        if not isinstance(confirmation, pamqp.commands.Basic.Ack):
+            # Returned as unroutable: the broker has it and no queue is bound to the key. That is
+            # a subscription problem, not an outage, so it is reported rather than retried.
+            log.warning(
+                "event %s was not routed: no queue is bound to %r on exchange %s",
+                message_id,
+                routing_key,
+                self._exchange_name,
+            )
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = None
+        self._exchange = None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except (aiormq.exceptions.AMQPError, OSError) as exc:
+                log.debug("closing a broken RabbitMQ connection: %s", exc)

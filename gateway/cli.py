@@ -1,0 +1,68 @@
+"""The ``dicom-gateway`` command: one entry point, one subcommand per service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import configure_logging
+from gateway.settings import load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom-gateway",
+        description="DICOM gateway between imaging devices and AI pipelines.",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ingest = commands.add_parser("ingest", help="run the DICOM C-STORE SCP")
+    ingest.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration file (default: $GATEWAY_CONFIG, else built-in defaults)",
+    )
+    commands.add_parser(
+        "check-config", help="validate the configuration and print it"
+    ).add_argument("--config", type=Path)
+    return parser
+
+
+def _config_path(given: Path | None, environ: dict[str, str]) -> Path | None:
+    if given is not None:
+        return given
+    from_env = environ.get("GATEWAY_CONFIG")
+    return Path(from_env) if from_env else None
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    log = logging.getLogger("dicom-gateway")
+    env = dict(os.environ) if environ is None else environ
+    try:
+        settings = load_settings(_config_path(args.config, env))
+    except ConfigError as exc:
+        print(f"dicom-gateway: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(settings.model_dump_json(indent=2, exclude={"storage": {"secret_key"}}))
+        return 0
+    try:
+        from ingest.app import run
+
+        return run(settings)
+    except GatewayError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The one exception tree of the gateway.
+
+Library exceptions (minio, aio-pika, sqlite3, OSError) are converted to these at the adapter that
+calls the library, with ``raise ... from exc``, so the services only ever handle gateway errors.
+"""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; start-up stops with a non-zero exit."""
+
+
+class StorageUnavailable(GatewayError):
+    """The object store could not be reached or refused a request; the operation may be retried."""
+
+
+class BrokerUnavailable(GatewayError):
+    """RabbitMQ could not be reached or did not confirm a publish; the publish may be retried."""
+
+
+class JournalError(GatewayError):
+    """The local journal (SQLite) could not record a change."""
+
+
+class InstanceRejected(GatewayError):
+    """A received data set cannot be stored; carries the DICOM status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

@@ -1,0 +1,132 @@
+"""Object storage behind one small interface: S3 (MinIO in production) or a local directory.
+
+minio-py is synchronous and thread-safe, so the S3 store is called from worker threads. Every
+library error is converted to :class:`StorageUnavailable` here; callers retry.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException
+
+from contracts.keys import parse_object_key
+from gateway.errors import StorageUnavailable
+from gateway.fsync import fsync_directory
+from gateway.settings import StorageSettings
+
+#: Multipart uploads above this size; 16 MiB parts keep memory per upload bounded.
+PART_SIZE = 16 * 1024 * 1024
+
+
+class ObjectStore(Protocol):
+    #: What goes into the event's ``bucket`` field.
+    @property
+    def bucket(self) -> str: ...
+
+    def ensure_ready(self) -> None:
+        """Create the bucket (or directory) when missing; raise StorageUnavailable if not reachable."""
+
+    def put(self, key: str, data: BinaryIO, length: int) -> None:
+        """Store ``length`` bytes read from ``data`` under ``key``; return only once durable."""
+
+
+class S3Store:
+    def __init__(self, settings: StorageSettings) -> None:
+        # Retries are ours (with backoff, in the uploader); the SDK must fail fast.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
+            maxsize=16,
+        )
+        self._client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+        self._bucket = settings.bucket
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def ensure_ready(self) -> None:
+        try:
+            if not self._client.bucket_exists(self._bucket):
+                self._client.make_bucket(self._bucket)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
+
+    def put(self, key: str, data: BinaryIO, length: int) -> None:
+        try:
+            self._client.put_object(
+                self._bucket,
+                key,
+                data,
+                length,
+                content_type="application/dicom",
+                part_size=PART_SIZE if length > PART_SIZE else 0,
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
+
+
+class FileStore:
+    """Objects as files under ``root/<bucket>/``, written atomically and fsynced."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self._root = settings.path / settings.bucket
+        self._bucket = settings.bucket
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def _path(self, key: str) -> Path:
+        parse_object_key(key)  # refuses anything that could leave the root
+        return self._root / key
+
+    def ensure_ready(self) -> None:
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create {self._root}: {exc}") from exc
+
+    def put(self, key: str, data: BinaryIO, length: int) -> None:
+        target = self._path(key)
+        partial: Path | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+                partial = Path(out.name)
+                remaining = length
+                while remaining:
+                    chunk = data.read(min(remaining, 1024 * 1024))
+                    if not chunk:
+                        raise StorageUnavailable(f"{key}: source ended {remaining} bytes early")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, target)
+            partial = None
+            fsync_directory(target.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"writing {key} failed: {exc}") from exc
+        finally:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
+
+
+def open_store(settings: StorageSettings) -> ObjectStore:
+    if settings.backend == "file":
+        return FileStore(settings)
+    return S3Store(settings)

@@ -1,0 +1,201 @@
+"""The gateway's configuration: one pydantic-settings model, built once at start-up.
+
+Sources, highest priority first: environment variables (``GATEWAY_`` prefix, ``__`` between
+nested names, e.g. ``GATEWAY_BROKER__URL``), the TOML file given by ``--config`` or
+``GATEWAY_CONFIG``, then the defaults below. Every field is documented in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from contracts.keys import is_valid_uid
+from contracts.routing import is_valid_pipeline
+from gateway.errors import ConfigError
+
+#: Our own Implementation Class UID, under the UUID-derived root 2.25 (PS3.5 B.2).
+DEFAULT_IMPLEMENTATION_CLASS_UID = "2.25.161472372394163815240196838036926354915"
+DEFAULT_IMPLEMENTATION_VERSION_NAME = "DICOMGW_010"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no '\'
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or not _AE_TITLE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid AE title (1-16 printable ASCII characters, no backslash)"
+        )
+    return stripped
+
+
+AETitle = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AESettings(_Section):
+    """One called AE title of the SCP and the pipeline its associations are announced to."""
+
+    ae_title: AETitle
+    pipeline: str = "default"
+    allowed_sources: tuple[str, ...] = ()
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _check_pipeline(cls, value: str) -> str:
+        if not is_valid_pipeline(value):
+            raise ValueError(
+                f"{value!r} is not a valid pipeline name (letters, digits, '-' and '_', "
+                "at most 64 characters): it becomes a routing-key segment"
+            )
+        return value
+
+
+class SourceSettings(_Section):
+    """A known sender: its calling AE title and, optionally, the host it must connect from."""
+
+    name: str = Field(min_length=1)
+    ae_title: AETitle
+    host: str | None = None
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class IngestSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=1, le=65535)
+    max_associations: int = Field(default=25, ge=1, le=1000)
+    reject_unknown_sources: bool = False
+    storage_watermark_percent: float = Field(default=75, gt=0, le=100)
+    reserved_storage_gb: float = Field(default=5, ge=0)
+    spool_dir: Path = Path("gateway-data/spool")
+    aborted_cleanup_seconds: float = Field(default=0, ge=0)
+    implementation_class_uid: str = DEFAULT_IMPLEMENTATION_CLASS_UID
+    implementation_version_name: str = Field(
+        default=DEFAULT_IMPLEMENTATION_VERSION_NAME, min_length=1, max_length=16
+    )
+    max_pdu_length: int = Field(default=262_144, ge=0)
+    network_timeout_seconds: float = Field(default=60, gt=0)
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    instance_name: str = "dicom-gateway"
+    ae: tuple[AESettings, ...] = (AESettings(ae_title="GATEWAY"),)
+
+    @field_validator("implementation_class_uid")
+    @classmethod
+    def _check_uid(cls, value: str) -> str:
+        if not is_valid_uid(value):
+            raise ValueError(f"{value!r} is not a valid UID")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ae_titles(self) -> IngestSettings:
+        titles = [ae.ae_title for ae in self.ae]
+        if not titles:
+            raise ValueError("at least one [[ingest.ae]] is required")
+        duplicates = sorted({t for t in titles if titles.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"AE titles configured twice: {', '.join(duplicates)}")
+        return self
+
+
+class StorageSettings(_Section):
+    backend: Literal["s3", "file"] = "s3"
+    endpoint: str = "127.0.0.1:9000"
+    bucket: str = "dicom-gateway"
+    access_key: str = "minioadmin"
+    secret_key: str = "minioadmin"
+    secure: bool = False
+    region: str | None = None
+    path: Path = Path("gateway-data/objects")
+
+
+class BrokerSettings(_Section):
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = "dicom-gateway"
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway can be told. Built by :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    ingest: IngestSettings = IngestSettings()
+    sources: tuple[SourceSettings, ...] = ()
+    storage: StorageSettings = StorageSettings()
+    broker: BrokerSettings = BrokerSettings()
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> GatewaySettings:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"[[sources]] names used twice: {', '.join(duplicates)}")
+        for ae in self.ingest.ae:
+            unknown = sorted(set(ae.allowed_sources) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"ingest.ae {ae.ae_title!r}: allowed_sources names unknown sources: "
+                    f"{', '.join(unknown)}"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+def load_settings(config_file: Path | None) -> GatewaySettings:
+    """Build the settings from ``config_file`` (if any) and the environment.
+
+    Raises :class:`ConfigError` naming every invalid field.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+    settings_cls: type[GatewaySettings] = GatewaySettings
+    if config_file is not None:
+        settings_cls = type(
+            "GatewaySettingsFromFile",
+            (GatewaySettings,),
+            {"model_config": {**GatewaySettings.model_config, "toml_file": config_file}},
+        )
+    try:
+        return settings_cls()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"invalid configuration file {config_file}: {exc}") from exc

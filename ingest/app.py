@@ -1,0 +1,185 @@
+"""Start-up and shutdown of the ingest service.
+
+Resources are opened in one place, in dependency order, and closed in reverse:
+journal → object store → broker relay → uploader → SCP. On SIGTERM/SIGINT the SCP stops
+accepting, open associations get ``shutdown_grace_seconds`` to finish, then what is pending is
+flushed if the services are reachable. Anything not flushed stays in the journal and the spool
+and is resumed by the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
+
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateway.broker import AmqpPublisher
+from gateway.errors import BrokerUnavailable, JournalError, StorageUnavailable
+from gateway.loop_thread import LoopThread
+from gateway.objectstore import open_store
+from gateway.settings import GatewaySettings
+from ingest.journal import Journal
+from ingest.relay import Relay
+from ingest.scp import IngestContext, start_scp
+from ingest.spool import Spool
+from ingest.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+#: How often aborted associations with a delayed cleanup and dead transfers are looked at.
+MAINTENANCE_INTERVAL_SECONDS = 5.0
+
+
+def configure_pynetdicom(spool: Spool) -> None:
+    """Process-wide pynetdicom switches the SCP depends on.
+
+    - Stream each data set to a file instead of memory, keeping the bytes as received.
+    - Accept every storage SOP class, private and unknown ones too, in the sender's first
+      proposed transfer syntax, so nothing is ever converted.
+    - pynetdicom creates those files with ``tempfile``; they must land on the spool's
+      filesystem so that adopting one is a rename, not a copy.
+    """
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
+    tempfile.tempdir = str(spool.incoming)
+
+
+def _remove_due_aborted(journal: Journal, spool: Spool) -> None:
+    for association_id in journal.aborted_due(datetime.now(UTC)):
+        spool.remove_association(association_id)
+        journal.forget(association_id)
+        log.info("association %s: files of the aborted association removed", association_id)
+
+
+def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
+    stale_after = ctx.settings.ingest.network_timeout_seconds + 60
+    while not stop.wait(MAINTENANCE_INTERVAL_SECONDS):
+        try:
+            _remove_due_aborted(ctx.journal, ctx.spool)
+            ctx.spool.clear_incoming(older_than=stale_after)
+        except (JournalError, OSError) as exc:
+            log.error("spool maintenance failed, retrying later: %s", exc)
+
+
+@contextmanager
+def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
+    """Everything ingest needs, running; shut down in reverse order on exit."""
+    spool = Spool(settings.ingest.spool_dir)
+    spool.prepare()
+    configure_pynetdicom(spool)
+    with ExitStack() as stack:
+        journal = Journal.open(spool.journal_path)
+        stack.callback(journal.close)
+        _recover(journal, spool, settings.ingest.aborted_cleanup_seconds)
+
+        store = open_store(settings.storage)
+        try:
+            store.ensure_ready()
+        except StorageUnavailable as exc:
+            log.warning("object storage not reachable yet (%s); uploads will retry", exc)
+
+        loop = LoopThread("broker")
+        loop.start()
+        stack.callback(loop.stop)
+        publisher = AmqpPublisher(
+            settings.broker.url, settings.broker.exchange, f"{settings.ingest.instance_name} ingest"
+        )
+        stack.callback(lambda: loop.submit(publisher.close()).result(10))
+        try:
+            loop.submit(publisher.ensure_exchange()).result(15)
+        except BrokerUnavailable as exc:
+            log.warning("RabbitMQ not reachable yet (%s); events will wait in the outbox", exc)
+        relay = Relay(journal, publisher)
+        relay_task = loop.submit(relay.run())
+
+        def stop_relay() -> None:
+            loop.loop.call_soon_threadsafe(relay.stop)
+            relay_task.result(10)
+            flushed = loop.submit(relay.drain(timeout=settings.ingest.shutdown_grace_seconds))
+            flushed.result(settings.ingest.shutdown_grace_seconds + 5)
+
+        stack.callback(stop_relay)
+
+        uploader = Uploader(
+            journal,
+            spool,
+            store,
+            settings.ingest,
+            on_announced=lambda: loop.loop.call_soon_threadsafe(relay.wake),
+        )
+        uploader.start()
+        stack.callback(uploader.stop)
+        stack.callback(uploader.wait_idle, settings.ingest.shutdown_grace_seconds)
+
+        ctx = IngestContext(settings=settings, journal=journal, spool=spool, uploader=uploader)
+        stop_maintenance = threading.Event()
+        maintenance = threading.Thread(
+            target=_maintain, args=(ctx, stop_maintenance), name="maintenance", daemon=True
+        )
+        maintenance.start()
+        stack.callback(maintenance.join)
+        stack.callback(stop_maintenance.set)
+
+        server = start_scp(ctx)
+        stack.callback(server.server_close)
+        stack.callback(_stop_scp, server, ctx, settings.ingest.shutdown_grace_seconds)
+        log.info(
+            "ingest listening on %s:%d as %s (max %d associations)",
+            settings.ingest.host,
+            settings.ingest.port,
+            ", ".join(f"{ae.ae_title}->{ae.pipeline}" for ae in settings.ingest.ae),
+            settings.ingest.max_associations,
+        )
+        yield ctx
+
+
+def _stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_seconds: float) -> None:
+    """Stop accepting, give open associations the grace period, then abort what is left."""
+    server.shutdown()  # stops accepting; associations in flight keep running
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and any(a.is_alive() for a in server.active_associations):
+        time.sleep(0.05)
+    for assoc in server.active_associations:
+        log.warning("association still open at the end of the grace period: aborting it")
+        assoc.abort()
+    for stale in ctx.table.reap():
+        log.warning("association %s ended without a release", stale.association_id)
+
+
+def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
+    """After a crash: unfinished associations count as aborted; partial and orphan files go."""
+    abandoned = journal.abort_all_open(datetime.now(UTC) + timedelta(seconds=cleanup_delay))
+    for association_id in abandoned:
+        log.warning("association %s was open when ingest stopped: discarded", association_id)
+    _remove_due_aborted(journal, spool)
+    known = set(journal.known_associations())
+    for directory in spool.associations.iterdir():
+        if directory.name not in known:
+            spool.remove_association(directory.name)
+    removed = spool.clear_incoming()
+    if removed:
+        log.info("removed %d partial data sets left from before the restart", removed)
+
+
+def run(settings: GatewaySettings) -> int:
+    """Run ingest until SIGTERM or SIGINT; returns the process exit status."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with running_ingest(settings):
+        stop.wait()
+    log.info("ingest stopped")
+    return 0

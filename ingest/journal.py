@@ -1,0 +1,372 @@
+"""The local journal: associations, their spooled instances and the event outbox, in SQLite.
+
+It lives in the spool directory and is the single source of truth after a crash. Every change
+that a DICOM answer or a later step depends on is committed before that answer is given
+(WAL mode with ``synchronous=FULL``, so a commit is on disk when it returns).
+
+Association states::
+
+    open ──released──▶ released ──all uploaded──▶ announced (event in the outbox) ──▶ (row gone)
+      └────aborted───▶ aborted ──files removed──▶ (row gone)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from gateway.errors import JournalError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS associations (
+    association_id   TEXT PRIMARY KEY,
+    called_ae_title  TEXT NOT NULL,
+    calling_ae_title TEXT NOT NULL,
+    remote_host      TEXT NOT NULL,
+    remote_port      INTEGER NOT NULL,
+    pipeline         TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    released_at      TEXT,
+    cleanup_after    TEXT
+);
+CREATE TABLE IF NOT EXISTS instances (
+    association_id      TEXT NOT NULL REFERENCES associations(association_id),
+    sop_instance_uid    TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    study_instance_uid  TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    spool_name          TEXT NOT NULL,
+    data_offset         INTEGER NOT NULL,
+    data_length         INTEGER NOT NULL,
+    received_seq        INTEGER NOT NULL,
+    object_key          TEXT NOT NULL,
+    size                INTEGER,
+    sha256              TEXT,
+    PRIMARY KEY (association_id, sop_instance_uid)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id       TEXT PRIMARY KEY,
+    association_id TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    content_type   TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    created_at     TEXT NOT NULL
+);
+"""
+
+
+class AssociationState(StrEnum):
+    OPEN = "open"
+    RELEASED = "released"
+    ABORTED = "aborted"
+    ANNOUNCED = "announced"
+
+
+@dataclass(frozen=True)
+class AssociationRecord:
+    association_id: str
+    called_ae_title: str
+    calling_ae_title: str
+    remote_host: str
+    remote_port: int
+    pipeline: str
+    started_at: datetime
+    state: AssociationState = AssociationState.OPEN
+    released_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SpooledInstance:
+    """An instance fsynced in the spool; ``size``/``sha256`` are set once it is in storage."""
+
+    association_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    spool_name: str
+    data_offset: int
+    data_length: int
+    received_seq: int
+    object_key: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    association_id: str
+    routing_key: str
+    content_type: str
+    body: bytes
+
+
+class AssociationNotOpen(JournalError):
+    """An instance arrived for an association that is no longer open (it was aborted)."""
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+class Journal:
+    """Thread-safe: one connection, one lock; every method is one transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Journal:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        return cls(db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._db.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                cursor.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"journal write failed: {exc}") from exc
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                cursor.close()
+
+    # -- associations -------------------------------------------------------------------------
+
+    def begin_association(self, record: AssociationRecord) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO associations (association_id, called_ae_title, calling_ae_title,"
+                " remote_host, remote_port, pipeline, started_at, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.association_id,
+                    record.called_ae_title,
+                    record.calling_ae_title,
+                    record.remote_host,
+                    record.remote_port,
+                    record.pipeline,
+                    _ts(record.started_at),
+                    AssociationState.OPEN,
+                ),
+            )
+
+    def mark_released(self, association_id: str, released_at: datetime) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ?, released_at = ?"
+                " WHERE association_id = ? AND state = ?",
+                (
+                    AssociationState.RELEASED,
+                    _ts(released_at),
+                    association_id,
+                    AssociationState.OPEN,
+                ),
+            )
+
+    def mark_aborted(self, association_id: str, cleanup_after: datetime) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ?, cleanup_after = ?"
+                " WHERE association_id = ? AND state = ?",
+                (
+                    AssociationState.ABORTED,
+                    _ts(cleanup_after),
+                    association_id,
+                    AssociationState.OPEN,
+                ),
+            )
+
+    def abort_all_open(self, cleanup_after: datetime) -> list[str]:
+        """After a crash no open association can continue: they count as aborted."""
+        with self._transaction() as cur:
+            ids = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT association_id FROM associations WHERE state = ?",
+                    (AssociationState.OPEN,),
+                )
+            ]
+            cur.execute(
+                "UPDATE associations SET state = ?, cleanup_after = ? WHERE state = ?",
+                (AssociationState.ABORTED, _ts(cleanup_after), AssociationState.OPEN),
+            )
+        return ids
+
+    def association(self, association_id: str) -> AssociationRecord:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT association_id, called_ae_title, calling_ae_title, remote_host,"
+                " remote_port, pipeline, started_at, state, released_at"
+                " FROM associations WHERE association_id = ?",
+                (association_id,),
+            ).fetchone()
+        if row is None:
+            raise JournalError(f"association {association_id} is not in the journal")
+        return AssociationRecord(
+            association_id=row[0],
+            called_ae_title=row[1],
+            calling_ae_title=row[2],
+            remote_host=row[3],
+            remote_port=row[4],
+            pipeline=row[5],
+            started_at=datetime.fromisoformat(row[6]),
+            state=AssociationState(row[7]),
+            released_at=None if row[8] is None else datetime.fromisoformat(row[8]),
+        )
+
+    def associations_in_state(self, state: AssociationState) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT association_id FROM associations WHERE state = ? ORDER BY released_at",
+                (state,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def known_associations(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT association_id FROM associations").fetchall()
+        return [row[0] for row in rows]
+
+    def aborted_due(self, now: datetime) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT association_id FROM associations WHERE state = ? AND cleanup_after <= ?",
+                (AssociationState.ABORTED, _ts(now)),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def forget(self, association_id: str) -> None:
+        """Remove every trace of an association whose files are gone."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM outbox WHERE association_id = ?", (association_id,))
+            cur.execute("DELETE FROM instances WHERE association_id = ?", (association_id,))
+            cur.execute("DELETE FROM associations WHERE association_id = ?", (association_id,))
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def add_instance(self, instance: SpooledInstance) -> str | None:
+        """Record an fsynced instance; returns the spool name of an instance it replaces.
+
+        A sender may send the same SOP Instance UID twice in one association; the last copy
+        wins, as it would in any archive, and the earlier file is the caller's to remove.
+        """
+        with self._transaction() as cur:
+            state = cur.execute(
+                "SELECT state FROM associations WHERE association_id = ?",
+                (instance.association_id,),
+            ).fetchone()
+            if state is None or state[0] != AssociationState.OPEN:
+                raise AssociationNotOpen(f"association {instance.association_id} is not open")
+            previous = cur.execute(
+                "SELECT spool_name FROM instances WHERE association_id = ? AND sop_instance_uid = ?",
+                (instance.association_id, instance.sop_instance_uid),
+            ).fetchone()
+            cur.execute(
+                "INSERT OR REPLACE INTO instances (association_id, sop_instance_uid,"
+                " sop_class_uid, transfer_syntax_uid, study_instance_uid, series_instance_uid,"
+                " spool_name, data_offset, data_length, received_seq, object_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    instance.association_id,
+                    instance.sop_instance_uid,
+                    instance.sop_class_uid,
+                    instance.transfer_syntax_uid,
+                    instance.study_instance_uid,
+                    instance.series_instance_uid,
+                    instance.spool_name,
+                    instance.data_offset,
+                    instance.data_length,
+                    instance.received_seq,
+                    instance.object_key,
+                ),
+            )
+        return None if previous is None else str(previous[0])
+
+    def instances(self, association_id: str) -> list[SpooledInstance]:
+        """The association's instances in the order they were received."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+                " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
+                " received_seq, object_key, size, sha256"
+                " FROM instances WHERE association_id = ? ORDER BY received_seq",
+                (association_id,),
+            ).fetchall()
+        return [SpooledInstance(*row) for row in rows]
+
+    def mark_stored(
+        self, association_id: str, sop_instance_uid: str, size: int, sha256: str
+    ) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE instances SET size = ?, sha256 = ?"
+                " WHERE association_id = ? AND sop_instance_uid = ?",
+                (size, sha256, association_id, sop_instance_uid),
+            )
+
+    # -- outbox -------------------------------------------------------------------------------
+
+    def announce(self, event: OutboxEvent, created_at: datetime) -> None:
+        """Put the association's event in the outbox; from now on it only needs relaying."""
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
+                " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.association_id,
+                    event.routing_key,
+                    event.content_type,
+                    event.body,
+                    _ts(created_at),
+                ),
+            )
+            cur.execute(
+                "UPDATE associations SET state = ? WHERE association_id = ?",
+                (AssociationState.ANNOUNCED, event.association_id),
+            )
+
+    def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, association_id, routing_key, content_type, body"
+                " FROM outbox ORDER BY created_at LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [OutboxEvent(row[0], row[1], row[2], row[3], bytes(row[4])) for row in rows]
+
+    def outbox_depth(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(count)

@@ -1,0 +1,99 @@
+"""Association admission: a pure decision from the request, the configuration and the spool.
+
+Order matters and follows what a sender can do about it: a permanent misconfiguration (wrong
+called or calling AE) is reported before transient conditions (limit, disk), so an integration
+engineer sees the real problem at once rather than after the load goes down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.settings import AESettings, IngestSettings, SourceSettings
+from ingest.dicom_codes import (
+    CALLED_AE_NOT_RECOGNISED,
+    CALLING_AE_NOT_RECOGNISED,
+    SPOOL_FULL,
+    TOO_MANY_ASSOCIATIONS,
+    Reject,
+)
+
+_GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class AssociationRequest:
+    called_ae_title: str
+    calling_ae_title: str
+    remote_host: str
+
+
+@dataclass(frozen=True)
+class SpoolUsage:
+    total_bytes: int
+    free_bytes: int
+
+    @property
+    def used_percent(self) -> float:
+        if self.total_bytes <= 0:
+            return 100.0
+        return 100.0 * (self.total_bytes - self.free_bytes) / self.total_bytes
+
+
+@dataclass(frozen=True)
+class Admit:
+    """The association may go ahead, announced to ``ae.pipeline``."""
+
+    ae: AESettings
+
+
+Decision = Admit | Reject
+
+
+def spool_has_room(usage: SpoolUsage, watermark_percent: float, reserved_gb: float) -> bool:
+    """True while the spool filesystem is at or below the watermark and above the reserve."""
+    return usage.used_percent <= watermark_percent and usage.free_bytes >= reserved_gb * _GIB
+
+
+def source_matches(source: SourceSettings, calling_ae_title: str, remote_host: str) -> bool:
+    return source.ae_title == calling_ae_title and source.host in (None, remote_host)
+
+
+def calling_ae_allowed(
+    request: AssociationRequest,
+    ae: AESettings,
+    sources: tuple[SourceSettings, ...],
+    reject_unknown_sources: bool,
+) -> bool:
+    """Whether the caller may talk to ``ae``.
+
+    An AE with ``allowed_sources`` admits only those sources; otherwise, with
+    ``reject_unknown_sources``, any configured source; otherwise anyone.
+    """
+    if ae.allowed_sources:
+        candidates = tuple(s for s in sources if s.name in ae.allowed_sources)
+    elif reject_unknown_sources:
+        candidates = sources
+    else:
+        return True
+    return any(source_matches(s, request.calling_ae_title, request.remote_host) for s in candidates)
+
+
+def decide(
+    request: AssociationRequest,
+    settings: IngestSettings,
+    sources: tuple[SourceSettings, ...],
+    active_associations: int,
+    spool: SpoolUsage,
+) -> Decision:
+    """Admit the association or say which A-ASSOCIATE-RJ to send."""
+    ae = next((a for a in settings.ae if a.ae_title == request.called_ae_title), None)
+    if ae is None:
+        return CALLED_AE_NOT_RECOGNISED
+    if not calling_ae_allowed(request, ae, sources, settings.reject_unknown_sources):
+        return CALLING_AE_NOT_RECOGNISED
+    if active_associations >= settings.max_associations:
+        return TOO_MANY_ASSOCIATIONS
+    if not spool_has_room(spool, settings.storage_watermark_percent, settings.reserved_storage_gb):
+        return SPOOL_FULL
+    return Admit(ae)

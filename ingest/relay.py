@@ -1,0 +1,87 @@
+"""Relaying the outbox to RabbitMQ: publish with confirms, then forget the association.
+
+Runs on the asyncio loop thread. A broker outage only delays events: each stays in the journal
+until the broker confirmed it. A crash between confirm and forget republishes the same event id,
+which subscribers can recognise (at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from gateway.broker import Publisher
+from gateway.errors import BrokerUnavailable, JournalError
+from ingest.journal import Journal
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Relay:
+    def __init__(self, journal: Journal, publisher: Publisher) -> None:
+        self._journal = journal
+        self._publisher = publisher
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called on the loop thread when the outbox has something new."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                sent = await self._relay_pending()
+                attempt = 0
+            except (BrokerUnavailable, JournalError) as exc:
+                delay = RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
+                log.warning("event relay: %s; retrying in %.1f s", exc, delay)
+                attempt += 1
+                await self._sleep(delay)
+                continue
+            if not sent:
+                await self._wake.wait()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return
+
+    async def _relay_pending(self) -> int:
+        events = await asyncio.to_thread(self._journal.pending_events)
+        for event in events:
+            if self._stop.is_set():
+                break
+            await self._publisher.publish(
+                event.routing_key,
+                event.body,
+                message_id=event.event_id,
+                content_type=event.content_type,
+            )
+            await asyncio.to_thread(self._journal.forget, event.association_id)
+            log.info(
+                "event %s published to %s at %s",
+                event.event_id,
+                event.routing_key,
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+            )
+        return len(events)
+
+    async def drain(self, timeout: float) -> bool:
+        """Relay what is pending now, within ``timeout``; True if the outbox ended empty."""
+        try:
+            await asyncio.wait_for(self._relay_pending(), timeout)
+        except (BrokerUnavailable, JournalError, TimeoutError) as exc:
+            log.warning("outbox not flushed at shutdown (%s); it is sent on the next start", exc)
+            return False
+        return await asyncio.to_thread(self._journal.outbox_depth) == 0

@@ -1,0 +1,361 @@
+"""The DICOM SCP: pynetdicom set-up and the handlers that tie an association to the journal.
+
+Handlers are plain functions with their dependencies bound explicitly (``evt_handlers`` with an
+argument list), as pynetdicom intends. They run on the association's own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from contracts.keys import new_association_id, object_key
+from gateway.errors import InstanceRejected, JournalError
+from gateway.settings import AESettings, GatewaySettings
+from ingest.dicom_codes import NO_REASON_GIVEN, Reject, Status
+from ingest.journal import AssociationNotOpen, AssociationRecord, Journal, SpooledInstance
+from ingest.part10 import data_set_offset, read_identity
+from ingest.policy import Admit, AssociationRequest, decide
+from ingest.spool import Spool
+from ingest.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+#: How long an EVT_REQUESTED handler waits for the A-ASSOCIATE-RJ to leave before giving up.
+REJECT_SEND_SECONDS = 5.0
+#: pynetdicom counts TCP connections that never send an A-ASSOCIATE-RQ (port probes) against
+#: its own limit until the ACSE timeout; our limit counts real associations, so pynetdicom's
+#: is set higher by this headroom and only guards against floods.
+PROBE_HEADROOM = 64
+
+
+@dataclass
+class ActiveAssociation:
+    """What ingest knows about an admitted association while it is open."""
+
+    association_id: str
+    ae: AESettings
+    calling_ae_title: str
+    remote_host: str
+    remote_port: int
+    started_at: datetime
+    started_monotonic: float = field(default_factory=time.monotonic)
+    instances: int = 0
+    bytes: int = 0
+    next_seq: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_seq(self) -> int:
+        with self.lock:
+            self.next_seq += 1
+            return self.next_seq
+
+
+class AssociationTable:
+    """The admitted associations, keyed by pynetdicom's Association object. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._active: dict[int, tuple[Association, ActiveAssociation]] = {}
+
+    def count(self) -> int:
+        """Admitted associations whose thread is alive; call with ``lock`` held."""
+        return sum(1 for assoc, _ in self._active.values() if assoc.is_alive())
+
+    def add(self, assoc: Association, active: ActiveAssociation) -> None:
+        self._active[id(assoc)] = (assoc, active)
+
+    def get(self, assoc: Association) -> ActiveAssociation | None:
+        with self.lock:
+            entry = self._active.get(id(assoc))
+        return None if entry is None else entry[1]
+
+    def pop(self, assoc: Association) -> ActiveAssociation | None:
+        with self.lock:
+            entry = self._active.pop(id(assoc), None)
+        return None if entry is None else entry[1]
+
+    def reap(self) -> list[ActiveAssociation]:
+        """Entries whose thread ended without a release or abort event reaching us."""
+        with self.lock:
+            dead = [key for key, (assoc, _) in self._active.items() if not assoc.is_alive()]
+            return [self._active.pop(key)[1] for key in dead]
+
+
+@dataclass
+class IngestContext:
+    settings: GatewaySettings
+    journal: Journal
+    spool: Spool
+    uploader: Uploader
+    table: AssociationTable = field(default_factory=AssociationTable)
+
+
+def _set_socket_options(sock: socket.socket) -> None:
+    # Nagle plus delayed ACKs stall every small PDU write of the usual senders by up to 40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_QUICKACK"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+
+def handle_conn_open(event: evt.Event) -> None:
+    raw = getattr(event.assoc.dul.socket, "socket", None)
+    if isinstance(raw, socket.socket):
+        _set_socket_options(raw)
+
+
+def _send_reject(assoc: Association, reject: Reject) -> None:
+    """Send the A-ASSOCIATE-RJ and wait until the state machine has put it on the wire.
+
+    pynetdicom closes the socket as soon as the handler returns, so returning early would
+    drop the rejection and the sender would see a bare TCP close instead of the reason.
+    """
+    assoc.acse.send_reject(int(reject.result), int(reject.source), reject.reason)
+    deadline = time.monotonic() + REJECT_SEND_SECONDS
+    while time.monotonic() < deadline and assoc.dul.state_machine.current_state != "Sta13":
+        time.sleep(0.005)
+    assoc.kill()
+
+
+def _log_reject(request: AssociationRequest, port: int, reject: Reject) -> None:
+    log.warning(
+        "association rejected: called=%s calling=%s from %s:%d reason=%s",
+        request.called_ae_title,
+        request.calling_ae_title,
+        request.remote_host,
+        port,
+        reject.name,
+    )
+
+
+def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    request = AssociationRequest(
+        called_ae_title=str(primitive.called_ae_title).strip(),
+        calling_ae_title=str(primitive.calling_ae_title).strip(),
+        remote_host=str(assoc.requestor.address),
+    )
+    port = int(assoc.requestor.port)
+    for stale in ctx.table.reap():
+        _finish_aborted(ctx, stale, "association thread ended without release")
+    try:
+        with ctx.table.lock:
+            decision = decide(
+                request,
+                ctx.settings.ingest,
+                ctx.settings.sources,
+                ctx.table.count(),
+                ctx.spool.usage(),
+            )
+            if isinstance(decision, Admit):
+                active = ActiveAssociation(
+                    association_id=new_association_id(),
+                    ae=decision.ae,
+                    calling_ae_title=request.calling_ae_title,
+                    remote_host=request.remote_host,
+                    remote_port=port,
+                    started_at=datetime.now(UTC),
+                )
+                ctx.table.add(assoc, active)
+        if isinstance(decision, Admit):
+            ctx.spool.open_association(active.association_id)
+            ctx.journal.begin_association(
+                AssociationRecord(
+                    association_id=active.association_id,
+                    called_ae_title=request.called_ae_title,
+                    calling_ae_title=request.calling_ae_title,
+                    remote_host=request.remote_host,
+                    remote_port=port,
+                    pipeline=decision.ae.pipeline,
+                    started_at=active.started_at,
+                )
+            )
+    except (JournalError, OSError) as exc:
+        # pynetdicom swallows handler exceptions and goes on to accept; fail closed instead.
+        log.error("cannot admit association from %s: %s", request.remote_host, exc)
+        ctx.table.pop(assoc)
+        _send_reject(assoc, NO_REASON_GIVEN)
+        return
+    if not isinstance(decision, Admit):
+        _log_reject(request, port, decision)
+        _send_reject(assoc, decision)
+        return
+    # Several called AE titles share one listener: answer as the one that was called.
+    assoc.acceptor.ae_title = request.called_ae_title
+    log.debug("association %s admitted for %s", active.association_id, decision.ae.pipeline)
+
+
+def handle_store(event: evt.Event, ctx: IngestContext) -> int:
+    active = ctx.table.get(event.assoc)
+    received = Path(event.dataset_path)
+    if active is None:
+        log.error("C-STORE on an association ingest does not know; refusing")
+        received.unlink(missing_ok=True)
+        return Status.OUT_OF_RESOURCES
+    transfer_syntax = str(event.context.transfer_syntax)
+    request = event.request
+    adopted: Path | None = None
+    try:
+        with received.open("rb") as data:
+            offset = data_set_offset(data)
+            identity = read_identity(
+                data,
+                offset,
+                transfer_syntax,
+                str(request.AffectedSOPClassUID or ""),
+                str(request.AffectedSOPInstanceUID or ""),
+            )
+        data_length = received.stat().st_size - offset
+        key = object_key(
+            active.association_id,
+            identity.study_instance_uid,
+            identity.series_instance_uid,
+            identity.sop_instance_uid,
+        )
+        seq = active.take_seq()
+        name = ctx.spool.adopt(received, active.association_id, seq)
+        adopted = ctx.spool.instance_path(active.association_id, name)
+        replaced = ctx.journal.add_instance(
+            SpooledInstance(
+                association_id=active.association_id,
+                sop_instance_uid=identity.sop_instance_uid,
+                sop_class_uid=identity.sop_class_uid,
+                transfer_syntax_uid=transfer_syntax,
+                study_instance_uid=identity.study_instance_uid,
+                series_instance_uid=identity.series_instance_uid,
+                spool_name=name,
+                data_offset=offset,
+                data_length=data_length,
+                received_seq=seq,
+                object_key=key,
+            )
+        )
+    except InstanceRejected as exc:
+        log.warning(
+            "association %s: C-STORE refused with 0x%04X: %s",
+            active.association_id,
+            exc.status,
+            exc.reason,
+        )
+        return exc.status
+    except (JournalError, OSError) as exc:
+        if adopted is not None:
+            adopted.unlink(missing_ok=True)
+        level = logging.INFO if isinstance(exc, AssociationNotOpen) else logging.ERROR
+        log.log(
+            level,
+            "association %s: C-STORE refused with 0x%04X: cannot spool: %s",
+            active.association_id,
+            Status.OUT_OF_RESOURCES,
+            exc,
+        )
+        return Status.OUT_OF_RESOURCES
+    if replaced is not None:
+        ctx.spool.instance_path(active.association_id, replaced).unlink(missing_ok=True)
+    with active.lock:
+        active.instances += 1
+        active.bytes += data_length
+    return Status.SUCCESS
+
+
+def handle_echo(_event: evt.Event) -> int:
+    return Status.SUCCESS
+
+
+def _log_end(active: ActiveAssociation, outcome: str) -> None:
+    log.info(
+        "association %s %s: called=%s calling=%s from %s:%d instances=%d bytes=%d "
+        "duration=%.3fs pipeline=%s",
+        active.association_id,
+        outcome,
+        active.ae.ae_title,
+        active.calling_ae_title,
+        active.remote_host,
+        active.remote_port,
+        active.instances,
+        active.bytes,
+        time.monotonic() - active.started_monotonic,
+        active.ae.pipeline,
+    )
+
+
+def handle_released(event: evt.Event, ctx: IngestContext) -> None:
+    active = ctx.table.pop(event.assoc)
+    if active is None:
+        return
+    try:
+        ctx.journal.mark_released(active.association_id, datetime.now(UTC))
+    except JournalError as exc:
+        # The instances stay spooled and the association open in the journal; the next start
+        # treats it as unfinished. Nothing was announced, so nothing wrong is handed on.
+        log.error("association %s: cannot record the release: %s", active.association_id, exc)
+        _log_end(active, "released-but-not-recorded")
+        return
+    _log_end(active, "released")
+    ctx.uploader.submit(active.association_id)
+
+
+def _finish_aborted(ctx: IngestContext, active: ActiveAssociation, outcome: str) -> None:
+    delay = ctx.settings.ingest.aborted_cleanup_seconds
+    try:
+        ctx.journal.mark_aborted(
+            active.association_id, datetime.now(UTC) + timedelta(seconds=delay)
+        )
+        if delay == 0:
+            ctx.spool.remove_association(active.association_id)
+            ctx.journal.forget(active.association_id)
+    except (JournalError, OSError) as exc:
+        log.error("association %s: cleanup after abort failed: %s", active.association_id, exc)
+    _log_end(active, outcome)
+
+
+def handle_aborted(event: evt.Event, ctx: IngestContext) -> None:
+    active = ctx.table.pop(event.assoc)
+    if active is not None:
+        _finish_aborted(ctx, active, "aborted")
+
+
+def build_ae(settings: GatewaySettings) -> AE:
+    ingest = settings.ingest
+    ae = AE(ae_title=ingest.ae[0].ae_title)
+    ae.implementation_class_uid = ingest.implementation_class_uid
+    ae.implementation_version_name = ingest.implementation_version_name
+    ae.maximum_pdu_size = ingest.max_pdu_length
+    ae.maximum_associations = ingest.max_associations + PROBE_HEADROOM
+    ae.network_timeout = ingest.network_timeout_seconds
+    ae.require_called_aet = False  # checked by our policy, for several titles
+    ae.require_calling_aet = []
+    # Synchronous operations only: no asynchronous operations window is negotiated.
+    ae.add_supported_context(Verification)
+    return ae
+
+
+def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
+    """Listen; each association runs on its own thread until the server is shut down."""
+    ae = build_ae(ctx.settings)
+    handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, handle_conn_open),
+        (evt.EVT_REQUESTED, handle_requested, [ctx]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_RELEASED, handle_released, [ctx]),
+        (evt.EVT_ABORTED, handle_aborted, [ctx]),
+    ]
+    server = ae.start_server(
+        (ctx.settings.ingest.host, ctx.settings.ingest.port),
+        block=False,
+        evt_handlers=handlers,
+    )
+    return server

@@ -1,0 +1,142 @@
+"""The journal's state machine and the event built from it (real SQLite in a temp dir)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
+from contracts.keys import new_association_id, object_key
+from ingest.announcement import released_event
+from ingest.journal import (
+    AssociationNotOpen,
+    AssociationRecord,
+    AssociationState,
+    Journal,
+    SpooledInstance,
+)
+
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal.open(tmp_path / "journal.sqlite3")
+
+
+def begin(journal: Journal) -> str:
+    association_id = new_association_id()
+    journal.begin_association(
+        AssociationRecord(
+            association_id=association_id,
+            called_ae_title="GATEWAY",
+            calling_ae_title="CT01",
+            remote_host="127.0.0.1",
+            remote_port=40000,
+            pipeline="lung",
+            started_at=STARTED,
+        )
+    )
+    return association_id
+
+
+def instance(association_id: str, sop: str, seq: int, spool_name: str = "") -> SpooledInstance:
+    return SpooledInstance(
+        association_id=association_id,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        spool_name=spool_name or f"{seq:06d}.dcm",
+        data_offset=300,
+        data_length=1000,
+        received_seq=seq,
+        object_key=object_key(association_id, "1.2.3", "1.2.3.4", sop),
+    )
+
+
+def test_released_association_is_announced_once_with_every_instance(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.add_instance(instance(aid, "1.2.3.4.1", 1))
+    journal.add_instance(instance(aid, "1.2.3.4.2", 2))
+    journal.mark_released(aid, STARTED + timedelta(seconds=3))
+    assert journal.associations_in_state(AssociationState.RELEASED) == [aid]
+    for sop in ("1.2.3.4.1", "1.2.3.4.2"):
+        journal.mark_stored(aid, sop, 1200, "ab" * 32)
+
+    event = released_event(
+        journal.association(aid),
+        journal.instances(aid),
+        bucket="images",
+        instance_name="gw-1",
+        now=STARTED + timedelta(seconds=4),
+    )
+    journal.announce(event, STARTED)
+    assert journal.association(aid).state is AssociationState.ANNOUNCED
+    assert [e.event_id for e in journal.pending_events()] == [aid]
+
+    body = json.loads(event.body)
+    assert event.content_type == CONTENT_TYPE_STRUCTURED
+    assert event.routing_key == "association.released.lung"
+    assert body["id"] == aid
+    assert body["type"] == "dicomgateway.association.released.v1"
+    assert body["source"] == "dicom-gateway://gw-1/GATEWAY"
+    assert body["subject"] == "1.2.3"
+    assert body["data"]["instance_count"] == 2
+    assert body["data"]["total_bytes"] == 2400
+    assert [i["sop_instance_uid"] for i in body["data"]["instances"]] == ["1.2.3.4.1", "1.2.3.4.2"]
+
+    journal.forget(aid)
+    assert journal.pending_events() == []
+    assert journal.known_associations() == []
+
+
+def test_resent_instance_replaces_the_earlier_copy(journal: Journal) -> None:
+    aid = begin(journal)
+    assert journal.add_instance(instance(aid, "1.2.3.4.1", 1)) is None
+    assert journal.add_instance(instance(aid, "1.2.3.4.1", 2)) == "000001.dcm"
+    assert [i.spool_name for i in journal.instances(aid)] == ["000002.dcm"]
+
+
+def test_no_instance_is_added_after_an_abort(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_aborted(aid, STARTED)
+    with pytest.raises(AssociationNotOpen):
+        journal.add_instance(instance(aid, "1.2.3.4.1", 1))
+
+
+def test_release_after_abort_does_not_resurrect(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_aborted(aid, STARTED)
+    journal.mark_released(aid, STARTED)
+    assert journal.association(aid).state is AssociationState.ABORTED
+
+
+def test_restart_aborts_what_was_open(journal: Journal) -> None:
+    open_id = begin(journal)
+    released_id = begin(journal)
+    journal.mark_released(released_id, STARTED)
+    assert journal.abort_all_open(STARTED) == [open_id]
+    assert journal.aborted_due(STARTED + timedelta(seconds=1)) == [open_id]
+    assert journal.associations_in_state(AssociationState.RELEASED) == [released_id]
+
+
+def test_delayed_cleanup_is_not_due_early(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_aborted(aid, STARTED + timedelta(seconds=60))
+    assert journal.aborted_due(STARTED) == []
+    assert journal.aborted_due(STARTED + timedelta(seconds=61)) == [aid]
+
+
+def test_event_needs_every_instance_stored(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.add_instance(instance(aid, "1.2.3.4.1", 1))
+    journal.mark_released(aid, STARTED)
+    with pytest.raises(ValueError, match="not stored"):
+        released_event(
+            journal.association(aid), journal.instances(aid), bucket="b", instance_name="gw", now=STARTED
+        )

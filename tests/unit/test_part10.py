@@ -1,0 +1,143 @@
+"""Part 10 framing: identity read without decoding everything, meta put in front of raw bytes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zlib
+
+import pydicom
+import pytest
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+)
+
+from gateway.errors import InstanceRejected
+from ingest.dicom_codes import Status
+from ingest.part10 import InstanceIdentity, data_set_offset, file_meta_bytes, read_identity
+
+STUDY = "1.2.3.4"
+SERIES = "1.2.3.4.5"
+SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+SOP_INSTANCE = "1.2.3.4.5.6"
+PRIVATE_SYNTAX = "1.3.6.1.4.1.99999.1"
+
+
+def received_file(transfer_syntax: str, **overrides: object) -> bytes:
+    """What pynetdicom writes: preamble, a file meta group, then the data set as sent."""
+    ds = Dataset()
+    ds.SOPClassUID = SOP_CLASS
+    ds.SOPInstanceUID = SOP_INSTANCE
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES
+    ds.PatientName = "Test^Patient"
+    ds.BitsAllocated = 16
+    encoded = pydicom.uid.UID(transfer_syntax)
+    if encoded.is_transfer_syntax and encoded.is_compressed:
+        fragments = encapsulate([bytes(range(256)) * 8])
+        ds.add(DataElement(0x7FE00010, "OB", fragments, is_undefined_length=True))
+    else:
+        ds.PixelData = bytes(range(256)) * 64
+    for keyword, value in overrides.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            # Invalid values on purpose: they are what the tests are about.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                setattr(ds, keyword, value)
+    write_as = encoded if encoded.is_transfer_syntax else ExplicitVRLittleEndian
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = write_as
+    ds.file_meta.MediaStorageSOPClassUID = SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = SOP_INSTANCE
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+        PRIVATE_SYNTAX,
+    ],
+)
+def test_identity_is_read_in_every_encoding(transfer_syntax: str) -> None:
+    stream = io.BytesIO(received_file(transfer_syntax))
+    offset = data_set_offset(stream)
+    identity = read_identity(stream, offset, transfer_syntax, "", "")
+    assert identity == InstanceIdentity(SOP_CLASS, SOP_INSTANCE, STUDY, SERIES)
+
+
+def test_deflated_data_set_is_really_deflated() -> None:
+    raw = received_file(DeflatedExplicitVRLittleEndian)
+    offset = data_set_offset(io.BytesIO(raw))
+    inflated = zlib.decompress(raw[offset:], -zlib.MAX_WBITS)
+    assert len(inflated) > len(raw) - offset  # the test data compresses, so it was deflated
+
+
+def test_command_uids_are_the_fallback() -> None:
+    raw = received_file(ExplicitVRLittleEndian, SOPClassUID=None, SOPInstanceUID=None)
+    stream = io.BytesIO(raw)
+    identity = read_identity(stream, data_set_offset(stream), ExplicitVRLittleEndian, "1.2.9", "1.2.9.1")
+    assert (identity.sop_class_uid, identity.sop_instance_uid) == ("1.2.9", "1.2.9.1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SOPInstanceUID": "../../x"}, "SOP Instance UID"),
+        ({"StudyInstanceUID": "1.2.03"}, "Study Instance UID"),
+        ({"SeriesInstanceUID": "1." + "2" * 70}, "Series Instance UID"),
+        ({"StudyInstanceUID": None}, "Study Instance UID"),
+    ],
+)
+def test_invalid_uids_are_refused_as_cannot_understand(
+    overrides: dict[str, object], message: str
+) -> None:
+    stream = io.BytesIO(received_file(ExplicitVRLittleEndian, **overrides))
+    with pytest.raises(InstanceRejected, match=message) as caught:
+        read_identity(stream, data_set_offset(stream), ExplicitVRLittleEndian, "", "")
+    assert caught.value.status == Status.CANNOT_UNDERSTAND
+
+
+def test_garbage_data_set_is_refused() -> None:
+    raw = received_file(ExplicitVRLittleEndian)
+    offset = data_set_offset(io.BytesIO(raw))
+    garbage = raw[:offset] + b"\xff" * 7
+    with pytest.raises(InstanceRejected) as caught:
+        read_identity(io.BytesIO(garbage), offset, DeflatedExplicitVRLittleEndian, "", "")
+    assert caught.value.status == Status.CANNOT_UNDERSTAND
+
+
+def test_file_without_part10_header_is_refused() -> None:
+    with pytest.raises(InstanceRejected):
+        data_set_offset(io.BytesIO(b"\x00" * 200))
+
+
+def test_object_is_meta_plus_the_untouched_data_set() -> None:
+    raw = received_file(JPEG2000Lossless)
+    offset = data_set_offset(io.BytesIO(raw))
+    identity = InstanceIdentity(SOP_CLASS, SOP_INSTANCE, STUDY, SERIES)
+    meta = file_meta_bytes(identity, JPEG2000Lossless, "CT01", "2.25.1", "TESTGW")
+    stored = pydicom.dcmread(io.BytesIO(meta + raw[offset:]), defer_size=64)
+    assert stored.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert stored.file_meta.SourceApplicationEntityTitle == "CT01"
+    assert stored.file_meta.ImplementationClassUID == "2.25.1"
+    assert stored.file_meta.ImplementationVersionName == "TESTGW"
+    assert stored.file_meta.MediaStorageSOPInstanceUID == SOP_INSTANCE
+    assert (meta + raw[offset:]).endswith(raw[offset:])
+    assert data_set_offset(io.BytesIO(meta)) == len(meta)

@@ -1,0 +1,102 @@
+"""Configuration: TOML file, environment overrides, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+EXAMPLE = """
+[ingest]
+port = 4242
+max_associations = 3
+
+[[ingest.ae]]
+ae_title = "CT-AI"
+pipeline = "lung"
+allowed_sources = ["ct"]
+
+[[ingest.ae]]
+ae_title = "MR-AI"
+pipeline = "brain"
+
+[[sources]]
+name = "ct"
+ae_title = "CT01"
+host = "10.0.0.5"
+
+[storage]
+bucket = "images"
+
+[broker]
+exchange = "dicom-gateway"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_INGEST__PORT", raising=False)
+    settings = load_settings(None)
+    assert settings.ingest.port == 11112
+    assert settings.ingest.max_associations == 25
+    assert [ae.ae_title for ae in settings.ingest.ae] == ["GATEWAY"]
+    assert settings.broker.exchange == "dicom-gateway"
+
+
+def test_file_is_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, EXAMPLE))
+    assert settings.ingest.port == 4242
+    assert [(ae.ae_title, ae.pipeline) for ae in settings.ingest.ae] == [
+        ("CT-AI", "lung"),
+        ("MR-AI", "brain"),
+    ]
+    assert settings.ingest.ae[0].allowed_sources == ("ct",)
+    assert settings.sources[0].host == "10.0.0.5"
+    assert settings.storage.bucket == "images"
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_BROKER__URL", "amqp://u:p@broker:5672/")
+    monkeypatch.setenv("GATEWAY_INGEST__PORT", "5555")
+    settings = load_settings(write(tmp_path, EXAMPLE))
+    assert settings.broker.url == "amqp://u:p@broker:5672/"
+    assert settings.ingest.port == 5555
+    assert settings.ingest.max_associations == 3  # untouched fields keep the file's value
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[ingest]\nmax_associations = 0\n", "ingest.max_associations"),
+        ("[ingest]\nmax_associations = 1001\n", "ingest.max_associations"),
+        ("[ingest]\nimplementation_class_uid = 'not.a.uid'\n", "ingest.implementation_class_uid"),
+        ("[ingest]\nimplementation_version_name = '12345678901234567'\n", "ingest.implementation_version_name"),
+        ("[[ingest.ae]]\nae_title = 'THIS-TITLE-IS-TOO-LONG'\n", "ingest.ae.0.ae_title"),
+        ("[[ingest.ae]]\nae_title = 'A'\npipeline = 'has.dot'\n", "ingest.ae.0.pipeline"),
+        ("[storage]\nbackend = 'ftp'\n", "storage.backend"),
+        ("[ingest]\nunknown_option = 1\n", "ingest.unknown_option"),
+        ("[[ingest.ae]]\nae_title = 'A'\nallowed_sources = ['nobody']\n", "nobody"),
+        ("[[ingest.ae]]\nae_title = 'A'\n[[ingest.ae]]\nae_title = 'A'\n", "configured twice"),
+    ],
+)
+def test_invalid_values_name_the_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_settings(write(tmp_path, text))
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(write(tmp_path, "[ingest\nport = 1\n"))
