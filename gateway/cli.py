@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging
 from gateway.settings import load_settings
+from ingest.app import run as run_ingest
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,9 +57,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         print(settings.model_dump_json(indent=2, exclude={"storage": {"secret_key"}}))
         return 0
     try:
-        from ingest.app import run
-
-        return run(settings)
+        return run_ingest(settings)
     except GatewayError as exc:
         log.error("%s", exc)
         return 1

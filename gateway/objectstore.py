@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import urllib3
 from minio import Minio
@@ -24,15 +24,19 @@ from gateway.settings import StorageSettings
 PART_SIZE = 16 * 1024 * 1024
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class ObjectStore(Protocol):
     #: What goes into the event's ``bucket`` field.
     @property
     def bucket(self) -> str: ...
 
     def ensure_ready(self) -> None:
-        """Create the bucket (or directory) when missing; raise StorageUnavailable if not reachable."""
+        """Create the bucket (or directory) if missing; StorageUnavailable if unreachable."""
 
-    def put(self, key: str, data: BinaryIO, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int) -> None:
         """Store ``length`` bytes read from ``data`` under ``key``; return only once durable."""
 
 
@@ -65,12 +69,12 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
 
-    def put(self, key: str, data: BinaryIO, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int) -> None:
         try:
             self._client.put_object(
                 self._bucket,
                 key,
-                data,
+                cast(BinaryIO, data),  # minio only ever calls read(size)
                 length,
                 content_type="application/dicom",
                 part_size=PART_SIZE if length > PART_SIZE else 0,
@@ -100,7 +104,7 @@ class FileStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot create {self._root}: {exc}") from exc
 
-    def put(self, key: str, data: BinaryIO, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int) -> None:
         target = self._path(key)
         partial: Path | None = None
         try:

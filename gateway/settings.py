@@ -117,8 +117,8 @@ class StorageSettings(_Section):
     backend: Literal["s3", "file"] = "s3"
     endpoint: str = "127.0.0.1:9000"
     bucket: str = "dicom-gateway"
-    access_key: str = "minioadmin"
-    secret_key: str = "minioadmin"
+    access_key: str = ""
+    secret_key: str = ""
     secure: bool = False
     region: str | None = None
     path: Path = Path("gateway-data/objects")

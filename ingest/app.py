@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.broker import AmqpPublisher
@@ -26,6 +26,7 @@ from gateway.errors import BrokerUnavailable, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.objectstore import open_store
 from gateway.settings import GatewaySettings
+from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.relay import Relay
 from ingest.scp import IngestContext, start_scp
@@ -38,18 +39,19 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_SECONDS = 5.0
 
 
-def configure_pynetdicom(spool: Spool) -> None:
+def configure_pynetdicom(incoming: IncomingFiles) -> None:
     """Process-wide pynetdicom switches the SCP depends on.
 
     - Stream each data set to a file instead of memory, keeping the bytes as received.
     - Accept every storage SOP class, private and unknown ones too, in the sender's first
       proposed transfer syntax, so nothing is ever converted.
-    - pynetdicom creates those files with ``tempfile``; they must land on the spool's
-      filesystem so that adopting one is a rename, not a copy.
+    - Create those files with :class:`IncomingFiles` (pynetdicom offers no hook for this, so
+      its module-level factory is replaced): on the spool's filesystem, and a full disk fails
+      one C-STORE instead of killing the association.
     """
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
-    tempfile.tempdir = str(spool.incoming)
+    pynetdicom_dimse_messages.NamedTemporaryFile = incoming  # type: ignore[assignment]
 
 
 def _remove_due_aborted(journal: Journal, spool: Spool) -> None:
@@ -74,7 +76,8 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
     """Everything ingest needs, running; shut down in reverse order on exit."""
     spool = Spool(settings.ingest.spool_dir)
     spool.prepare()
-    configure_pynetdicom(spool)
+    incoming = IncomingFiles(spool.incoming)
+    configure_pynetdicom(incoming)
     with ExitStack() as stack:
         journal = Journal.open(spool.journal_path)
         stack.callback(journal.close)
@@ -108,18 +111,17 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
 
         stack.callback(stop_relay)
 
-        uploader = Uploader(
-            journal,
-            spool,
-            store,
-            settings.ingest,
-            on_announced=lambda: loop.loop.call_soon_threadsafe(relay.wake),
-        )
+        def wake_relay() -> None:
+            loop.loop.call_soon_threadsafe(relay.wake)
+
+        uploader = Uploader(journal, spool, store, settings.ingest, on_announced=wake_relay)
         uploader.start()
         stack.callback(uploader.stop)
         stack.callback(uploader.wait_idle, settings.ingest.shutdown_grace_seconds)
 
-        ctx = IngestContext(settings=settings, journal=journal, spool=spool, uploader=uploader)
+        ctx = IngestContext(
+            settings=settings, journal=journal, spool=spool, uploader=uploader, incoming=incoming
+        )
         stop_maintenance = threading.Event()
         maintenance = threading.Thread(
             target=_maintain, args=(ctx, stop_maintenance), name="maintenance", daemon=True

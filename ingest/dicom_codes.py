@@ -6,6 +6,9 @@ Named here once so that no handler carries bare hex.
 from enum import IntEnum
 from typing import NamedTuple
 
+#: The Verification SOP Class (C-ECHO), PS3.4 Annex A.
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
 
 class Status(IntEnum):
     """C-STORE and C-ECHO response statuses (PS3.4 Annex B.2.3, PS3.7 Annex C)."""

@@ -289,7 +289,8 @@ class Journal:
             if state is None or state[0] != AssociationState.OPEN:
                 raise AssociationNotOpen(f"association {instance.association_id} is not open")
             previous = cur.execute(
-                "SELECT spool_name FROM instances WHERE association_id = ? AND sop_instance_uid = ?",
+                "SELECT spool_name FROM instances"
+                " WHERE association_id = ? AND sop_instance_uid = ?",
                 (instance.association_id, instance.sop_instance_uid),
             ).fetchone()
             cur.execute(

@@ -21,6 +21,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
 
 from contracts.keys import is_valid_uid
 from gateway.errors import InstanceRejected
@@ -75,10 +76,10 @@ def file_meta_bytes(
     """Preamble, ``DICM`` and the file meta group that precede the data set in the object."""
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = identity.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = identity.sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = implementation_class_uid
+    meta.MediaStorageSOPClassUID = UID(identity.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(identity.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
+    meta.ImplementationClassUID = UID(implementation_class_uid)
     meta.ImplementationVersionName = implementation_version_name
     meta.SourceApplicationEntityTitle = source_ae_title
     buffer = DicomBytesIO()
@@ -172,7 +173,7 @@ def read_identity(
         stream = _Inflating(received)  # type: ignore[assignment]
 
     def past_identity(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-        return tag > _LAST_IDENTITY_TAG
+        return bool(tag > _LAST_IDENTITY_TAG)
 
     try:
         data_set = read_dataset(

@@ -13,17 +13,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from contracts.keys import new_association_id, object_key
-from gateway.errors import InstanceRejected, JournalError
+from gateway.errors import GatewayError, InstanceRejected, JournalError
 from gateway.settings import AESettings, GatewaySettings
-from ingest.dicom_codes import NO_REASON_GIVEN, Reject, Status
+from ingest.dicom_codes import NO_REASON_GIVEN, VERIFICATION_SOP_CLASS, Reject, Status
+from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationNotOpen, AssociationRecord, Journal, SpooledInstance
 from ingest.part10 import data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
@@ -38,6 +39,7 @@ REJECT_SEND_SECONDS = 5.0
 #: its own limit until the ACSE timeout; our limit counts real associations, so pynetdicom's
 #: is set higher by this headroom and only guards against floods.
 PROBE_HEADROOM = 64
+_AWAITING_ANSWER = frozenset({"Sta2", "Sta3"})
 
 
 @dataclass
@@ -99,6 +101,7 @@ class IngestContext:
     journal: Journal
     spool: Spool
     uploader: Uploader
+    incoming: IncomingFiles
     table: AssociationTable = field(default_factory=AssociationTable)
 
 
@@ -123,7 +126,8 @@ def _send_reject(assoc: Association, reject: Reject) -> None:
     """
     assoc.acse.send_reject(int(reject.result), int(reject.source), reject.reason)
     deadline = time.monotonic() + REJECT_SEND_SECONDS
-    while time.monotonic() < deadline and assoc.dul.state_machine.current_state != "Sta13":
+    # Sta2/Sta3: the request is waiting for our answer; any other state means it has left.
+    while time.monotonic() < deadline and assoc.dul.state_machine.current_state in _AWAITING_ANSWER:
         time.sleep(0.005)
     assoc.kill()
 
@@ -142,6 +146,8 @@ def _log_reject(request: AssociationRequest, port: int, reject: Reject) -> None:
 def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
     assoc = event.assoc
     primitive = assoc.requestor.primitive
+    if primitive is None:  # pynetdicom only triggers EVT_REQUESTED after an A-ASSOCIATE-RQ
+        return
     request = AssociationRequest(
         called_ae_title=str(primitive.called_ae_title).strip(),
         calling_ae_title=str(primitive.calling_ae_title).strip(),
@@ -205,9 +211,12 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
         received.unlink(missing_ok=True)
         return Status.OUT_OF_RESOURCES
     transfer_syntax = str(event.context.transfer_syntax)
-    request = event.request
+    request = cast(C_STORE, event.request)
     adopted: Path | None = None
     try:
+        write_error = ctx.incoming.take_failure(received)
+        if write_error is not None:
+            raise write_error
         with received.open("rb") as data:
             offset = data_set_offset(data)
             identity = read_identity(
@@ -338,7 +347,7 @@ def build_ae(settings: GatewaySettings) -> AE:
     ae.require_called_aet = False  # checked by our policy, for several titles
     ae.require_calling_aet = []
     # Synchronous operations only: no asynchronous operations window is negotiated.
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION_SOP_CLASS)
     return ae
 
 
@@ -358,4 +367,6 @@ def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
         block=False,
         evt_handlers=handlers,
     )
+    if server is None:  # only a blocking server returns nothing
+        raise GatewayError("the DICOM listener did not start")
     return server

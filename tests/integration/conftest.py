@@ -1,0 +1,93 @@
+"""What the end-to-end ingest tests share: a gateway configuration per test, and readers for
+what it produced (objects in the bucket, events on the exchange, files in the spool)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import AssociationReleased, association_released_from_event, parse_event
+from tests.support.amqp import EventCollector, ReceivedMessage
+from tests.support.gateway import GatewayFactory, GatewayProcess, basic_config
+from tests.support.net import free_port
+from tests.support.services import S3Service
+
+
+def released(message: ReceivedMessage) -> AssociationReleased:
+    """The event's data, read through the contract a pipeline would use."""
+    event = parse_event(message.body, content_type=message.content_type, headers=message.headers)
+    return association_released_from_event(event)
+
+
+@dataclass
+class Ingest:
+    """One test's ingest set-up: configuration, bucket and the helpers to look at results."""
+
+    amqp_url: str
+    s3: S3Service
+    bucket: str
+    workdir: Path
+    factory: GatewayFactory
+
+    def config(self, **ingest: Any) -> dict[str, Any]:
+        config = basic_config(
+            port=free_port(),
+            spool_dir=self.workdir / "spool",
+            amqp_url=self.amqp_url,
+            s3=self.s3,
+            bucket=self.bucket,
+        )
+        config["ingest"].update(ingest)
+        return config
+
+    def start(self, config: Mapping[str, Any] | None = None, **ingest: Any) -> GatewayProcess:
+        return self.factory(copy.deepcopy(dict(config)) if config else self.config(**ingest))
+
+    def events(self, binding_keys: tuple[str, ...] = ("association.released.#",)) -> EventCollector:
+        return EventCollector(self.amqp_url, binding_keys=binding_keys)
+
+    def objects(self) -> dict[str, bytes]:
+        client = self.s3.client()
+        if not client.bucket_exists(self.bucket):
+            return {}
+        result = {}
+        for item in client.list_objects(self.bucket, recursive=True):
+            assert item.object_name is not None
+            response = client.get_object(self.bucket, item.object_name)
+            try:
+                result[item.object_name] = response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        return result
+
+    def spool_files(self) -> list[Path]:
+        """Instance files in the spool (not the journal)."""
+        spool = self.workdir / "spool"
+        return sorted(
+            p
+            for directory in ("associations", "incoming")
+            if (spool / directory).exists()
+            for p in (spool / directory).rglob("*")
+            if p.is_file()
+        )
+
+
+@pytest.fixture
+def ingest(
+    amqp_url: str, s3_service: S3Service, bucket_name: str, tmp_path: Path, gateway_factory: GatewayFactory
+) -> Iterator[Ingest]:
+    yield Ingest(amqp_url, s3_service, bucket_name, tmp_path, gateway_factory)
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """A directory for the test's generated DICOM files."""
+    directory = tmp_path / "in"
+    directory.mkdir()
+    return directory
