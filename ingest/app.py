@@ -131,7 +131,6 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
         stack.callback(stop_maintenance.set)
 
         server = start_scp(ctx)
-        stack.callback(server.server_close)
         stack.callback(_stop_scp, server, ctx, settings.ingest.shutdown_grace_seconds)
         log.info(
             "ingest listening on %s:%d as %s (max %d associations)",
@@ -144,13 +143,18 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
 
 
 def _stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_seconds: float) -> None:
-    """Stop accepting, give open associations the grace period, then abort what is left."""
-    server.shutdown()  # stops accepting; associations in flight keep running
+    """Stop accepting, give admitted associations the grace period, then abort what is left.
+
+    Connections that never became an association (port probes, garbage) are not waited for:
+    pynetdicom keeps their threads until its ACSE timeout although nothing can come of them.
+    """
+    server.shutdown()
     deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline and any(a.is_alive() for a in server.active_associations):
+    while time.monotonic() < deadline and ctx.table.alive() > 0:
         time.sleep(0.05)
     for assoc in server.active_associations:
-        log.warning("association still open at the end of the grace period: aborting it")
+        if ctx.table.get(assoc) is not None:
+            log.warning("association still open at the end of the grace period: aborting it")
         assoc.abort()
     for stale in ctx.table.reap():
         log.warning("association %s ended without a release", stale.association_id)

@@ -75,6 +75,10 @@ class AssociationTable:
         """Admitted associations whose thread is alive; call with ``lock`` held."""
         return sum(1 for assoc, _ in self._active.values() if assoc.is_alive())
 
+    def alive(self) -> int:
+        with self.lock:
+            return self.count()
+
     def add(self, assoc: Association, active: ActiveAssociation) -> None:
         self._active[id(assoc)] = (assoc, active)
 

@@ -3,12 +3,14 @@ what it produced (objects in the bucket, events on the exchange, files in the sp
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
 from contracts import AssociationReleased, association_released_from_event, parse_event
@@ -34,6 +36,11 @@ class Ingest:
     workdir: Path
     factory: GatewayFactory
 
+    @property
+    def exchange(self) -> str:
+        """An exchange of this test's own, so that no other test's events can reach it."""
+        return f"dicom-gateway.{self.bucket}"
+
     def config(self, **ingest: Any) -> dict[str, Any]:
         config = basic_config(
             port=free_port(),
@@ -43,13 +50,14 @@ class Ingest:
             bucket=self.bucket,
         )
         config["ingest"].update(ingest)
+        config["broker"]["exchange"] = self.exchange
         return config
 
     def start(self, config: Mapping[str, Any] | None = None, **ingest: Any) -> GatewayProcess:
         return self.factory(copy.deepcopy(dict(config)) if config else self.config(**ingest))
 
     def events(self, binding_keys: tuple[str, ...] = ("association.released.#",)) -> EventCollector:
-        return EventCollector(self.amqp_url, binding_keys=binding_keys)
+        return EventCollector(self.amqp_url, exchange=self.exchange, binding_keys=binding_keys)
 
     def objects(self) -> dict[str, bytes]:
         client = self.s3.client()
@@ -82,7 +90,16 @@ class Ingest:
 def ingest(
     amqp_url: str, s3_service: S3Service, bucket_name: str, tmp_path: Path, gateway_factory: GatewayFactory
 ) -> Iterator[Ingest]:
-    yield Ingest(amqp_url, s3_service, bucket_name, tmp_path, gateway_factory)
+    harness = Ingest(amqp_url, s3_service, bucket_name, tmp_path, gateway_factory)
+    yield harness
+    asyncio.run(_delete_exchange(amqp_url, harness.exchange))
+
+
+async def _delete_exchange(amqp_url: str, exchange: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(exchange)
 
 
 @pytest.fixture
