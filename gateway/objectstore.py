@@ -20,8 +20,10 @@ from gateway.errors import StorageUnavailable
 from gateway.fsync import fsync_directory
 from gateway.settings import StorageSettings
 
-#: Multipart uploads above this size; 16 MiB parts keep memory per upload bounded.
-PART_SIZE = 16 * 1024 * 1024
+#: Multipart uploads above this size. minio-py holds each part in memory (and a copy while it
+#: signs it), so part size times parallel parts is what one large upload costs in memory.
+PART_SIZE = 8 * 1024 * 1024
+PARALLEL_PARTS = 2
 
 
 class Readable(Protocol):
@@ -78,6 +80,7 @@ class S3Store:
                 length,
                 content_type="application/dicom",
                 part_size=PART_SIZE if length > PART_SIZE else 0,
+                num_parallel_uploads=PARALLEL_PARTS,
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc

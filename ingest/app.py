@@ -51,7 +51,7 @@ def configure_pynetdicom(incoming: IncomingFiles) -> None:
     """
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
-    pynetdicom_dimse_messages.NamedTemporaryFile = incoming  # type: ignore[assignment]
+    pynetdicom_dimse_messages.NamedTemporaryFile = incoming  # type: ignore[attr-defined, assignment]
 
 
 def _remove_due_aborted(journal: Journal, spool: Spool) -> None:
@@ -176,16 +176,17 @@ def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
 
 
 def run(settings: GatewaySettings) -> int:
-    """Run ingest until SIGTERM or SIGINT; returns the process exit status."""
-    stop = threading.Event()
+    """Run ingest until SIGTERM or SIGINT; returns the process exit status.
 
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    The two signals are blocked before any thread starts (threads inherit the mask) and the
+    main thread collects them with ``sigwait``: a signal handler would only run when the
+    kernel happens to deliver the signal to the main thread, which a blocked wait does not
+    guarantee with this many threads.
+    """
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     with running_ingest(settings):
-        stop.wait()
+        received = signal.sigwait(stop_signals)
+        log.info("received %s: shutting down", signal.Signals(received).name)
     log.info("ingest stopped")
     return 0

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -78,25 +79,41 @@ class Uploader:
         self._on_announced = on_announced
         self._queue: queue.Queue[str] = queue.Queue()
         self._stopping = threading.Event()
-        self._idle = threading.Event()
+        self._pending = 0  # submitted and not yet stored; guarded by _changed
+        self._changed = threading.Condition()
+        self._failing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
         self._pool = ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload")
+        # The bucket may not exist yet when storage was down at start-up; it is (re)checked
+        # before the first upload and after every failure.
+        self._store_checked = False
 
     def start(self) -> None:
         for association_id in self._journal.associations_in_state(AssociationState.ANNOUNCED):
             # Announced before a crash: its objects are stored, only the spool copy may remain.
             self._spool.remove_association(association_id)
         for association_id in self._journal.associations_in_state(AssociationState.RELEASED):
-            self._queue.put(association_id)
+            self.submit(association_id)
         self._thread.start()
 
     def submit(self, association_id: str) -> None:
-        self._idle.clear()
+        with self._changed:
+            self._pending += 1
         self._queue.put(association_id)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is queued or uploading (used by graceful shutdown)."""
-        return self._idle.wait(timeout)
+        """Wait until nothing is queued or uploading (graceful shutdown).
+
+        Returns early while storage is failing: waiting cannot help then, and the work stays
+        in the journal for the next start.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._pending:
+                if self._failing.is_set() or time.monotonic() >= deadline:
+                    return False
+                self._changed.wait(0.1)
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
@@ -106,23 +123,26 @@ class Uploader:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if self._queue.empty():
-                self._idle.set()
             association_id = self._queue.get()
             if not association_id:
                 continue
-            self._idle.clear()
             self._store_until_done(association_id)
+            with self._changed:
+                self._pending -= 1
+                self._changed.notify_all()
 
     def _store_until_done(self, association_id: str) -> None:
         attempt = 0
         while not self._stopping.is_set():
             try:
                 self._store_association(association_id)
+                self._failing.clear()
                 if attempt:
                     log.info("association %s stored after %d retries", association_id, attempt)
                 return
             except (StorageUnavailable, JournalError, OSError) as exc:
+                self._store_checked = False
+                self._failing.set()
                 delay = RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
                 log.warning(
                     "association %s: storing failed (%s); retrying in %.0f s",
@@ -137,6 +157,9 @@ class Uploader:
         association = self._journal.association(association_id)
         instances = self._journal.instances(association_id)
         pending = [i for i in instances if i.sha256 is None]
+        if pending and not self._store_checked:
+            self._store.ensure_ready()
+            self._store_checked = True
         for _ in self._pool.map(self._store_instance, pending):
             pass
         if not instances:

@@ -88,7 +88,11 @@ class Ingest:
 
 @pytest.fixture
 def ingest(
-    amqp_url: str, s3_service: S3Service, bucket_name: str, tmp_path: Path, gateway_factory: GatewayFactory
+    amqp_url: str,
+    s3_service: S3Service,
+    bucket_name: str,
+    tmp_path: Path,
+    gateway_factory: GatewayFactory,
 ) -> Iterator[Ingest]:
     harness = Ingest(amqp_url, s3_service, bucket_name, tmp_path, gateway_factory)
     yield harness

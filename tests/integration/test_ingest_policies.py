@@ -34,7 +34,9 @@ def test_unknown_calling_ae_title_is_rejected_when_sources_are_enforced(ingest: 
     config = ingest.config(reject_unknown_sources=True)
     config["sources"] = [{"name": "ct", "ae_title": "CT01", "host": "127.0.0.1"}]
     gateway = ingest.start(config)
-    assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "STRANGER").rejection == Rejection(1, 1, 3)
+    assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "STRANGER").rejection == Rejection(
+        1, 1, 3
+    )
     assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "CT01").ok
 
 
@@ -47,7 +49,9 @@ def test_allowed_sources_of_an_ae_title(ingest: Ingest) -> None:
     ]
     gateway = ingest.start(config)
     assert dcmtk.echoscu(gateway.host, gateway.port, "CT-AI", "CT01").ok
-    assert dcmtk.echoscu(gateway.host, gateway.port, "CT-AI", "MR01").rejection == Rejection(1, 1, 3)
+    assert dcmtk.echoscu(gateway.host, gateway.port, "CT-AI", "MR01").rejection == Rejection(
+        1, 1, 3
+    )
     assert dcmtk.echoscu(gateway.host, gateway.port, "ANY-AI", "MR01").ok
 
 
@@ -66,7 +70,9 @@ def scu() -> Iterator[AE]:
     ae.shutdown()
 
 
-def test_association_limit_counts_real_associations_not_port_probes(ingest: Ingest, scu: AE) -> None:
+def test_association_limit_counts_real_associations_not_port_probes(
+    ingest: Ingest, scu: AE
+) -> None:
     gateway = ingest.start(max_associations=2)
     # Port probes of a load balancer: TCP connections that never send an A-ASSOCIATE-RQ.
     probes = [socket.create_connection((gateway.host, gateway.port)) for _ in range(3)]
@@ -94,7 +100,9 @@ def test_association_limit_counts_real_associations_not_port_probes(ingest: Inge
         pytest.param(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n", id="http"),
         pytest.param(b"\x01\x00" + struct.pack(">I", 0x7FFFFFFF) + b"\x00" * 64, id="huge-length"),
         pytest.param(b"\x01\x00\x00\x00\x00\x44\x00\x01", id="truncated-pdu"),
-        pytest.param(b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x02\x01\x03", id="p-data-before-association"),
+        pytest.param(
+            b"\x04\x00\x00\x00\x00\x06\x00\x00\x00\x02\x01\x03", id="p-data-before-association"
+        ),
     ],
 )
 def test_garbage_on_the_port_aborts_only_that_connection(ingest: Ingest, garbage: bytes) -> None:
@@ -165,7 +173,12 @@ def test_invalid_uids_fail_that_instance_only(
     assert "is not a valid UID" in gateway.log_text()
     assert all(".." not in key and key.count("/") == 3 for key in ingest.objects())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["bad.dcm", "in", "spool", *(p.name for p in tmp_path.iterdir() if p.name.startswith("gateway-"))]
+        [
+            "bad.dcm",
+            "in",
+            "spool",
+            *(p.name for p in tmp_path.iterdir() if p.name.startswith("gateway-")),
+        ]
     )
 
 
@@ -192,7 +205,9 @@ def test_full_disk_refuses_the_instance_and_keeps_serving(
     (big,) = ct_series(inbox, 1, rows=2048, cols=1024, seed=3)  # 4 MiB of pixels: cannot fit
     small = ct_series(inbox, 2, seed=4)
     with ingest.events() as events:
-        refused = dcmtk.storescu(gateway.host, gateway.port, [big.path], "GATEWAY", extra_args=["-v"])
+        refused = dcmtk.storescu(
+            gateway.host, gateway.port, [big.path], "GATEWAY", extra_args=["-v"]
+        )
         assert "Refused: OutOfResources" in refused.stdout + refused.stderr
         dcmtk.storescu(gateway.host, gateway.port, [s.path for s in small], "GATEWAY").check()
         (message,) = events.wait_for(1)

@@ -39,7 +39,9 @@ def test_released_association_is_stored_and_announced_once(ingest: Ingest, inbox
     gateway = ingest.start()
     series = ct_series(inbox, 5)
     with ingest.events() as events:
-        dcmtk.storescu(gateway.host, gateway.port, [i.path for i in series], "GATEWAY", "CT01").check()
+        dcmtk.storescu(
+            gateway.host, gateway.port, [i.path for i in series], "GATEWAY", "CT01"
+        ).check()
         (message,) = events.wait_for(1)
         events.assert_quiet(1.5)
 
@@ -48,7 +50,11 @@ def test_released_association_is_stored_and_announced_once(ingest: Ingest, inbox
     assert message.content_type == "application/cloudevents+json"
     assert message.delivery_mode == 2
     assert message.message_id == data.association_id
-    assert (data.called_ae_title, data.calling_ae_title, data.pipeline) == ("GATEWAY", "CT01", "default")
+    assert (data.called_ae_title, data.calling_ae_title, data.pipeline) == (
+        "GATEWAY",
+        "CT01",
+        "default",
+    )
     assert data.bucket == ingest.bucket
     assert data.instance_count == 5
     assert {i.sop_instance_uid for i in data.instances} == {s.uids.sop_instance for s in series}
@@ -64,12 +70,38 @@ def test_released_association_is_stored_and_announced_once(ingest: Ingest, inbox
         )
         assert instance.size == len(stored)
         assert instance.sha256 == hashlib.sha256(stored).hexdigest()
-        meta = pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored), stop_before_pixels=True).file_meta
+        meta = pydicom.dcmread(
+            pydicom.filebase.DicomBytesIO(stored), stop_before_pixels=True
+        ).file_meta
         assert meta.SourceApplicationEntityTitle == "CT01"
         assert meta.TransferSyntaxUID == by_uid[instance.sop_instance_uid].uids.transfer_syntax
-        assert stored[file_meta_length(stored) :] == data_set_bytes(by_uid[instance.sop_instance_uid].path)
+        assert stored[file_meta_length(stored) :] == data_set_bytes(
+            by_uid[instance.sop_instance_uid].path
+        )
     assert data.total_bytes == sum(len(b) for b in objects.values())
     assert ingest.spool_files() == []
+    log = gateway.log_text()
+    assert f"association {data.association_id} released: called=GATEWAY calling=CT01" in log
+    assert "instances=5" in log
+    # No patient-identifying data in the logs (the factories name patients Test^PatientN).
+    assert "Test^Patient" not in log
+    assert "PID0" not in log
+
+
+def test_implementation_uid_and_version_are_sent_as_configured(ingest: Ingest) -> None:
+    gateway = ingest.start(
+        implementation_class_uid="2.25.1234567", implementation_version_name="HOSPITAL_GW_1"
+    )
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
+    try:
+        assert assoc.is_established
+        assert assoc.acceptor.implementation_class_uid == "2.25.1234567"
+        assert assoc.acceptor.implementation_version_name == "HOSPITAL_GW_1"
+        assert assoc.acceptor.ae_title == "GATEWAY"
+    finally:
+        assoc.release()
 
 
 def test_each_called_ae_title_goes_to_its_pipeline(ingest: Ingest, inbox: Path) -> None:
@@ -112,7 +144,9 @@ def test_private_sop_class_and_every_transfer_syntax_are_stored_as_sent(
         assert instance.transfer_syntax_uid == source.uids.transfer_syntax
         assert instance.sop_class_uid == source.uids.sop_class
         stored = objects[instance.object_key]
-        assert stored[file_meta_length(stored) :] == data_set_bytes(source.path), instance.transfer_syntax_uid
+        assert stored[file_meta_length(stored) :] == data_set_bytes(source.path), (
+            instance.transfer_syntax_uid
+        )
 
 
 @pytest.fixture
@@ -167,7 +201,9 @@ def test_an_instance_sent_twice_is_stored_once(ingest: Ingest, inbox: Path) -> N
     gateway = ingest.start()
     (instance,) = ct_series(inbox, 1)
     with ingest.events() as events:
-        dcmtk.storescu(gateway.host, gateway.port, [instance.path, instance.path], "GATEWAY").check()
+        dcmtk.storescu(
+            gateway.host, gateway.port, [instance.path, instance.path], "GATEWAY"
+        ).check()
         (message,) = events.wait_for(1)
     data = released(message)
     assert data.instance_count == 1

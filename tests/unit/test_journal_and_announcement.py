@@ -138,5 +138,9 @@ def test_event_needs_every_instance_stored(journal: Journal) -> None:
     journal.mark_released(aid, STARTED)
     with pytest.raises(ValueError, match="not stored"):
         released_event(
-            journal.association(aid), journal.instances(aid), bucket="b", instance_name="gw", now=STARTED
+            journal.association(aid),
+            journal.instances(aid),
+            bucket="b",
+            instance_name="gw",
+            now=STARTED,
         )

@@ -56,8 +56,8 @@ def received_file(transfer_syntax: str, **overrides: object) -> bytes:
     write_as = encoded if encoded.is_transfer_syntax else ExplicitVRLittleEndian
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = write_as
-    ds.file_meta.MediaStorageSOPClassUID = SOP_CLASS
-    ds.file_meta.MediaStorageSOPInstanceUID = SOP_INSTANCE
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UID(SOP_CLASS)
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(SOP_INSTANCE)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -92,7 +92,9 @@ def test_deflated_data_set_is_really_deflated() -> None:
 def test_command_uids_are_the_fallback() -> None:
     raw = received_file(ExplicitVRLittleEndian, SOPClassUID=None, SOPInstanceUID=None)
     stream = io.BytesIO(raw)
-    identity = read_identity(stream, data_set_offset(stream), ExplicitVRLittleEndian, "1.2.9", "1.2.9.1")
+    identity = read_identity(
+        stream, data_set_offset(stream), ExplicitVRLittleEndian, "1.2.9", "1.2.9.1"
+    )
     assert (identity.sop_class_uid, identity.sop_instance_uid) == ("1.2.9", "1.2.9.1")
 
 

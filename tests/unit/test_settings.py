@@ -78,7 +78,10 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("[ingest]\nmax_associations = 0\n", "ingest.max_associations"),
         ("[ingest]\nmax_associations = 1001\n", "ingest.max_associations"),
         ("[ingest]\nimplementation_class_uid = 'not.a.uid'\n", "ingest.implementation_class_uid"),
-        ("[ingest]\nimplementation_version_name = '12345678901234567'\n", "ingest.implementation_version_name"),
+        (
+            "[ingest]\nimplementation_version_name = '12345678901234567'\n",
+            "ingest.implementation_version_name",
+        ),
         ("[[ingest.ae]]\nae_title = 'THIS-TITLE-IS-TOO-LONG'\n", "ingest.ae.0.ae_title"),
         ("[[ingest.ae]]\nae_title = 'A'\npipeline = 'has.dot'\n", "ingest.ae.0.pipeline"),
         ("[storage]\nbackend = 'ftp'\n", "storage.backend"),

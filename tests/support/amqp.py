@@ -1,0 +1,198 @@
+"""Collect the events the gateway publishes, from synchronous test code.
+
+:class:`EventCollector` binds its own exclusive queue to the gateway's exchange and gathers
+every message routed to it. aio-pika is asynchronous, so the collector runs a private event loop
+on a thread of its own and the test thread waits on a condition variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    ExchangeType,
+)
+
+T = TypeVar("T")
+
+GATEWAY_EXCHANGE = "dicom-gateway"
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One message as it arrived: its body and the AMQP properties the tests look at."""
+
+    body: bytes
+    routing_key: str | None
+    headers: dict[str, Any] = field(default_factory=dict)
+    content_type: str | None = None
+    message_id: str | None = None
+    delivery_mode: int | None = None
+
+
+def current_test_name() -> str:
+    """The running test's node id as pytest publishes it, for naming connections."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "tests")
+    return current.rsplit(" ", 1)[0]  # drop the " (setup)" / " (call)" phase
+
+
+class EventCollector:
+    """Declare ``exchange`` (topic, durable, as the gateway does) and collect what it routes.
+
+    The queue is server-named, exclusive and auto-deleted, bound with each of ``binding_keys``;
+    it exists from ``__enter__`` on, so start the collector before the action under test. The
+    AMQP connection is named after the test (``connection_name`` client property), which shows
+    in the RabbitMQ management UI and ``rabbitmqctl list_connections client_properties``.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str,
+        exchange: str = GATEWAY_EXCHANGE,
+        binding_keys: Sequence[str] = ("#",),
+        connection_name: str | None = None,
+        operation_timeout: float = 15.0,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.exchange_name = exchange
+        self.binding_keys = tuple(binding_keys)
+        self.connection_name = connection_name or current_test_name()
+        self.operation_timeout = operation_timeout
+        self._messages: list[ReceivedMessage] = []
+        self._arrived = threading.Condition()
+        self._seen = 0  # how many messages wait_for has handed out
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="event-collector", daemon=True
+        )
+        self._connection: AbstractConnection | None = None
+        self._queue: AbstractQueue | None = None
+
+    def __enter__(self) -> EventCollector:
+        self._thread.start()
+        try:
+            self._run(self._open())
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._run(self._close())
+        finally:
+            self._stop_loop()
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Everything received so far, in arrival order."""
+        with self._arrived:
+            return list(self._messages)
+
+    @property
+    def queue_name(self) -> str:
+        if self._queue is None:
+            raise RuntimeError("the collector is not open")
+        return self._queue.name
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMessage]:
+        """Wait until at least ``count`` messages have arrived; return all received so far.
+
+        Raises :class:`AssertionError` listing what did arrive if ``timeout`` passes first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while len(self._messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"expected {count} message(s) on {self.exchange_name!r} "
+                        f"{list(self.binding_keys)} within {timeout:g} s, got "
+                        f"{len(self._messages)}: {_describe(self._messages)}"
+                    )
+                self._arrived.wait(remaining)
+            self._seen = len(self._messages)
+            return list(self._messages)
+
+    def assert_quiet(self, seconds: float) -> None:
+        """Assert that no message beyond those returned by :meth:`wait_for` arrives in ``seconds``.
+
+        Without an earlier :meth:`wait_for` that means no message at all.
+        """
+        deadline = time.monotonic() + seconds
+        with self._arrived:
+            while len(self._messages) == self._seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._arrived.wait(remaining)
+            extra = self._messages[self._seen :]
+        raise AssertionError(
+            f"expected no further message on {self.exchange_name!r}, got {len(extra)}: "
+            f"{_describe(extra)}"
+        )
+
+    # --- the loop thread's side ----------------------------------------------------------
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(self.operation_timeout)
+
+    async def _open(self) -> None:
+        self._connection = await aio_pika.connect(
+            self.amqp_url,
+            client_properties={"connection_name": self.connection_name},
+            timeout=self.operation_timeout,
+        )
+        channel = await self._connection.channel()
+        exchange: AbstractExchange = await channel.declare_exchange(
+            self.exchange_name, ExchangeType.TOPIC, durable=True
+        )
+        self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in self.binding_keys:
+            await self._queue.bind(exchange, routing_key=key)
+        await self._queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        received = ReceivedMessage(
+            body=message.body,
+            routing_key=message.routing_key,
+            headers=dict(message.headers),
+            content_type=message.content_type,
+            message_id=message.message_id,
+            delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
+        )
+        with self._arrived:
+            self._messages.append(received)
+            self._arrived.notify_all()
+
+    async def _close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def _describe(messages: Sequence[ReceivedMessage]) -> str:
+    return "; ".join(f"[{m.routing_key}] {m.body[:200]!r}" for m in messages) or "nothing"

@@ -1,0 +1,269 @@
+"""The real gateway as a subprocess, configured by a TOML file written from a dict.
+
+``GatewayProcess(config, directory).start()`` writes ``directory/gateway.toml``, runs
+``python -m gateway ingest --config directory/gateway.toml`` with its output appended to
+``directory/gateway.log``, and returns once the SCP answers an association on its port. Tests
+crash it (:meth:`~GatewayProcess.kill`), stop it (:meth:`~GatewayProcess.terminate`) and start it
+again with the same configuration and directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from tests.support.dcmtk import echoscu
+from tests.support.net import wait_until
+from tests.support.services import S3Service
+
+#: The repository root, put on the child's PYTHONPATH so ``-m gateway`` works uninstalled too.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: What the ``gateway_factory`` fixture yields: start a gateway from a configuration.
+GatewayFactory = Callable[[Mapping[str, Any]], "GatewayProcess"]
+
+
+class GatewayProcess:
+    """One gateway process (``ingest``) and the files it runs with."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        directory: Path,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.config_path = directory / "gateway.toml"
+        self.log_path = directory / "gateway.log"
+        self.startup_timeout = startup_timeout
+        self._extra_env = dict(env or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        ingest = config.get("ingest", {})
+        self.port: int = int(ingest.get("port", 11112))
+        host = str(ingest.get("host", "127.0.0.1"))
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        ae_titles = [str(ae["ae_title"]) for ae in ingest.get("ae", ())]
+        self.called_ae = ae_titles[0] if ae_titles else "GATEWAY"
+        sources = config.get("sources", ())
+        # The probe calls as a configured source, so that reject_unknown_sources does not
+        # turn it away; a rejection would still prove that the SCP is up.
+        self.probe_calling_ae = str(sources[0]["ae_title"]) if sources else "GWTEST-PROBE"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, None while it runs (or never started)."""
+        return self._process.poll() if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> GatewayProcess:
+        """Start (or restart) the process and wait until it answers on its DICOM port."""
+        if self.is_running():
+            raise RuntimeError(f"the gateway (pid {self.pid}) is already running")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(to_toml(self.config))
+        command = [sys.executable, "-m", "gateway", "ingest", "--config", str(self.config_path)]
+        with self.log_path.open("ab") as log:
+            log.write(f"--- test harness: starting {' '.join(command)}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                env=self._environment(),
+            )
+        try:
+            wait_until(self._answers, self.startup_timeout, "gateway answering on its port")
+        except TimeoutError:
+            self.kill()
+            raise AssertionError(
+                f"the gateway did not answer on {self.host}:{self.port} within "
+                f"{self.startup_timeout:g} s\n{self.log_tail()}"
+            ) from None
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit; returns the exit code (fails the test on a hang)."""
+        process = self._require_process()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(
+                f"the gateway did not exit within {timeout:g} s of SIGTERM\n{self.log_tail()}"
+            ) from None
+
+    def kill(self) -> int:
+        """SIGKILL (a crash: no clean-up runs); returns the exit code."""
+        process = self._require_process()
+        if process.poll() is None:
+            process.kill()
+        return process.wait()
+
+    def log_text(self) -> str:
+        """Everything the process (and its earlier runs) wrote to stdout and stderr."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"--- {self.log_path} (last {lines} lines)\n{tail}"
+
+    def _answers(self) -> bool:
+        process = self._require_process()
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the gateway exited with {process.returncode} while starting\n{self.log_tail()}"
+            )
+        # --abort: an aborted association publishes no event, so the probe leaves no trace
+        # in the test's event stream. Accepted or rejected, the SCP has answered.
+        result = echoscu(
+            self.host,
+            self.port,
+            called_ae=self.called_ae,
+            calling_ae=self.probe_calling_ae,
+            extra_args=("--abort", "-to", "2", "-ta", "5"),
+            timeout=15,
+        )
+        return result.ok or result.rejection is not None
+
+    def _environment(self) -> dict[str, str]:
+        # Only the TOML file configures the gateway: drop GATEWAY_* settings from the caller's
+        # environment (GATEWAY_TEST_* included), then add what the test asked for.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        python_path = [str(REPOSITORY_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        env["PYTHONPATH"] = os.pathsep.join(python_path)
+        env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
+        env.update(self._extra_env)
+        return env
+
+    def _require_process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the gateway has not been started")
+        return self._process
+
+
+def basic_config(
+    *,
+    port: int,
+    spool_dir: Path,
+    amqp_url: str,
+    s3: S3Service,
+    bucket: str,
+    ae_title: str = "GATEWAY",
+    pipeline: str = "default",
+) -> dict[str, Any]:
+    """A minimal working configuration (one AE title, any caller) to adjust per test."""
+    return {
+        "ingest": {
+            "host": "127.0.0.1",
+            "port": port,
+            "spool_dir": str(spool_dir),
+            "ae": [{"ae_title": ae_title, "pipeline": pipeline}],
+        },
+        "storage": {
+            "backend": "s3",
+            "endpoint": s3.endpoint,
+            "bucket": bucket,
+            "access_key": s3.access_key,
+            "secret_key": s3.secret_key,
+            "secure": s3.secure,
+        },
+        "broker": {"url": amqp_url},
+    }
+
+
+# --- TOML ---------------------------------------------------------------------------------
+
+
+def to_toml(document: Mapping[str, Any]) -> str:
+    """Write ``document`` as TOML: scalars, arrays of scalars, tables and arrays of tables.
+
+    Enough for the gateway's configuration; ``None`` values are left out (TOML has no null).
+    """
+    lines: list[str] = []
+    _write_table(lines, (), document)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    arrays_of_tables: list[tuple[str, Sequence[Mapping[str, Any]]]] = []
+    for key, value in table.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        elif _is_array_of_tables(value):
+            arrays_of_tables.append((key, value))
+        else:
+            lines.append(f"{_key(key)} = {_value(value)}")
+    for key, sub_table in tables:
+        sub_path = (*path, key)
+        lines.extend(["", f"[{'.'.join(_key(k) for k in sub_path)}]"])
+        _write_table(lines, sub_path, sub_table)
+    for key, items in arrays_of_tables:
+        sub_path = (*path, key)
+        for item in items:
+            lines.extend(["", f"[[{'.'.join(_key(k) for k in sub_path)}]]"])
+            _write_table(lines, sub_path, item)
+
+
+def _is_array_of_tables(value: object) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) > 0
+        and all(isinstance(item, Mapping) for item in value)
+    )
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _string(key)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        return _string(str(value))
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
+
+
+def _string(text: str) -> str:
+    # JSON's string escapes (\" \\ \n \t \uXXXX ...) are all valid in TOML basic strings;
+    # ensure_ascii=False keeps characters outside the BMP literal, where JSON would write
+    # surrogate pairs that TOML rejects.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
