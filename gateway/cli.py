@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging
-from gateway.settings import load_settings
+from gateway.settings import GatewaySettings, load_settings
 from ingest.app import run as run_ingest
 
 
@@ -43,6 +45,17 @@ def _config_path(given: Path | None, environ: dict[str, str]) -> Path | None:
     return Path(from_env) if from_env else None
 
 
+def redacted_json(settings: GatewaySettings) -> str:
+    """The effective settings as JSON, without the secrets in them."""
+    document = settings.model_dump(mode="json")
+    document["storage"]["secret_key"] = "***" if settings.storage.secret_key else ""
+    url = urlsplit(settings.broker.url)
+    if url.password:
+        netloc = f"{url.username}:***@{url.hostname}" + (f":{url.port}" if url.port else "")
+        document["broker"]["url"] = urlunsplit(url._replace(netloc=netloc))
+    return json.dumps(document, indent=2)
+
+
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -54,7 +67,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         print(f"dicom-gateway: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(settings.model_dump_json(indent=2, exclude={"storage": {"secret_key"}}))
+        print(redacted_json(settings))
         return 0
     try:
         return run_ingest(settings)

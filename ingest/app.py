@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -22,7 +22,7 @@ from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.broker import AmqpPublisher
-from gateway.errors import BrokerUnavailable, JournalError, StorageUnavailable
+from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.objectstore import open_store
 from gateway.settings import GatewaySettings
@@ -72,10 +72,58 @@ def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
 
 
 @contextmanager
+def relaying(settings: GatewaySettings, journal: Journal) -> Iterator[Callable[[], None]]:
+    """The outbox relay on its own event loop thread; yields the function that wakes it.
+
+    On exit the relay stops, then whatever is pending is flushed within the grace period.
+    """
+    grace = settings.ingest.shutdown_grace_seconds
+    loop = LoopThread("broker")
+    loop.start()
+    publisher = AmqpPublisher(
+        settings.broker.url, settings.broker.exchange, f"{settings.ingest.instance_name} ingest"
+    )
+    try:
+        loop.submit(publisher.ensure_exchange()).result(15)
+    except BrokerUnavailable as exc:
+        log.warning("RabbitMQ not reachable yet (%s); events will wait in the outbox", exc)
+    relay = Relay(journal, publisher)
+    relay_task = loop.submit(relay.run())
+
+    def wake() -> None:
+        loop.loop.call_soon_threadsafe(relay.wake)
+
+    try:
+        yield wake
+    finally:
+        loop.loop.call_soon_threadsafe(relay.stop)
+        relay_task.result(10)
+        loop.submit(relay.drain(timeout=grace)).result(grace + 5)
+        loop.submit(publisher.close()).result(10)
+        loop.stop()
+
+
+@contextmanager
+def maintaining(ctx: IngestContext) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(target=_maintain, args=(ctx, stop), name="maintenance", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
 def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
     """Everything ingest needs, running; shut down in reverse order on exit."""
+    grace = settings.ingest.shutdown_grace_seconds
     spool = Spool(settings.ingest.spool_dir)
-    spool.prepare()
+    try:
+        spool.prepare()
+    except OSError as exc:
+        raise GatewayError(f"cannot prepare the spool directory {spool.root}: {exc}") from exc
     incoming = IncomingFiles(spool.incoming)
     configure_pynetdicom(incoming)
     with ExitStack() as stack:
@@ -89,49 +137,23 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
         except StorageUnavailable as exc:
             log.warning("object storage not reachable yet (%s); uploads will retry", exc)
 
-        loop = LoopThread("broker")
-        loop.start()
-        stack.callback(loop.stop)
-        publisher = AmqpPublisher(
-            settings.broker.url, settings.broker.exchange, f"{settings.ingest.instance_name} ingest"
-        )
-        stack.callback(lambda: loop.submit(publisher.close()).result(10))
-        try:
-            loop.submit(publisher.ensure_exchange()).result(15)
-        except BrokerUnavailable as exc:
-            log.warning("RabbitMQ not reachable yet (%s); events will wait in the outbox", exc)
-        relay = Relay(journal, publisher)
-        relay_task = loop.submit(relay.run())
-
-        def stop_relay() -> None:
-            loop.loop.call_soon_threadsafe(relay.stop)
-            relay_task.result(10)
-            flushed = loop.submit(relay.drain(timeout=settings.ingest.shutdown_grace_seconds))
-            flushed.result(settings.ingest.shutdown_grace_seconds + 5)
-
-        stack.callback(stop_relay)
-
-        def wake_relay() -> None:
-            loop.loop.call_soon_threadsafe(relay.wake)
-
+        wake_relay = stack.enter_context(relaying(settings, journal))
         uploader = Uploader(journal, spool, store, settings.ingest, on_announced=wake_relay)
         uploader.start()
         stack.callback(uploader.stop)
-        stack.callback(uploader.wait_idle, settings.ingest.shutdown_grace_seconds)
+        stack.callback(uploader.wait_idle, grace)
 
         ctx = IngestContext(
             settings=settings, journal=journal, spool=spool, uploader=uploader, incoming=incoming
         )
-        stop_maintenance = threading.Event()
-        maintenance = threading.Thread(
-            target=_maintain, args=(ctx, stop_maintenance), name="maintenance", daemon=True
-        )
-        maintenance.start()
-        stack.callback(maintenance.join)
-        stack.callback(stop_maintenance.set)
-
-        server = start_scp(ctx)
-        stack.callback(_stop_scp, server, ctx, settings.ingest.shutdown_grace_seconds)
+        stack.enter_context(maintaining(ctx))
+        try:
+            server = start_scp(ctx)
+        except OSError as exc:
+            raise GatewayError(
+                f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: {exc}"
+            ) from exc
+        stack.callback(_stop_scp, server, ctx, grace)
         log.info(
             "ingest listening on %s:%d as %s (max %d associations)",
             settings.ingest.host,

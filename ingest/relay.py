@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
 
 from gateway.broker import Publisher
 from gateway.errors import BrokerUnavailable, JournalError
@@ -40,7 +39,7 @@ class Relay:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                sent = await self._relay_pending()
+                sent = await self._relay_pending(stoppable=True)
                 attempt = 0
             except (BrokerUnavailable, JournalError) as exc:
                 delay = RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
@@ -57,10 +56,10 @@ class Relay:
         except TimeoutError:
             return
 
-    async def _relay_pending(self) -> int:
+    async def _relay_pending(self, *, stoppable: bool) -> int:
         events = await asyncio.to_thread(self._journal.pending_events)
         for event in events:
-            if self._stop.is_set():
+            if stoppable and self._stop.is_set():
                 break
             await self._publisher.publish(
                 event.routing_key,
@@ -69,18 +68,13 @@ class Relay:
                 content_type=event.content_type,
             )
             await asyncio.to_thread(self._journal.forget, event.association_id)
-            log.info(
-                "event %s published to %s at %s",
-                event.event_id,
-                event.routing_key,
-                datetime.now(UTC).isoformat(timespec="milliseconds"),
-            )
+            log.info("event %s published to %s", event.event_id, event.routing_key)
         return len(events)
 
     async def drain(self, timeout: float) -> bool:
         """Relay what is pending now, within ``timeout``; True if the outbox ended empty."""
         try:
-            await asyncio.wait_for(self._relay_pending(), timeout)
+            await asyncio.wait_for(self._relay_pending(stoppable=False), timeout)
         except (BrokerUnavailable, JournalError, TimeoutError) as exc:
             log.warning("outbox not flushed at shutdown (%s); it is sent on the next start", exc)
             return False

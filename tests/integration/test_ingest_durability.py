@@ -180,11 +180,19 @@ def test_kill_mid_association_discards_it_on_restart(ingest: Ingest, inbox: Path
     assert "was open when ingest stopped: discarded" in gateway.log_text()
 
 
-def test_sigterm_finishes_the_work_and_exits_zero(ingest: Ingest, inbox: Path) -> None:
-    gateway = ingest.start()
+def test_sigterm_flushes_the_outbox_and_exits_zero(
+    ingest: Ingest, inbox: Path, broker_link: Link
+) -> None:
+    config = ingest.config()
+    config["broker"]["url"] = _through(ingest, broker_link)
+    gateway = ingest.start(config)
     series = ct_series(inbox, 5)
     with ingest.events() as events:
+        broker_link.cut()
         dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
+        # The relay is backing off by now; the flush at shutdown must not wait for it.
+        wait_until(lambda: gateway.log_text().count("event relay:") >= 3, 30, "relay retries")
+        broker_link.restore()
         assert gateway.terminate(timeout=30) == 0
         (message,) = events.wait_for(1, timeout=10)
     assert released(message).instance_count == 5

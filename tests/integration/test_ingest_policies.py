@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.integration.conftest import Ingest, released
 from tests.support import dcmtk
 from tests.support.dcmtk import Rejection
 from tests.support.factories import ct_series
+from tests.support.gateway import REPOSITORY_ROOT
 from tests.support.net import wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -215,3 +218,21 @@ def test_full_disk_refuses_the_instance_and_keeps_serving(
     assert "C-STORE refused with 0xA700" in gateway.log_text()
     assert "No space left on device" in gateway.log_text()
     assert list((small_spool / "incoming").iterdir()) == []
+
+
+def test_port_in_use_stops_start_up_with_a_clear_error(ingest: Ingest) -> None:
+    gateway = ingest.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["PYTHONPATH"] = str(REPOSITORY_ROOT)
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "ingest", "--config", str(gateway.config_path)],
+        cwd=gateway.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{gateway.port}" in second.stderr
+    assert "Traceback" not in second.stderr
