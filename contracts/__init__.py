@@ -7,6 +7,14 @@
   ``association.released.<pipeline>``; bind ``association.released.*`` to see every pipeline.
 - Each instance is stored byte for byte under
   ``<association-id>/<study-uid>/<series-uid>/<sop-instance-uid>.dcm`` in the event's bucket.
+- To send stored objects on to remote DICOM nodes, a pipeline publishes a CloudEvent of type
+  ``dicomgateway.export.requested.v1`` (data: :class:`ExportRequested`, naming an association or
+  object keys and configured destinations) with routing key ``export.requested``. The export
+  service answers with one ``dicomgateway.export.completed.v1`` (data: :class:`ExportCompleted`,
+  per destination and per object; statuses by :func:`destination_status` and
+  :func:`overall_status`) with routing key ``export.completed`` or the request's
+  ``reply_routing_key``. ``export_id`` is the idempotency key, and the completion's id is
+  :func:`export_completed_event_id` of it, so a re-published completion can be recognised.
 """
 
 from contracts.cloudevent import (
@@ -14,11 +22,29 @@ from contracts.cloudevent import (
     association_released_event,
     association_released_from_event,
     event_source,
+    export_completed_event,
+    export_completed_event_id,
+    export_completed_from_event,
+    export_requested_event,
+    export_requested_from_event,
     parse_event,
     to_structured,
 )
 from contracts.errors import ContractError, InvalidEvent, InvalidObjectKey
 from contracts.events import ASSOCIATION_RELEASED_TYPE, AssociationReleased, StoredInstance
+from contracts.export import (
+    EXPORT_COMPLETED_TYPE,
+    EXPORT_REQUESTED_TYPE,
+    DestinationResult,
+    ExportCompleted,
+    ExportRequested,
+    ExportStatus,
+    InstanceOutcome,
+    InstanceResult,
+    destination_status,
+    is_valid_export_id,
+    overall_status,
+)
 from contracts.keys import (
     ObjectKeyParts,
     association_prefix,
@@ -31,8 +57,11 @@ from contracts.keys import (
 from contracts.routing import (
     ASSOCIATION_RELEASED_BINDING,
     EXCHANGE,
+    EXPORT_COMPLETED_ROUTING_KEY,
+    EXPORT_REQUESTED_ROUTING_KEY,
     association_released_routing_key,
     is_valid_pipeline,
+    is_valid_routing_key,
 )
 
 __all__ = [
@@ -40,8 +69,18 @@ __all__ = [
     "ASSOCIATION_RELEASED_TYPE",
     "CONTENT_TYPE_STRUCTURED",
     "EXCHANGE",
+    "EXPORT_COMPLETED_ROUTING_KEY",
+    "EXPORT_COMPLETED_TYPE",
+    "EXPORT_REQUESTED_ROUTING_KEY",
+    "EXPORT_REQUESTED_TYPE",
     "AssociationReleased",
     "ContractError",
+    "DestinationResult",
+    "ExportCompleted",
+    "ExportRequested",
+    "ExportStatus",
+    "InstanceOutcome",
+    "InstanceResult",
     "InvalidEvent",
     "InvalidObjectKey",
     "ObjectKeyParts",
@@ -50,12 +89,21 @@ __all__ = [
     "association_released_event",
     "association_released_from_event",
     "association_released_routing_key",
+    "destination_status",
     "event_source",
+    "export_completed_event",
+    "export_completed_event_id",
+    "export_completed_from_event",
+    "export_requested_event",
+    "export_requested_from_event",
     "is_valid_association_id",
+    "is_valid_export_id",
     "is_valid_pipeline",
+    "is_valid_routing_key",
     "is_valid_uid",
     "new_association_id",
     "object_key",
+    "overall_status",
     "parse_event",
     "parse_object_key",
     "to_structured",

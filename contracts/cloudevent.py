@@ -1,14 +1,17 @@
-"""The association-released event as a CloudEvent 1.0, and reading CloudEvents off the broker.
+"""The gateway's events as CloudEvents 1.0, and reading CloudEvents off the broker.
 
-The gateway publishes in structured mode (:func:`to_structured`, content type
-:data:`CONTENT_TYPE_STRUCTURED`). :func:`parse_event` also reads binary mode as written by the
-cloudevents library's RabbitMQ binding (``ce-`` headers) and AMQP binding (``cloudEvents_`` or
-``cloudEvents:`` application properties), so pipelines may republish either way.
+The association-released event and the export request and completion are built here from their
+data models and read back into them. The gateway publishes in structured mode
+(:func:`to_structured`, content type :data:`CONTENT_TYPE_STRUCTURED`). :func:`parse_event` also
+reads binary mode as written by the cloudevents library's RabbitMQ binding (``ce-`` headers) and
+AMQP binding (``cloudEvents_`` or ``cloudEvents:`` application properties), so pipelines may
+republish either way.
 """
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote
 
 from cloudevents.core.base import BaseCloudEvent
@@ -17,10 +20,16 @@ from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.spec import SPECVERSION_V1_0
 from cloudevents.core.v1.event import REQUIRED_ATTRIBUTES, CloudEvent
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ContractError, InvalidEvent
 from contracts.events import ASSOCIATION_RELEASED_TYPE, AssociationReleased
+from contracts.export import (
+    EXPORT_COMPLETED_TYPE,
+    EXPORT_REQUESTED_TYPE,
+    ExportCompleted,
+    ExportRequested,
+)
 
 #: Content type of a structured-mode message body in the JSON event format.
 CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
@@ -36,6 +45,12 @@ _AMQP_PREFIXES: Final = ("cloudEvents_", "cloudEvents:")
 # binding turns an integer time into a datetime, which fails with ValueError, OverflowError or
 # OSError (errno EOVERFLOW) when the integer is out of range. None of them does any I/O.
 _LIBRARY_DECODE_ERRORS: Final = (ValueError, TypeError, AttributeError, OverflowError, OSError)
+
+#: Namespace of the name-based (version 5) UUIDs that identify export completions: the id of the
+#: completion of export ``E`` is ``uuid5(EXPORT_COMPLETED_ID_NAMESPACE, E)``.
+EXPORT_COMPLETED_ID_NAMESPACE: Final = uuid.UUID("5b0e3f0c-7a4e-4d1b-9c55-2f8d6a1e9b73")
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def event_source(instance_name: str, called_ae_title: str) -> str:
@@ -71,6 +86,44 @@ def association_released_event(
         return CloudEvent(attributes, data.model_dump(mode="json"))
     except CloudEventValidationError as exc:
         raise ContractError(f"cannot build the event: {exc}") from exc
+
+
+def export_requested_event(
+    data: ExportRequested, *, source: str, event_id: str | None = None, time: datetime
+) -> CloudEvent:
+    """The CloudEvent requesting the export ``data``.
+
+    The id is ``event_id``, or a new random UUID; the subject is the export id.
+    """
+    return _build(
+        EXPORT_REQUESTED_TYPE,
+        data,
+        event_id=str(uuid.uuid4()) if event_id is None else event_id,
+        source=source,
+        time=time,
+        subject=data.export_id,
+    )
+
+
+def export_completed_event_id(export_id: str) -> str:
+    """The id of the completion event of export ``export_id``: the same every time it is built."""
+    return str(uuid.uuid5(EXPORT_COMPLETED_ID_NAMESPACE, export_id))
+
+
+def export_completed_event(data: ExportCompleted, *, source: str, time: datetime) -> CloudEvent:
+    """The CloudEvent reporting the completed export ``data``.
+
+    The id is :func:`export_completed_event_id` of the export id, so a re-published completion
+    carries the same id as the first; the subject is the export id.
+    """
+    return _build(
+        EXPORT_COMPLETED_TYPE,
+        data,
+        event_id=export_completed_event_id(data.export_id),
+        source=source,
+        time=time,
+        subject=data.export_id,
+    )
 
 
 def to_structured(event: CloudEvent) -> bytes:
@@ -121,6 +174,66 @@ def association_released_from_event(event: CloudEvent) -> AssociationReleased:
             f"event id {event.get_id()!r} is not the association id {released.association_id!r}"
         )
     return released
+
+
+def export_requested_from_event(event: CloudEvent) -> ExportRequested:
+    """The data of an export-requested event; :class:`InvalidEvent` if it is not one."""
+    return _data(event, EXPORT_REQUESTED_TYPE, ExportRequested)
+
+
+def export_completed_from_event(event: CloudEvent) -> ExportCompleted:
+    """The data of an export-completed event; :class:`InvalidEvent` if it is not one."""
+    completed = _data(event, EXPORT_COMPLETED_TYPE, ExportCompleted)
+    expected_id = export_completed_event_id(completed.export_id)
+    if event.get_id() != expected_id:
+        raise InvalidEvent(
+            f"event id {event.get_id()!r} is not the completion id {expected_id!r} "
+            f"of export {completed.export_id!r}"
+        )
+    return completed
+
+
+def _build(
+    event_type: str,
+    data: BaseModel,
+    *,
+    event_id: str,
+    source: str,
+    time: datetime,
+    subject: str,
+) -> CloudEvent:
+    attributes: dict[str, Any] = {
+        "specversion": SPECVERSION_V1_0,
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "time": time,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "subject": subject,
+    }
+    try:
+        return CloudEvent(attributes, data.model_dump(mode="json"))
+    except CloudEventValidationError as exc:
+        raise ContractError(f"cannot build the event: {exc}") from exc
+
+
+def _data(event: CloudEvent, event_type: str, model: type[_M]) -> _M:
+    if event.get_type() != event_type:
+        raise InvalidEvent(f"event type is {event.get_type()!r}, expected {event_type!r}")
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"event data must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {event_type} data: {_describe(exc)}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    # "field.0.name: message" for each error, without pydantic's input echo and help links.
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or '(data)'}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def _strict_event(

@@ -3,6 +3,10 @@
 The gateway publishes to one topic exchange; the routing key names the event and the pipeline the
 called AE title is configured for, so each pipeline binds its own queue to its own key (or to
 :data:`ASSOCIATION_RELEASED_BINDING` to see every pipeline's events).
+
+Export requests are published to the same exchange with :data:`EXPORT_REQUESTED_ROUTING_KEY`;
+their completions come back with :data:`EXPORT_COMPLETED_ROUTING_KEY`, or with the request's
+reply routing key (any key :func:`is_valid_routing_key` accepts) when it gives one.
 """
 
 import re
@@ -14,6 +18,12 @@ from contracts.errors import ContractError
 EXCHANGE: Final = "dicom-gateway"
 #: Binding key that matches the association-released events of every pipeline.
 ASSOCIATION_RELEASED_BINDING: Final = "association.released.*"
+#: Routing key of export requests; the export service's queue is bound to it.
+EXPORT_REQUESTED_ROUTING_KEY: Final = "export.requested"
+#: Routing key of export completions, unless the request names its own reply routing key.
+EXPORT_COMPLETED_ROUTING_KEY: Final = "export.completed"
+#: Longest routing key, in UTF-8 bytes: AMQP 0-9-1 carries it as a short string.
+ROUTING_KEY_MAX_BYTES: Final = 255
 
 #: A pipeline name's grammar. No dots: the name is exactly one routing-key word, so "*" in a
 #: binding matches it.
@@ -26,6 +36,19 @@ _PIPELINE: Final = re.compile(PIPELINE_PATTERN)
 def is_valid_pipeline(name: str) -> bool:
     """Whether ``name`` can name a pipeline: 1 to 64 ASCII letters, digits, ``-`` or ``_``."""
     return _PIPELINE.fullmatch(name) is not None
+
+
+def is_valid_routing_key(key: str) -> bool:
+    """Whether ``key`` can be published with: 1 to 255 UTF-8 bytes and no ``*`` or ``#``.
+
+    The wildcards are refused because they only mean something in a binding, so a key holding
+    one is almost certainly a binding pattern given by mistake.
+    """
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return 0 < size <= ROUTING_KEY_MAX_BYTES and "*" not in key and "#" not in key
 
 
 def association_released_routing_key(pipeline: str) -> str:

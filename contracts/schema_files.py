@@ -13,12 +13,17 @@ from typing import Final
 from pydantic import BaseModel
 
 from contracts.events import AssociationReleased
+from contracts.export import ExportCompleted, ExportRequested
 
 #: Directory of the schema files, inside the package so that they ship with it.
 SCHEMA_DIR: Final = Path(__file__).parent / "schemas"
 #: File name in :data:`SCHEMA_DIR` -> the model whose schema it holds.
 SCHEMAS: Final[Mapping[str, type[BaseModel]]] = MappingProxyType(
-    {"association.released.v1.json": AssociationReleased}
+    {
+        "association.released.v1.json": AssociationReleased,
+        "export.requested.v1.json": ExportRequested,
+        "export.completed.v1.json": ExportCompleted,
+    }
 )
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
+from export.app import run as run_export
+from export.commands import build_request, echo_destination, send_request, succeeded, summary
 from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging
 from gateway.settings import GatewaySettings, load_settings
@@ -27,14 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     ingest = commands.add_parser("ingest", help="run the DICOM C-STORE SCP")
-    ingest.add_argument(
-        "--config",
-        type=Path,
-        help="TOML configuration file (default: $GATEWAY_CONFIG, else built-in defaults)",
-    )
-    commands.add_parser(
-        "check-config", help="validate the configuration and print it"
-    ).add_argument("--config", type=Path)
+    export = commands.add_parser("export", help="run the export service (Storage SCU)")
+    echo = commands.add_parser("echo", help="C-ECHO a configured export destination")
+    echo.add_argument("destination", help="name of an [[export.destinations]] entry")
+    send = commands.add_parser("send", help="publish an export request")
+    send.add_argument("--to", required=True, dest="destination", help="destination name")
+    send.add_argument("--association", help="export every instance of this association")
+    send.add_argument("object_keys", nargs="*", default=[], help="object keys to export")
+    send.add_argument("--wait", action="store_true", help="wait for the completion and print it")
+    send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
+    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    for command in (ingest, export, echo, send, check):
+        command.add_argument(
+            "--config",
+            type=Path,
+            help="TOML configuration file (default: $GATEWAY_CONFIG, else built-in defaults)",
+        )
     return parser
 
 
@@ -70,10 +84,40 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         print(redacted_json(settings))
         return 0
     try:
-        return run_ingest(settings)
+        return _dispatch(args, settings)
     except GatewayError as exc:
         log.error("%s", exc)
         return 1
+
+
+def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    if args.command == "ingest":
+        return run_ingest(settings)
+    if args.command == "export":
+        return run_export(settings)
+    if args.command == "echo":
+        problem = echo_destination(settings, args.destination)
+        print(f"C-ECHO {args.destination}: {problem or 'success'}")
+        return 0 if problem is None else 1
+    if bool(args.object_keys) == bool(args.association):
+        raise ConfigError("give either --association ID or one or more object keys")
+    request = build_request(
+        args.destination,
+        args.association,
+        tuple(args.object_keys),
+        f"export.completed.cli.{uuid.uuid4().hex}" if args.wait else None,
+    )
+    try:
+        completed = asyncio.run(
+            send_request(settings, request, args.timeout if args.wait else None)
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid request: {exc}") from exc
+    if completed is None:
+        print(f"export {request.export_id} requested")
+        return 0
+    print(summary(completed))
+    return 0 if succeeded(completed) else 1
 
 
 if __name__ == "__main__":

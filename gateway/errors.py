@@ -17,6 +17,10 @@ class StorageUnavailable(GatewayError):
     """The object store could not be reached or refused a request; the operation may be retried."""
 
 
+class ObjectMissing(GatewayError):
+    """The object store answered: there is no object under that key (not worth retrying)."""
+
+
 class BrokerUnavailable(GatewayError):
     """RabbitMQ could not be reached or did not confirm a publish; the publish may be retried."""
 

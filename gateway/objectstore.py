@@ -7,16 +7,17 @@ library error is converted to :class:`StorageUnavailable` here; callers retry.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 import urllib3
 from minio import Minio
-from minio.error import MinioException
+from minio.error import MinioException, S3Error
 
 from contracts.keys import parse_object_key
-from gateway.errors import StorageUnavailable
+from gateway.errors import ObjectMissing, StorageUnavailable
 from gateway.fsync import fsync_directory
 from gateway.settings import StorageSettings
 
@@ -24,6 +25,7 @@ from gateway.settings import StorageSettings
 #: signs it), so part size times parallel parts is what one large upload costs in memory.
 PART_SIZE = 8 * 1024 * 1024
 PARALLEL_PARTS = 2
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
 
 
 class Readable(Protocol):
@@ -40,6 +42,12 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: Readable, length: int) -> None:
         """Store ``length`` bytes read from ``data`` under ``key``; return only once durable."""
+
+    def download(self, key: str, target: Path) -> None:
+        """Stream the object to ``target``; ObjectMissing if there is no such object."""
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
 
 
 class S3Store:
@@ -85,6 +93,26 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
 
+    def download(self, key: str, target: Path) -> None:
+        try:
+            self._client.fget_object(self._bucket, key, str(target))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise ObjectMissing(f"no object {key} in bucket {self._bucket}") from exc
+            raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            return sorted(
+                item.object_name
+                for item in self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+                if item.object_name is not None
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
+
 
 class FileStore:
     """Objects as files under ``root/<bucket>/``, written atomically and fsynced."""
@@ -100,6 +128,21 @@ class FileStore:
     def _path(self, key: str) -> Path:
         parse_object_key(key)  # refuses anything that could leave the root
         return self._root / key
+
+    def download(self, key: str, target: Path) -> None:
+        source = self._path(key)
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"no object {key} under {self._root}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        if not self._root.exists():
+            return []
+        found = (p.relative_to(self._root).as_posix() for p in self._root.rglob("*.dcm"))
+        return sorted(key for key in found if key.startswith(prefix))
 
     def ensure_ready(self) -> None:
         try:

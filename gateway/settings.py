@@ -129,6 +129,56 @@ class BrokerSettings(_Section):
     exchange: str = "dicom-gateway"
 
 
+class DestinationSettings(_Section):
+    """A remote Storage SCP that export sends to."""
+
+    name: str = Field(min_length=1, max_length=64)
+    ae_title: AETitle
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+class ExportSettings(_Section):
+    ae_title: AETitle = "GATEWAY-SCU"
+    max_associations: int = Field(default=2, ge=1, le=64)
+    prefetch: int = Field(default=4, ge=1, le=1000)
+    retries: int = Field(default=3, ge=0, le=100)
+    retry_backoff_seconds: tuple[float, ...] = (5.0, 30.0, 120.0)
+    queue: str = Field(default="dicom-gateway.export", min_length=1, max_length=200)
+    state_dir: Path = Path("gateway-data/export")
+    max_pdu_length: int = Field(default=262_144, ge=0)
+    network_timeout_seconds: float = Field(default=60, gt=0)
+    dimse_timeout_seconds: float = Field(default=60, gt=0)
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    destinations: tuple[DestinationSettings, ...] = ()
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("retry_backoff_seconds")
+    @classmethod
+    def _check_backoff(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("give at least one delay, none negative")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_destinations(self) -> ExportSettings:
+        names = [d.name for d in self.destinations]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"destination names used twice: {', '.join(duplicates)}")
+        return self
+
+    def destination(self, name: str) -> DestinationSettings | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based); the last delay repeats."""
+        return self.retry_backoff_seconds[min(attempt, len(self.retry_backoff_seconds)) - 1]
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway can be told. Built by :func:`load_settings`."""
 
@@ -143,6 +193,7 @@ class GatewaySettings(BaseSettings):
     sources: tuple[SourceSettings, ...] = ()
     storage: StorageSettings = StorageSettings()
     broker: BrokerSettings = BrokerSettings()
+    export: ExportSettings = ExportSettings()
 
     @model_validator(mode="after")
     def _known_sources(self) -> GatewaySettings:

@@ -7,7 +7,6 @@ argument list), as pynetdicom intends. They run on the association's own thread.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from contracts.keys import new_association_id, object_key
+from gateway.dicom_socket import handle_conn_open
 from gateway.errors import GatewayError, InstanceRejected, JournalError
 from gateway.settings import AESettings, GatewaySettings
 from ingest.dicom_codes import NO_REASON_GIVEN, VERIFICATION_SOP_CLASS, Reject, Status
@@ -107,19 +107,6 @@ class IngestContext:
     uploader: Uploader
     incoming: IncomingFiles
     table: AssociationTable = field(default_factory=AssociationTable)
-
-
-def _set_socket_options(sock: socket.socket) -> None:
-    # Nagle plus delayed ACKs stall every small PDU write of the usual senders by up to 40 ms.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if hasattr(socket, "TCP_QUICKACK"):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-
-
-def handle_conn_open(event: evt.Event) -> None:
-    raw = getattr(event.assoc.dul.socket, "socket", None)
-    if isinstance(raw, socket.socket):
-        _set_socket_options(raw)
 
 
 def _send_reject(assoc: Association, reject: Reject) -> None:

@@ -1,0 +1,1 @@
+"""The export service: consumes export requests and C-STOREs stored objects as-is."""

@@ -1,0 +1,64 @@
+"""Fetching the objects of a request from storage into a working directory, one file each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
+
+from contracts.export import InstanceOutcome, InstanceResult
+from contracts.keys import association_prefix
+from export.plan import OutgoingInstance
+from gateway.errors import ObjectMissing
+from gateway.objectstore import ObjectStore
+
+
+def request_keys(
+    store: ObjectStore, association_id: str | None, object_keys: tuple[str, ...] | None
+) -> list[str]:
+    if object_keys is not None:
+        return list(object_keys)
+    assert association_id is not None
+    return store.keys(association_prefix(association_id))
+
+
+def fetch(
+    store: ObjectStore, keys: list[str], workdir: Path
+) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
+    """Download every key; returns what can be sent and the keys that failed for good.
+
+    Storage outages raise :class:`StorageUnavailable` (the request is retried later as a
+    whole); a missing or unreadable object fails that instance only.
+    """
+    ready: list[OutgoingInstance] = []
+    failed: list[InstanceResult] = []
+    for index, key in enumerate(keys):
+        target = workdir / f"{index:06d}.dcm"
+        try:
+            store.download(key, target)
+            meta = read_file_meta_info(target)
+            ready.append(
+                OutgoingInstance(
+                    object_key=key,
+                    path=target,
+                    sop_class_uid=str(meta.MediaStorageSOPClassUID),
+                    sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+                    transfer_syntax_uid=str(meta.TransferSyntaxUID),
+                )
+            )
+        except ObjectMissing:
+            failed.append(_failed(key, "object does not exist"))
+        except (InvalidDicomError, AttributeError, ValueError) as exc:
+            failed.append(_failed(key, f"object is not a DICOM Part 10 file: {exc}"))
+    return ready, failed
+
+
+def _failed(key: str, error: str) -> InstanceResult:
+    return InstanceResult(
+        object_key=key,
+        sop_instance_uid=None,
+        status=InstanceOutcome.FAILED,
+        dicom_status=None,
+        error=error,
+    )

@@ -1,0 +1,180 @@
+"""The Storage SCU: one association per batch, each instance sent with its stored bytes.
+
+Blocking (pynetdicom); the exporter runs it in a worker thread. The file is streamed with
+``STORE_SEND_CHUNKED_DATASET`` so that the data set is neither decoded nor held in memory, and
+only a presentation context with exactly the stored transfer syntax is ever used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+
+from contracts.export import InstanceOutcome, InstanceResult
+from export.plan import OutgoingInstance, describe_rejection, rejection_is_transient
+from gateway.dicom_socket import handle_conn_open
+from gateway.settings import DestinationSettings, ExportSettings
+
+log = logging.getLogger(__name__)
+
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+SUCCESS = 0x0000
+#: Warning statuses (PS3.4 B.2.3): the instance was stored, with a coercion or similar.
+WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch: final results, and what may be tried again."""
+
+    results: list[InstanceResult] = field(default_factory=list)
+    retry: list[OutgoingInstance] = field(default_factory=list)
+    #: Why ``retry`` is not empty, or why the association failed.
+    error: str | None = None
+    #: A permanent association rejection: retrying cannot help.
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class ScuIdentity:
+    ae_title: str
+    implementation_class_uid: str
+    implementation_version_name: str
+
+
+def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> AE:
+    ae = AE(ae_title=identity.ae_title)
+    ae.implementation_class_uid = identity.implementation_class_uid
+    ae.implementation_version_name = identity.implementation_version_name
+    ae.maximum_pdu_size = settings.max_pdu_length
+    ae.network_timeout = settings.network_timeout_seconds
+    ae.dimse_timeout = settings.dimse_timeout_seconds
+    ae.acse_timeout = settings.network_timeout_seconds
+    return ae
+
+
+def _associate(ae: AE, destination: DestinationSettings, handlers: list[Any]) -> Association:
+    return ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=handlers
+    )
+
+
+def _association_failure(assoc: Association) -> tuple[str, bool]:
+    """(reason, permanent) for an association that was not established."""
+    primitive = assoc.acceptor.primitive
+    if assoc.is_rejected and primitive is not None:
+        result = int(primitive.result or 0)
+        source = int(primitive.result_source or 0)
+        reason = int(primitive.diagnostic or 0)
+        return describe_rejection(result, source, reason), not rejection_is_transient(result)
+    return "destination not reachable or aborted the association", False
+
+
+def send_batch(
+    identity: ScuIdentity,
+    settings: ExportSettings,
+    destination: DestinationSettings,
+    instances: Sequence[OutgoingInstance],
+) -> BatchOutcome:
+    """Send ``instances`` over one association; never raises for DICOM-level problems."""
+    ae = _application_entity(identity, settings)
+    for sop_class, transfer_syntax in dict.fromkeys(i.context for i in instances):
+        ae.add_requested_context(sop_class, [transfer_syntax])
+    outcome = BatchOutcome()
+    try:
+        assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
+    except (OSError, RuntimeError) as exc:
+        outcome.retry = list(instances)
+        outcome.error = f"cannot connect: {exc}"
+        return outcome
+    if not assoc.is_established:
+        outcome.error, outcome.permanent = _association_failure(assoc)
+        outcome.retry = list(instances)
+        return outcome
+    try:
+        accepted = {
+            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
+        }
+        for index, instance in enumerate(instances):
+            if not assoc.is_established:
+                outcome.retry += instances[index:]
+                outcome.error = outcome.error or "association ended before every instance was sent"
+                break
+            result = _send_one(assoc, instance, accepted)
+            if result is None:
+                # No status: the destination may or may not have it. Sending it again is
+                # harmless (same SOP Instance UID), reporting it as sent would not be.
+                outcome.retry.append(instance)
+                outcome.error = "no C-STORE response from the destination"
+            else:
+                outcome.results.append(result)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return outcome
+
+
+def _send_one(
+    assoc: Association, instance: OutgoingInstance, accepted: set[tuple[str, str]]
+) -> InstanceResult | None:
+    """The instance's final result, or None when no response came (worth another try)."""
+
+    def failed(error: str, status: int | None = None) -> InstanceResult:
+        return InstanceResult(
+            object_key=instance.object_key,
+            sop_instance_uid=instance.sop_instance_uid,
+            status=InstanceOutcome.FAILED,
+            dicom_status=status,
+            error=error,
+        )
+
+    if instance.context not in accepted:
+        return failed(
+            f"destination does not accept SOP class {instance.sop_class_uid} "
+            f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)"
+        )
+    response = assoc.send_c_store(instance.path)
+    status = response.get("Status")
+    if status is None:
+        # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).
+        return None
+    status = int(status)
+    if status == SUCCESS or status in WARNING_STATUSES:
+        return InstanceResult(
+            object_key=instance.object_key,
+            sop_instance_uid=instance.sop_instance_uid,
+            status=InstanceOutcome.SENT,
+            dicom_status=status,
+            error=None,
+        )
+    return failed(f"destination answered 0x{status:04X}", status)
+
+
+def echo(
+    identity: ScuIdentity, settings: ExportSettings, destination: DestinationSettings
+) -> str | None:
+    """C-ECHO the destination; None on success, else why it failed."""
+    ae = _application_entity(identity, settings)
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    try:
+        assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
+    except (OSError, RuntimeError) as exc:
+        return f"cannot connect: {exc}"
+    if not assoc.is_established:
+        return _association_failure(assoc)[0]
+    try:
+        response = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    status = response.get("Status")
+    if status is None:
+        return "no C-ECHO response"
+    if int(status) != SUCCESS:
+        return f"C-ECHO answered 0x{int(status):04X}"
+    return None
