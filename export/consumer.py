@@ -32,7 +32,7 @@ from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY, EXPORT_REQUESTED_ROU
 from export.exporter import Exporter
 from export.ledger import Ledger, RecordedCompletion
 from gateway.broker import Publisher
-from gateway.errors import BrokerUnavailable, JournalError, StorageUnavailable
+from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError, StorageUnavailable
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,9 @@ class ExportConsumer:
             await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
             await message.nack(requeue=True)
             return
+        except EventUnroutable as exc:
+            # Kept in the ledger: requesting the same export_id again publishes it again.
+            log.warning("export %s: completion not delivered: %s", request.export_id, exc)
         except BrokerUnavailable as exc:
             # The completion is in the ledger; the redelivered request publishes it again.
             log.warning(

@@ -15,7 +15,7 @@ import aiormq
 import pamqp.commands
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from gateway.errors import BrokerUnavailable
+from gateway.errors import BrokerUnavailable, EventUnroutable
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,11 @@ class Publisher(Protocol):
     async def publish(
         self, routing_key: str, body: bytes, *, message_id: str, content_type: str
     ) -> None:
-        """Publish persistently; return once the broker confirmed; raise BrokerUnavailable."""
+        """Publish persistently and return once the broker confirmed it.
+
+        Raises BrokerUnavailable (not confirmed: retry) or EventUnroutable (confirmed, but no
+        queue would receive it).
+        """
 
     async def close(self) -> None: ...
 
@@ -88,13 +92,9 @@ class AmqpPublisher:
         if confirmation is None:
             raise BrokerUnavailable(f"broker did not confirm {message_id}")
         if not isinstance(confirmation, pamqp.commands.Basic.Ack):
-            # Returned as unroutable: the broker has it and no queue is bound to the key. That is
-            # a subscription problem, not an outage, so it is reported rather than retried.
-            log.warning(
-                "event %s was not routed: no queue is bound to %r on exchange %s",
-                message_id,
-                routing_key,
-                self._exchange_name,
+            # Returned: no queue is bound to the key, so RabbitMQ would drop it.
+            raise EventUnroutable(
+                f"no queue is bound to {routing_key!r} on exchange {self._exchange_name}"
             )
 
     async def close(self) -> None:

@@ -25,6 +25,10 @@ class BrokerUnavailable(GatewayError):
     """RabbitMQ could not be reached or did not confirm a publish; the publish may be retried."""
 
 
+class EventUnroutable(GatewayError):
+    """The broker took the event but no queue is bound to its routing key (returned)."""
+
+
 class JournalError(GatewayError):
     """The local journal (SQLite) could not record a change."""
 

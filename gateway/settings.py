@@ -92,7 +92,7 @@ class IngestSettings(_Section):
     max_pdu_length: int = Field(default=262_144, ge=0)
     network_timeout_seconds: float = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
-    instance_name: str = "dicom-gateway"
+    instance_name: str = Field(default="dicom-gateway", min_length=1, max_length=128)
     ae: tuple[AESettings, ...] = (AESettings(ae_title="GATEWAY"),)
 
     @field_validator("implementation_class_uid")

@@ -9,6 +9,7 @@ and is resumed by the next start.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import signal
 import threading
@@ -96,10 +97,19 @@ def relaying(settings: GatewaySettings, journal: Journal) -> Iterator[Callable[[
     try:
         yield wake
     finally:
+        # A publish may hang on a broker that stopped confirming: cancel rather than wait
+        # (a publish is idempotent per event id), then flush within the grace period.
         loop.loop.call_soon_threadsafe(relay.stop)
-        relay_task.result(10)
-        loop.submit(relay.drain(timeout=grace)).result(grace + 5)
-        loop.submit(publisher.close()).result(10)
+        relay_task.cancel()
+        try:
+            relay_task.result(5)
+        except (concurrent.futures.CancelledError, TimeoutError):
+            log.debug("event relay stopped")
+        try:
+            loop.submit(relay.drain(timeout=grace)).result(grace + 5)
+            loop.submit(publisher.close()).result(5)
+        except TimeoutError:
+            log.warning("RabbitMQ did not answer at shutdown; pending events stay in the outbox")
         loop.stop()
 
 

@@ -6,8 +6,13 @@ that a DICOM answer or a later step depends on is committed before that answer i
 
 Association states::
 
-    open ──released──▶ released ──all uploaded──▶ announced (event in the outbox) ──▶ (row gone)
-      └────aborted───▶ aborted ──files removed──▶ (row gone)
+    open ──A-RELEASE-RQ──▶ releasing ──RP sent──▶ released ──all uploaded──▶ announced ──▶ (gone)
+      └──────────────────────┴──aborted──▶ aborted ──files removed──▶ (gone)
+
+``releasing`` is recorded before the A-RELEASE-RP goes out, so that a crash right after the
+sender saw its release confirmed never loses the association. After a restart a ``releasing``
+association counts as released: the sender may have its confirmation, and sending an
+association twice is recoverable where losing it is not.
 """
 
 from __future__ import annotations
@@ -58,16 +63,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     routing_key    TEXT NOT NULL,
     content_type   TEXT NOT NULL,
     body           BLOB NOT NULL,
-    created_at     TEXT NOT NULL
+    created_at     TEXT NOT NULL,
+    not_before     TEXT
 );
 """
 
 
 class AssociationState(StrEnum):
     OPEN = "open"
+    RELEASING = "releasing"
     RELEASED = "released"
     ABORTED = "aborted"
     ANNOUNCED = "announced"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -181,16 +189,31 @@ class Journal:
                 ),
             )
 
-    def mark_released(self, association_id: str, released_at: datetime) -> None:
+    def mark_releasing(self, association_id: str, released_at: datetime) -> None:
+        """The sender asked to release: recorded before the answer goes out."""
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, released_at = ?"
                 " WHERE association_id = ? AND state = ?",
                 (
+                    AssociationState.RELEASING,
+                    _ts(released_at),
+                    association_id,
+                    AssociationState.OPEN,
+                ),
+            )
+
+    def mark_released(self, association_id: str, released_at: datetime) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ?, released_at = COALESCE(released_at, ?)"
+                " WHERE association_id = ? AND state IN (?, ?)",
+                (
                     AssociationState.RELEASED,
                     _ts(released_at),
                     association_id,
                     AssociationState.OPEN,
+                    AssociationState.RELEASING,
                 ),
             )
 
@@ -198,18 +221,35 @@ class Journal:
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, cleanup_after = ?"
-                " WHERE association_id = ? AND state = ?",
+                " WHERE association_id = ? AND state IN (?, ?)",
                 (
                     AssociationState.ABORTED,
                     _ts(cleanup_after),
                     association_id,
                     AssociationState.OPEN,
+                    AssociationState.RELEASING,
                 ),
             )
 
-    def abort_all_open(self, cleanup_after: datetime) -> list[str]:
-        """After a crash no open association can continue: they count as aborted."""
+    def mark_failed(self, association_id: str) -> None:
+        """Set aside: storing it failed for a reason retrying cannot fix (files are kept)."""
         with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ? WHERE association_id = ?",
+                (AssociationState.FAILED, association_id),
+            )
+
+    def abort_all_open(self, cleanup_after: datetime) -> list[str]:
+        """After a crash no open association can continue: they count as aborted.
+
+        A ``releasing`` association had its release requested and perhaps confirmed: it counts
+        as released.
+        """
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ? WHERE state = ?",
+                (AssociationState.RELEASED, AssociationState.RELEASING),
+            )
             ids = [
                 row[0]
                 for row in cur.execute(
@@ -358,14 +398,21 @@ class Journal:
                 (AssociationState.ANNOUNCED, event.association_id),
             )
 
-    def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
+    def pending_events(self, now: datetime, limit: int = 100) -> list[OutboxEvent]:
+        """Events to publish now, oldest first (deferred ones once their time has come)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT event_id, association_id, routing_key, content_type, body"
-                " FROM outbox ORDER BY created_at LIMIT ?",
-                (limit,),
+                "SELECT event_id, association_id, routing_key, content_type, body FROM outbox"
+                " WHERE not_before IS NULL OR not_before <= ? ORDER BY created_at LIMIT ?",
+                (_ts(now), limit),
             ).fetchall()
         return [OutboxEvent(row[0], row[1], row[2], row[3], bytes(row[4])) for row in rows]
+
+    def defer(self, event_id: str, until: datetime) -> None:
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE outbox SET not_before = ? WHERE event_id = ?", (_ts(until), event_id)
+            )
 
     def outbox_depth(self) -> int:
         with self._lock:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 from gateway.broker import Publisher
-from gateway.errors import BrokerUnavailable, JournalError
+from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
 from ingest.journal import Journal
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
+#: An event no queue is bound for is kept and offered again this often, until a pipeline binds.
+UNROUTED_RETRY_SECONDS = 30.0
+#: How often the relay looks at the outbox without being woken (for deferred events).
+IDLE_CHECK_SECONDS = 5.0
 
 
 class Relay:
@@ -47,8 +52,16 @@ class Relay:
                 attempt += 1
                 await self._sleep(delay)
                 continue
+            except Exception:  # the relay must outlive any surprise; the outbox keeps the events
+                delay = RETRY_BACKOFF_SECONDS[-1]
+                log.exception("event relay failed unexpectedly; retrying in %.1f s", delay)
+                await self._sleep(delay)
+                continue
             if not sent:
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), IDLE_CHECK_SECONDS)
+                except TimeoutError:
+                    continue
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -57,19 +70,33 @@ class Relay:
             return
 
     async def _relay_pending(self, *, stoppable: bool) -> int:
-        events = await asyncio.to_thread(self._journal.pending_events)
+        events = await asyncio.to_thread(self._journal.pending_events, datetime.now(UTC))
+        published = 0
         for event in events:
             if stoppable and self._stop.is_set():
                 break
-            await self._publisher.publish(
-                event.routing_key,
-                event.body,
-                message_id=event.event_id,
-                content_type=event.content_type,
-            )
+            try:
+                await self._publisher.publish(
+                    event.routing_key,
+                    event.body,
+                    message_id=event.event_id,
+                    content_type=event.content_type,
+                )
+            except EventUnroutable as exc:
+                # RabbitMQ would drop it: keep it and offer it again until a pipeline binds.
+                log.warning(
+                    "event %s kept in the outbox: %s; offered again in %.0f s",
+                    event.event_id,
+                    exc,
+                    UNROUTED_RETRY_SECONDS,
+                )
+                until = datetime.now(UTC) + timedelta(seconds=UNROUTED_RETRY_SECONDS)
+                await asyncio.to_thread(self._journal.defer, event.event_id, until)
+                continue
             await asyncio.to_thread(self._journal.forget, event.association_id)
+            published += 1
             log.info("event %s published to %s", event.event_id, event.routing_key)
-        return len(events)
+        return published
 
     async def drain(self, timeout: float) -> bool:
         """Relay what is pending now, within ``timeout``; True if the outbox ended empty."""

@@ -17,9 +17,10 @@ from typing import Any, cast
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from contracts.keys import new_association_id, object_key
+from contracts.keys import is_valid_uid, new_association_id, object_key
 from gateway.dicom_socket import handle_conn_open
 from gateway.errors import GatewayError, InstanceRejected, JournalError
 from gateway.settings import AESettings, GatewaySettings
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 REJECT_SEND_SECONDS = 5.0
 #: pynetdicom counts TCP connections that never send an A-ASSOCIATE-RQ (port probes) against
 #: its own limit until the ACSE timeout; our limit counts real associations, so pynetdicom's
-#: is set higher by this headroom and only guards against floods.
-PROBE_HEADROOM = 64
+#: is set higher by this headroom and only guards against floods of probes.
+PROBE_HEADROOM = 1000
 _AWAITING_ANSWER = frozenset({"Sta2", "Sta3"})
 
 
@@ -194,6 +195,15 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
     log.debug("association %s admitted for %s", active.association_id, decision.ae.pipeline)
 
 
+def _check_transfer_syntax(transfer_syntax: str) -> None:
+    # pynetdicom accepts whatever string was proposed; an invalid one cannot be announced.
+    if not is_valid_uid(transfer_syntax):
+        raise InstanceRejected(
+            Status.CANNOT_UNDERSTAND,
+            f"transfer syntax {transfer_syntax[:80]!r} is not a valid UID",
+        )
+
+
 def handle_store(event: evt.Event, ctx: IngestContext) -> int:
     active = ctx.table.get(event.assoc)
     received = Path(event.dataset_path)
@@ -208,6 +218,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
         write_error = ctx.incoming.take_failure(received)
         if write_error is not None:
             raise write_error
+        _check_transfer_syntax(transfer_syntax)
         with received.open("rb") as data:
             offset = data_set_offset(data)
             identity = read_identity(
@@ -291,6 +302,29 @@ def _log_end(active: ActiveAssociation, outcome: str) -> None:
     )
 
 
+def handle_acse_recv(event: evt.Event, ctx: IngestContext) -> None:
+    """Record an A-RELEASE-RQ before pynetdicom answers it.
+
+    pynetdicom sends the A-RELEASE-RP first and fires EVT_RELEASED after; recording the
+    release only then would let a crash in between discard an association whose sender was
+    told it had been released. This runs on the association thread just before the answer.
+    """
+    primitive = getattr(event, "primitive", None)  # set by pynetdicom for this event only
+    if not isinstance(primitive, A_RELEASE) or primitive.result is not None:
+        return
+    active = ctx.table.get(event.assoc)
+    if active is None:
+        return
+    try:
+        ctx.journal.mark_releasing(active.association_id, datetime.now(UTC))
+    except JournalError as exc:
+        # Without a durable record the release must not be confirmed.
+        log.error(
+            "association %s: cannot record the release, aborting: %s", active.association_id, exc
+        )
+        event.assoc.abort()
+
+
 def handle_released(event: evt.Event, ctx: IngestContext) -> None:
     active = ctx.table.pop(event.assoc)
     if active is None:
@@ -298,8 +332,7 @@ def handle_released(event: evt.Event, ctx: IngestContext) -> None:
     try:
         ctx.journal.mark_released(active.association_id, datetime.now(UTC))
     except JournalError as exc:
-        # The instances stay spooled and the association open in the journal; the next start
-        # treats it as unfinished. Nothing was announced, so nothing wrong is handed on.
+        # It stays "releasing" in the journal: the next start uploads and announces it.
         log.error("association %s: cannot record the release: %s", active.association_id, exc)
         _log_end(active, "released-but-not-recorded")
         return
@@ -321,10 +354,30 @@ def _finish_aborted(ctx: IngestContext, active: ActiveAssociation, outcome: str)
     _log_end(active, outcome)
 
 
+def _discard_partial_data_set(assoc: Association) -> None:
+    """Remove the data set pynetdicom was still receiving when the association broke.
+
+    pynetdicom leaves that file behind; the maintenance sweep would find it later, but a
+    partial multi-gigabyte transfer should not hold the spool that long.
+    """
+    message = getattr(assoc.dimse, "message", None)
+    partial = getattr(message, "_data_set_path", None)
+    if isinstance(partial, Path):
+        partial.unlink(missing_ok=True)
+
+
 def handle_aborted(event: evt.Event, ctx: IngestContext) -> None:
+    _discard_partial_data_set(event.assoc)
     active = ctx.table.pop(event.assoc)
     if active is not None:
         _finish_aborted(ctx, active, "aborted")
+
+
+def handle_rejected(event: evt.Event, ctx: IngestContext) -> None:
+    """pynetdicom itself rejected an association we had admitted (its own flood guard)."""
+    active = ctx.table.pop(event.assoc)
+    if active is not None:
+        _finish_aborted(ctx, active, "rejected-by-pynetdicom")
 
 
 def build_ae(settings: GatewaySettings) -> AE:
@@ -350,8 +403,10 @@ def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
         (evt.EVT_REQUESTED, handle_requested, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_ACSE_RECV, handle_acse_recv, [ctx]),
         (evt.EVT_RELEASED, handle_released, [ctx]),
         (evt.EVT_ABORTED, handle_aborted, [ctx]),
+        (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
     server = ae.start_server(
         (ctx.settings.ingest.host, ctx.settings.ingest.port),

@@ -132,6 +132,11 @@ class Uploader:
                 self._changed.notify_all()
 
     def _store_until_done(self, association_id: str) -> None:
+        """Store one association, retrying outages; set it aside on anything else.
+
+        This is the thread's boundary: an unexpected error must neither kill the only uploader
+        thread nor block every later association behind it.
+        """
         attempt = 0
         while not self._stopping.is_set():
             try:
@@ -152,6 +157,20 @@ class Uploader:
                 )
                 attempt += 1
                 self._stopping.wait(delay)
+            except Exception:  # see the docstring: quarantine, never die
+                log.exception(
+                    "association %s cannot be stored and is set aside; its files stay in the "
+                    "spool for inspection",
+                    association_id,
+                )
+                self._set_aside(association_id)
+                return
+
+    def _set_aside(self, association_id: str) -> None:
+        try:
+            self._journal.mark_failed(association_id)
+        except JournalError as exc:
+            log.error("association %s: cannot record that it failed: %s", association_id, exc)
 
     def _store_association(self, association_id: str) -> None:
         association = self._journal.association(association_id)
@@ -175,8 +194,13 @@ class Uploader:
             now=datetime.now(UTC),
         )
         self._journal.announce(event, datetime.now(UTC))
-        self._spool.remove_association(association_id)
         self._on_announced()
+        try:
+            self._spool.remove_association(association_id)
+        except OSError as exc:
+            # Everything is in storage and the event in the outbox; the next start removes
+            # the leftovers. Retrying here could only repeat finished work.
+            log.warning("association %s: spool files not removed: %s", association_id, exc)
 
     def _store_instance(self, instance: SpooledInstance) -> None:
         association = self._journal.association(instance.association_id)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from minio.deleteobjects import DeleteObject
 
 from contracts import AssociationReleased, association_released_from_event, parse_event
 from tests.support.amqp import EventCollector, ReceivedMessage
@@ -97,6 +98,18 @@ def ingest(
     harness = Ingest(amqp_url, s3_service, bucket_name, tmp_path, gateway_factory)
     yield harness
     asyncio.run(_delete_exchange(amqp_url, harness.exchange))
+    _delete_bucket(s3_service, bucket_name)
+
+
+def _delete_bucket(s3: S3Service, bucket: str) -> None:
+    """SeaweedFS gives each bucket volumes of its own; deleting it gives them back."""
+    client = s3.client()
+    if not client.bucket_exists(bucket):
+        return
+    names = [o.object_name for o in client.list_objects(bucket, recursive=True) if o.object_name]
+    errors = list(client.remove_objects(bucket, [DeleteObject(name) for name in names]))
+    assert not errors, errors
+    client.remove_bucket(bucket)
 
 
 async def _delete_exchange(amqp_url: str, exchange: str) -> None:

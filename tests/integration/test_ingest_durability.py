@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
 
 from tests.integration.conftest import Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import ct_series, large_instance
+from tests.support.gateway import GatewayProcess
 from tests.support.link import Link
 from tests.support.net import wait_until
 from tests.support.wire import RecordingProxy
+
+
+def ended(gateway: GatewayProcess, outcome: str, calling: str = "STORESCU") -> bool:
+    """Whether the log has the end line of the test's own association (not the start probe's)."""
+    return any(
+        f" {outcome}: " in line and f"calling={calling} " in line
+        for line in gateway.log_text().splitlines()
+    )
 
 
 def outbox_ids(ingest: Ingest) -> list[str]:
@@ -43,38 +56,41 @@ def test_abort_at_the_end_publishes_nothing_and_removes_the_files(
 
 def test_connection_dropped_mid_transfer_publishes_nothing(ingest: Ingest, inbox: Path) -> None:
     gateway = ingest.start()
-    series = ct_series(inbox, 40, rows=256, cols=256)
+    small = ct_series(inbox, 3)
+    large = large_instance(inbox, 200 * 1024 * 1024)
     with ingest.events() as events, RecordingProxy(gateway.host, gateway.port) as proxy:
         sender = threading.Thread(
             target=dcmtk.storescu,
-            args=("127.0.0.1", proxy.port, [s.path for s in series], "GATEWAY"),
+            args=("127.0.0.1", proxy.port, [*(s.path for s in small), large.path], "GATEWAY"),
         )
         sender.start()
         wait_until(
-            lambda: (
-                len(proxy.connections) == 1 and len(proxy.connections[0].client_bytes) > 2_000_000
-            ),
-            30,
-            "transfer under way",
+            lambda: bool(proxy.connections) and len(proxy.connections[0].client_bytes) > 50_000_000,
+            60,
+            "the large instance is under way",
         )
         proxy.sever()
         sender.join(60)
-        wait_until(lambda: " aborted: " in gateway.log_text(), 15, "the abort is logged")
+        wait_until(lambda: ended(gateway, "aborted"), 15, "the abort is logged")
+        # At once, not after the maintenance sweep: the partial data set goes with the abort.
+        wait_until(
+            lambda: ingest.spool_files() == [], 5, "the aborted association's files are removed"
+        )
         events.assert_quiet(2)
-    wait_until(
-        lambda: ingest.spool_files() == [], 10, "the aborted association's files are removed"
-    )
     assert ingest.objects() == {}
 
 
 def test_aborted_files_are_kept_for_the_configured_delay(ingest: Ingest, inbox: Path) -> None:
-    gateway = ingest.start(aborted_cleanup_seconds=3)
+    gateway = ingest.start(aborted_cleanup_seconds=4)
     series = ct_series(inbox, 2)
     dcmtk.storescu(
         gateway.host, gateway.port, [s.path for s in series], "GATEWAY", extra_args=["--abort"]
     )
-    wait_until(lambda: " aborted: " in gateway.log_text(), 10, "the abort is logged")
+    wait_until(lambda: ended(gateway, "aborted"), 10, "the abort is logged")
+    aborted_at = time.monotonic()
     assert len(ingest.spool_files()) == 2
+    wait_until(lambda: time.monotonic() - aborted_at > 2, 5, "half the delay")
+    assert len(ingest.spool_files()) == 2, "removed before aborted_cleanup_seconds"
     wait_until(lambda: ingest.spool_files() == [], 15, "files removed after the delay")
     assert ingest.objects() == {}
 
@@ -221,3 +237,26 @@ def test_a_1_gib_instance_does_not_grow_the_receiver(ingest: Ingest, inbox: Path
     assert growth_mib < 100, (
         f"receiving and uploading 1 GiB grew the gateway by {growth_mib:.0f} MiB"
     )
+
+
+def test_sigterm_lets_an_open_association_finish_within_the_grace(
+    ingest: Ingest, inbox: Path
+) -> None:
+    gateway = ingest.start(shutdown_grace_seconds=20)
+    (instance,) = ct_series(inbox, 1)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(instance.uids.sop_class, [instance.uids.transfer_syntax])
+    with ingest.events() as events:
+        assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
+        assert assoc.is_established
+        assert gateway.pid is not None
+        os.kill(gateway.pid, signal.SIGTERM)
+        wait_until(lambda: "received SIGTERM" in gateway.log_text(), 10, "shutdown begins")
+        # New associations are refused now, the open one still works.
+        assert not dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY").ok
+        status = assoc.send_c_store(instance.path)
+        assoc.release()
+        assert status.Status == 0x0000
+        (message,) = events.wait_for(1, timeout=20)
+    assert gateway.terminate(timeout=30) == 0
+    assert released(message).instance_count == 1

@@ -77,7 +77,7 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
     )
     journal.announce(event, STARTED)
     assert journal.association(aid).state is AssociationState.ANNOUNCED
-    assert [e.event_id for e in journal.pending_events()] == [aid]
+    assert [e.event_id for e in journal.pending_events(STARTED)] == [aid]
 
     body = json.loads(event.body)
     assert event.content_type == CONTENT_TYPE_STRUCTURED
@@ -91,7 +91,7 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
     assert [i["sop_instance_uid"] for i in body["data"]["instances"]] == ["1.2.3.4.1", "1.2.3.4.2"]
 
     journal.forget(aid)
-    assert journal.pending_events() == []
+    assert journal.pending_events(STARTED) == []
     assert journal.known_associations() == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 import warnings
 import zlib
 
@@ -141,5 +142,31 @@ def test_object_is_meta_plus_the_untouched_data_set() -> None:
     assert stored.file_meta.ImplementationClassUID == "2.25.1"
     assert stored.file_meta.ImplementationVersionName == "TESTGW"
     assert stored.file_meta.MediaStorageSOPInstanceUID == SOP_INSTANCE
-    assert (meta + raw[offset:]).endswith(raw[offset:])
     assert data_set_offset(io.BytesIO(meta)) == len(meta)
+
+
+def test_a_large_element_in_a_deflated_data_set_is_skipped_in_bounded_memory() -> None:
+    """64 MiB of zeros deflate to 64 KiB; skipping them must not inflate them all at once."""
+    ds = Dataset()
+    ds.SOPClassUID = SOP_CLASS
+    ds.SOPInstanceUID = SOP_INSTANCE
+    ds.add_new(0x00191010, "OB", bytes(64 * 1024 * 1024))  # private, before the study UID
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    raw = buffer.getvalue()
+    assert len(raw) < 1024 * 1024
+    del ds, buffer
+    stream = io.BytesIO(raw)
+    offset = data_set_offset(stream)
+    tracemalloc.start()
+    try:
+        identity = read_identity(stream, offset, DeflatedExplicitVRLittleEndian, "", "")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert identity.series_instance_uid == SERIES
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while skipping 64 MiB"

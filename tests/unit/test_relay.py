@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from contracts.keys import new_association_id
+from gateway.errors import EventUnroutable
 from ingest.journal import AssociationRecord, Journal, OutboxEvent
-from ingest.relay import Relay
+from ingest.relay import UNROUTED_RETRY_SECONDS, Relay
 
 
 class RecordingPublisher:
@@ -47,3 +48,36 @@ def test_drain_after_stop_publishes_and_empties_the_outbox(tmp_path: Path) -> No
     assert asyncio.run(scenario()) is True
     assert publisher.published == [("association.released.default", association_id)]
     assert journal.outbox_depth() == 0
+
+
+class UnroutingPublisher(RecordingPublisher):
+    """A broker with no queue bound: every publish comes back."""
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, content_type: str
+    ) -> None:
+        raise EventUnroutable(f"no queue is bound to {routing_key!r}")
+
+
+def test_unroutable_event_is_kept_and_offered_again_later(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.sqlite3")
+    association_id = new_association_id()
+    now = datetime.now(UTC)
+    journal.begin_association(
+        AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now)
+    )
+    journal.announce(
+        OutboxEvent(association_id, association_id, "association.released.default", "x", b"{}"),
+        now,
+    )
+
+    async def scenario() -> bool:
+        relay = Relay(journal, UnroutingPublisher())
+        relay.stop()
+        return await relay.drain(timeout=5)
+
+    assert asyncio.run(scenario()) is False
+    assert journal.outbox_depth() == 1
+    assert journal.pending_events(datetime.now(UTC)) == []
+    later = datetime.now(UTC) + timedelta(seconds=UNROUTED_RETRY_SECONDS + 1)
+    assert [e.event_id for e in journal.pending_events(later)] == [association_id]
