@@ -44,7 +44,15 @@ _AMQP_PREFIXES: Final = ("cloudEvents_", "cloudEvents:")
 # ValueErrors; a non-object or a non-string time gives AttributeError or TypeError), and the AMQP
 # binding turns an integer time into a datetime, which fails with ValueError, OverflowError or
 # OSError (errno EOVERFLOW) when the integer is out of range. None of them does any I/O.
-_LIBRARY_DECODE_ERRORS: Final = (ValueError, TypeError, AttributeError, OverflowError, OSError)
+# Deeply nested JSON exhausts the parser's recursion (RecursionError).
+_LIBRARY_DECODE_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    OSError,
+    RecursionError,
+)
 
 #: Namespace of the name-based (version 5) UUIDs that identify export completions: the id of the
 #: completion of export ``E`` is ``uuid5(EXPORT_COMPLETED_ID_NAMESPACE, E)``.

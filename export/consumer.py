@@ -133,6 +133,13 @@ class ExportConsumer:
             self._in_flight.add(task)
         try:
             await self._handle(message)
+        except Exception:  # the consumer's boundary: one request must never stall the rest
+            log.exception(
+                "export request %s failed unexpectedly: rejected to %s",
+                message.message_id or "(no message id)",
+                dead_letter_queue(self._settings.export.queue),
+            )
+            await message.reject(requeue=False)
         finally:
             if task is not None:
                 self._in_flight.discard(task)

@@ -8,7 +8,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from contracts.export import InstanceOutcome, InstanceResult
-from contracts.keys import association_prefix
+from contracts.keys import association_prefix, is_valid_uid
 from export.plan import OutgoingInstance
 from gateway.errors import ObjectMissing
 from gateway.objectstore import ObjectStore
@@ -38,15 +38,26 @@ def fetch(
         try:
             store.download(key, target)
             meta = read_file_meta_info(target)
-            ready.append(
-                OutgoingInstance(
-                    object_key=key,
-                    path=target,
-                    sop_class_uid=str(meta.MediaStorageSOPClassUID),
-                    sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
-                    transfer_syntax_uid=str(meta.TransferSyntaxUID),
-                )
+            outgoing = OutgoingInstance(
+                object_key=key,
+                path=target,
+                sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
+                sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
+                transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
             )
+            invalid = [
+                name
+                for name, uid in (
+                    ("SOP class", outgoing.sop_class_uid),
+                    ("SOP instance", outgoing.sop_instance_uid),
+                    ("transfer syntax", outgoing.transfer_syntax_uid),
+                )
+                if not is_valid_uid(uid)
+            ]
+            if invalid:
+                failed.append(_failed(key, f"file meta has no valid {', '.join(invalid)} UID"))
+            else:
+                ready.append(outgoing)
         except ObjectMissing:
             failed.append(_failed(key, "object does not exist"))
         except (InvalidDicomError, AttributeError, ValueError) as exc:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.uid import UID
+
 #: PS3.8: presentation context ids are odd numbers 1..255, so 128 contexts per association.
 MAX_CONTEXTS_PER_ASSOCIATION = 128
 
@@ -29,23 +31,43 @@ class OutgoingInstance:
         return (self.sop_class_uid, self.transfer_syntax_uid)
 
 
+def is_known_transfer_syntax(uid: str) -> bool:
+    return UID(uid).is_transfer_syntax
+
+
+def _fits(contexts: dict[str, set[str]], instance: OutgoingInstance, limit: int) -> bool:
+    sop_class, syntax = instance.context
+    syntaxes = contexts.get(sop_class, set())
+    if syntax in syntaxes:
+        return True
+    if sum(len(s) for s in contexts.values()) >= limit:
+        return False
+    # pynetdicom cannot choose between two accepted contexts of one SOP class when either
+    # transfer syntax is one it does not know (a private syntax): it raises instead.
+    return not syntaxes or (
+        is_known_transfer_syntax(syntax) and all(is_known_transfer_syntax(s) for s in syntaxes)
+    )
+
+
 def batches(
     instances: Sequence[OutgoingInstance], limit: int = MAX_CONTEXTS_PER_ASSOCIATION
 ) -> list[list[OutgoingInstance]]:
-    """Split ``instances`` (in order) into groups that each need at most ``limit`` contexts.
+    """Group ``instances`` so that each group can go over one association.
 
-    One association per group: a request is split only when it needs more distinct
-    (SOP class, transfer syntax) pairs than one association can carry.
+    One association per group, so a request is split only when it needs more distinct
+    (SOP class, transfer syntax) pairs than one association carries (``limit``), or when one
+    SOP class comes both in a private transfer syntax and in another one. Each instance goes
+    into the first group it fits; order within a group is kept.
     """
-    groups: list[list[OutgoingInstance]] = []
-    contexts: set[tuple[str, str]] = set()
+    groups: list[tuple[list[OutgoingInstance], dict[str, set[str]]]] = []
     for instance in instances:
-        if not groups or (instance.context not in contexts and len(contexts) >= limit):
-            groups.append([])
-            contexts = set()
-        groups[-1].append(instance)
-        contexts.add(instance.context)
-    return groups
+        target = next((g for g in groups if _fits(g[1], instance, limit)), None)
+        if target is None:
+            target = ([], {})
+            groups.append(target)
+        target[0].append(instance)
+        target[1].setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax_uid)
+    return [members for members, _ in groups]
 
 
 def rejection_is_transient(result: int) -> bool:

@@ -138,7 +138,12 @@ def _send_one(
             f"destination does not accept SOP class {instance.sop_class_uid} "
             f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)"
         )
-    response = assoc.send_c_store(instance.path)
+    try:
+        response = assoc.send_c_store(instance.path)
+    except (ValueError, AttributeError, OSError) as exc:
+        # pynetdicom refuses what it cannot send as stored (no matching context, unreadable
+        # file meta); that fails this instance, not the association.
+        return failed(f"cannot send as stored: {exc}")
     status = response.get("Status")
     if status is None:
         # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).

@@ -7,6 +7,7 @@ robust connection does not replay publishes that were in flight when it broke.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
@@ -45,8 +46,15 @@ class AmqpPublisher:
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        # Concurrent publishes (export completes several requests at once) must share one
+        # connection attempt rather than each closing the others' half-open connection.
+        self._opening = asyncio.Lock()
 
     async def _ensure_open(self) -> AbstractExchange:
+        async with self._opening:
+            return await self._open_if_needed()
+
+    async def _open_if_needed(self) -> AbstractExchange:
         if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
             return self._exchange
         await self.close()

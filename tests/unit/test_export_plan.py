@@ -1,0 +1,66 @@
+"""Presentation-context planning for export, as tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.plan import OutgoingInstance, batches, rejection_is_transient
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT = "1.2.840.10008.1.2.1"
+J2K = "1.2.840.10008.1.2.4.90"
+PRIVATE = "1.2.826.0.1.3680043.9999.2.1"
+
+
+def instance(sop_class: str, syntax: str, n: int) -> OutgoingInstance:
+    return OutgoingInstance(f"k{n}", Path(f"{n}.dcm"), sop_class, f"1.2.3.{n}", syntax)
+
+
+def shape(groups: list[list[OutgoingInstance]]) -> list[list[str]]:
+    return [[i.object_key for i in group] for group in groups]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "limit", "expected"),
+    [
+        pytest.param([(CT, EXPLICIT)] * 3, 128, [["k0", "k1", "k2"]], id="one-association"),
+        pytest.param(
+            [(CT, EXPLICIT), (CT, J2K), (MR, J2K)], 128, [["k0", "k1", "k2"]], id="mixed-known"
+        ),
+        pytest.param(
+            [(CT, EXPLICIT), (MR, J2K), (CT, J2K)], 2, [["k0", "k1"], ["k2"]], id="split-at-limit"
+        ),
+        pytest.param(
+            [(CT, EXPLICIT), (MR, J2K), (CT, EXPLICIT)],
+            2,
+            [["k0", "k1", "k2"]],
+            id="known-context-fits",
+        ),
+        pytest.param(
+            [(CT, EXPLICIT), (CT, PRIVATE)], 128, [["k0"], ["k1"]], id="private-beside-standard"
+        ),
+        pytest.param(
+            [(CT, PRIVATE), (MR, EXPLICIT), (CT, PRIVATE)],
+            128,
+            [["k0", "k1", "k2"]],
+            id="private-alone-is-fine",
+        ),
+        pytest.param([], 128, [], id="nothing"),
+    ],
+)
+def test_batches(pairs: list[tuple[str, str]], limit: int, expected: list[list[str]]) -> None:
+    instances = [instance(sop, syntax, n) for n, (sop, syntax) in enumerate(pairs)]
+    assert shape(batches(instances, limit)) == expected
+
+
+def test_129_contexts_need_two_associations() -> None:
+    instances = [instance(f"1.2.840.10008.5.1.4.1.1.{n}", EXPLICIT, n) for n in range(129)]
+    assert [len(group) for group in batches(instances)] == [128, 1]
+
+
+@pytest.mark.parametrize(("result", "transient"), [(1, False), (2, True)])
+def test_only_transient_rejections_are_retried(result: int, transient: bool) -> None:
+    assert rejection_is_transient(result) is transient
