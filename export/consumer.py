@@ -59,6 +59,7 @@ class ExportConsumer:
         self._ledger = ledger
         self._publisher = publisher
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._exporting: set[str] = set()  # export ids being carried out right now
         self.attached = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -162,6 +163,18 @@ class ExportConsumer:
             )
             await message.reject(requeue=False)
             return
+        if request.export_id in self._exporting:
+            # The same export is under way: once it is done this copy finds its completion.
+            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
+            await message.nack(requeue=True)
+            return
+        self._exporting.add(request.export_id)
+        try:
+            await self._complete(request, message)
+        finally:
+            self._exporting.discard(request.export_id)
+
+    async def _complete(self, request: ExportRequested, message: AbstractIncomingMessage) -> None:
         try:
             recorded = await asyncio.to_thread(self._ledger.completion, request.export_id)
             if recorded is not None:

@@ -116,7 +116,7 @@ class Exporter:
             return _destination_result(
                 name,
                 [_failed(i, error) for i in ready]
-                + [r.model_copy(update={"error": error}) for r in unavailable],
+                + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in unavailable],
             )
         results: dict[str, InstanceResult] = {}
         pending = list(ready)

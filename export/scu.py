@@ -16,6 +16,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from contracts.export import InstanceOutcome, InstanceResult
+from export import backpressure
 from export.plan import OutgoingInstance, describe_rejection, rejection_is_transient
 from gateway.dicom_socket import handle_conn_open
 from gateway.settings import DestinationSettings, ExportSettings
@@ -96,6 +97,8 @@ def send_batch(
         outcome.error, outcome.permanent = _association_failure(assoc)
         outcome.retry = list(instances)
         return outcome
+    if not backpressure.install(assoc.dul):
+        log.warning("association to %s: outgoing queue not bounded", destination.name)
     try:
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts

@@ -1,0 +1,244 @@
+"""Destinations that are down, come back, refuse us for good; where completions are routed;
+and the operator commands ``echo`` and ``send``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
+from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
+from contracts.keys import new_association_id, object_key
+from tests.integration.conftest import Ingest
+from tests.integration.export_harness import (
+    Export,
+    ScriptedScp,
+    completed,
+    destination,
+    export_harness,
+    new_export_id,
+    run_cli,
+)
+from tests.support.dcmtk import Storescp
+from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
+from tests.support.net import free_port, wait_until
+
+
+@pytest.fixture
+def export(ingest: Ingest, tmp_path: Path) -> Iterator[Export]:
+    with export_harness(ingest, tmp_path) as harness:
+        yield harness
+
+
+def test_a_destination_that_stays_down_fails_after_the_retries(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    series = ct_series(inbox, 2)
+    keys = export.put_instances(series)
+    request = ExportRequested(
+        export_id=new_export_id(), destinations=("up", "down"), object_keys=keys
+    )
+    with Storescp(tmp_path / "up") as up, export.completions() as completions:
+        config = export.config([destination("up", up.port), destination("down", free_port())])
+        process = export.start(config)
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+        assert len(up.received_files()) == 2
+
+    done = completed(message)
+    assert done.status is ExportStatus.PARTIALLY_FAILED
+    up_result, down_result = done.destinations
+    assert (up_result.name, up_result.status) == ("up", ExportStatus.SUCCEEDED)
+    assert (up_result.instances_sent, up_result.instances_failed) == (2, 0)
+    assert (down_result.name, down_result.status) == ("down", ExportStatus.FAILED)
+    assert (down_result.instances_sent, down_result.instances_failed) == (0, 2)
+    assert [i.sop_instance_uid for i in down_result.instances] == [
+        s.uids.sop_instance for s in series
+    ]
+    for instance in down_result.instances:
+        assert instance.status is InstanceOutcome.FAILED
+        assert instance.dicom_status is None
+        assert instance.error is not None
+        assert "not reachable" in instance.error
+    log = process.log_text()
+    # retries = 2: the first attempt and two retries, each retry announced once.
+    assert log.count("destination down: ") == 2
+    assert "(retry 2 of 2)" in log
+    assert "destination up: " not in log
+
+
+def test_a_destination_that_comes_back_during_the_retries_succeeds(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    keys = export.put_instances(ct_series(inbox, 3))
+    late_port = free_port()
+    request = ExportRequested(
+        export_id=new_export_id(), destinations=("up", "late"), object_keys=keys
+    )
+    with Storescp(tmp_path / "up") as up, export.completions() as completions:
+        config = export.config(
+            [destination("up", up.port), destination("late", late_port)],
+            retries=4,
+            retry_backoff_seconds=[1.0, 1.5],  # time enough to start storescp between tries
+        )
+        process = export.start(config)
+        export.publish(request)
+        wait_until(
+            lambda: "destination late: " in process.log_text(), 15, "the first failure is logged"
+        )
+        with Storescp(tmp_path / "late", port=late_port) as late:
+            (message,) = completions.wait_for(1, timeout=30)
+            late_files = late.received_files()
+
+    done = completed(message)
+    assert done.status is ExportStatus.SUCCEEDED
+    assert [(d.name, d.status, d.instances_sent) for d in done.destinations] == [
+        ("up", ExportStatus.SUCCEEDED, 3),
+        ("late", ExportStatus.SUCCEEDED, 3),
+    ]
+    assert len(late_files) == 3
+    assert "(retry 1 of 4)" in process.log_text()
+
+
+def test_a_permanent_rejection_is_not_retried(export: Export, inbox: Path) -> None:
+    keys = export.put_instances(ct_series(inbox, 2))
+    request = ExportRequested(export_id=new_export_id(), destinations=("picky",), object_keys=keys)
+    with (
+        ScriptedScp(
+            [(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])],
+            ae_title="PICKY",
+            require_calling_aet=["SOMEONE-ELSE"],
+        ) as picky,
+        export.completions() as completions,
+    ):
+        # A retry would wait 3 s: the export's duration shows whether one happened.
+        config = export.config(
+            [destination("picky", picky.port, "PICKY")], retries=3, retry_backoff_seconds=[3.0]
+        )
+        process = export.start(config)
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+
+    done = completed(message)
+    assert done.status is ExportStatus.FAILED
+    (result,) = done.destinations
+    assert (result.status, result.instances_sent, result.instances_failed) == (
+        ExportStatus.FAILED,
+        0,
+        2,
+    )
+    for instance in result.instances:
+        assert instance.status is InstanceOutcome.FAILED
+        assert instance.error is not None
+        assert "permanent" in instance.error
+    assert (done.finished_at - done.started_at).total_seconds() < 3.0
+    assert (picky.connections, picky.associations, picky.stores) == (1, 0, [])
+    assert "retried in" not in process.log_text()
+
+
+def test_the_completion_goes_to_the_reply_routing_key_only(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    keys = export.put_instances(ct_series(inbox, 1))
+    request = ExportRequested(
+        export_id=new_export_id(),
+        destinations=("pacs",),
+        object_keys=keys,
+        reply_routing_key="pipeline.lung.export-done",
+    )
+    with (
+        Storescp(tmp_path / "pacs") as pacs,
+        export.completions() as default_key,
+        export.completions(("pipeline.lung.export-done",)) as reply_key,
+    ):
+        export.start(export.config([destination("pacs", pacs.port)]))
+        export.publish(request)
+        (message,) = reply_key.wait_for(1, timeout=30)
+        default_key.assert_quiet(1.5)
+    assert message.routing_key == "pipeline.lung.export-done"
+    done = completed(message)
+    assert (done.export_id, done.status) == (request.export_id, ExportStatus.SUCCEEDED)
+
+
+def test_echo_command_exits_0_only_when_the_destination_answers(
+    export: Export, tmp_path: Path
+) -> None:
+    with Storescp(tmp_path / "pacs") as pacs:
+        config_path = export.write_config(
+            export.config([destination("pacs", pacs.port), destination("closed", free_port())])
+        )
+        answered = run_cli(config_path, "echo", "pacs")
+        closed = run_cli(config_path, "echo", "closed")
+        unknown = run_cli(config_path, "echo", "nowhere")
+    assert answered.returncode == 0, answered
+    assert "C-ECHO pacs: success" in answered.stdout
+    assert closed.returncode == 1, closed
+    assert "C-ECHO closed: " in closed.stdout
+    assert "success" not in closed.stdout
+    assert unknown.returncode == 1, unknown
+    assert "unknown destination 'nowhere'" in unknown.stderr
+
+
+def test_send_command_waits_for_the_completion_and_prints_it(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    keys = export.put_instances(ct_series(inbox, 2))
+    association_id = keys[0].split("/")[0]
+    missing = object_key(new_association_id(), *(derived_uid("missing", n) for n in range(3)))
+    with Storescp(tmp_path / "pacs") as pacs:
+        process = export.start(export.config([destination("pacs", pacs.port)]))
+        sent = run_cli(
+            process.config_path, "send", "--to", "pacs", "--association", association_id, "--wait"
+        )
+        failed = run_cli(process.config_path, "send", "--to", "pacs", missing, "--wait")
+        received = pacs.received_files()
+
+    assert sent.returncode == 0, sent
+    assert re.search(r"^export cli-[0-9a-f-]+: succeeded$", sent.stdout, re.MULTILINE), sent
+    assert "pacs: succeeded, sent 2, failed 0" in sent.stdout
+    assert len(received) == 2
+    assert failed.returncode == 1, failed
+    assert re.search(r"^export cli-[0-9a-f-]+: failed$", failed.stdout, re.MULTILINE), failed
+    assert f"{missing}: failed (object does not exist)" in failed.stdout
+
+
+def test_a_failure_status_fails_that_instance_only(export: Export, inbox: Path) -> None:
+    series = ct_series(inbox, 4)
+    refused, warned = series[1].uids.sop_instance, series[2].uids.sop_instance
+    keys = export.put_instances(series)
+    request = ExportRequested(export_id=new_export_id(), destinations=("scp",), object_keys=keys)
+    with (
+        ScriptedScp(
+            [(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])],
+            statuses={refused: 0xA700, warned: 0xB000},
+        ) as scp,
+        export.completions() as completions,
+    ):
+        process = export.start(export.config([destination("scp", scp.port, scp.ae_title)]))
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+
+    done = completed(message)
+    assert done.status is ExportStatus.PARTIALLY_FAILED
+    (result,) = done.destinations
+    assert (result.status, result.instances_sent, result.instances_failed) == (
+        ExportStatus.PARTIALLY_FAILED,
+        3,
+        1,
+    )
+    outcomes = {i.sop_instance_uid: (i.status, i.dicom_status) for i in result.instances}
+    assert outcomes == {
+        series[0].uids.sop_instance: (InstanceOutcome.SENT, 0x0000),
+        refused: (InstanceOutcome.FAILED, 0xA700),
+        warned: (InstanceOutcome.SENT, 0xB000),
+        series[3].uids.sop_instance: (InstanceOutcome.SENT, 0x0000),
+    }
+    (failure,) = [i for i in result.instances if i.status is InstanceOutcome.FAILED]
+    assert failure.error is not None
+    assert "0xA700" in failure.error
+    # A failure status is the destination's answer: not retried, one association in all.
+    assert (scp.associations, len(scp.stores)) == (1, 4)
+    assert "retried in" not in process.log_text()
