@@ -26,22 +26,12 @@ from contracts.export import (
 )
 from contracts.keys import association_prefix
 from export.fetch import fetch, request_keys
-from export.plan import OutgoingInstance, batches
+from export.plan import OutgoingInstance, batches, failure
 from export.scu import ScuIdentity, send_batch
 from gateway.objectstore import ObjectStore
 from gateway.settings import ExportSettings
 
 log = logging.getLogger(__name__)
-
-
-def _failed(instance: OutgoingInstance, error: str) -> InstanceResult:
-    return InstanceResult(
-        object_key=instance.object_key,
-        sop_instance_uid=instance.sop_instance_uid,
-        status=InstanceOutcome.FAILED,
-        dicom_status=None,
-        error=error,
-    )
 
 
 def _destination_result(name: str, results: Sequence[InstanceResult]) -> DestinationResult:
@@ -115,7 +105,7 @@ class Exporter:
             error = f"unknown destination {name!r}"
             return _destination_result(
                 name,
-                [_failed(i, error) for i in ready]
+                [failure(i, error) for i in ready]
                 + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in unavailable],
             )
         results: dict[str, InstanceResult] = {}
@@ -148,6 +138,6 @@ class Exporter:
             )
             await asyncio.sleep(delay)
         for instance in pending:
-            results[instance.object_key] = _failed(instance, error)
+            results[instance.object_key] = failure(instance, error)
         ordered = [results[i.object_key] for i in ready] + list(unavailable)
         return _destination_result(name, ordered)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydicom.uid import UID
 
+from contracts.export import InstanceOutcome, InstanceResult
+
 #: PS3.8: presentation context ids are odd numbers 1..255, so 128 contexts per association.
 MAX_CONTEXTS_PER_ASSOCIATION = 128
 
@@ -29,6 +31,19 @@ class OutgoingInstance:
     def context(self) -> tuple[str, str]:
         """The exact (SOP class, transfer syntax) pair to propose: stored syntax, no conversion."""
         return (self.sop_class_uid, self.transfer_syntax_uid)
+
+
+def failure(
+    instance: OutgoingInstance, error: str, dicom_status: int | None = None
+) -> InstanceResult:
+    """The result of an instance that was not delivered, and why."""
+    return InstanceResult(
+        object_key=instance.object_key,
+        sop_instance_uid=instance.sop_instance_uid,
+        status=InstanceOutcome.FAILED,
+        dicom_status=dicom_status,
+        error=error,
+    )
 
 
 def is_known_transfer_syntax(uid: str) -> bool:

@@ -17,7 +17,7 @@ from pynetdicom.association import Association
 
 from contracts.export import InstanceOutcome, InstanceResult
 from export import backpressure
-from export.plan import OutgoingInstance, describe_rejection, rejection_is_transient
+from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
 from gateway.dicom_socket import handle_conn_open
 from gateway.settings import DestinationSettings, ExportSettings
 
@@ -126,27 +126,18 @@ def _send_one(
     assoc: Association, instance: OutgoingInstance, accepted: set[tuple[str, str]]
 ) -> InstanceResult | None:
     """The instance's final result, or None when no response came (worth another try)."""
-
-    def failed(error: str, status: int | None = None) -> InstanceResult:
-        return InstanceResult(
-            object_key=instance.object_key,
-            sop_instance_uid=instance.sop_instance_uid,
-            status=InstanceOutcome.FAILED,
-            dicom_status=status,
-            error=error,
-        )
-
     if instance.context not in accepted:
-        return failed(
+        return failure(
+            instance,
             f"destination does not accept SOP class {instance.sop_class_uid} "
-            f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)"
+            f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)",
         )
     try:
         response = assoc.send_c_store(instance.path)
     except (ValueError, AttributeError, OSError) as exc:
         # pynetdicom refuses what it cannot send as stored (no matching context, unreadable
         # file meta); that fails this instance, not the association.
-        return failed(f"cannot send as stored: {exc}")
+        return failure(instance, f"cannot send as stored: {exc}")
     status = response.get("Status")
     if status is None:
         # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).
@@ -160,7 +151,7 @@ def _send_one(
             dicom_status=status,
             error=None,
         )
-    return failed(f"destination answered 0x{status:04X}", status)
+    return failure(instance, f"destination answered 0x{status:04X}", status)
 
 
 def echo(

@@ -108,18 +108,27 @@ def _through(ingest: Ingest, link: Link) -> str:
     return f"{prefix}@{link.endpoint}/{vhost}"
 
 
-def test_broker_outage_delays_the_event_and_never_drops_it(
-    ingest: Ingest, inbox: Path, broker_link: Link
-) -> None:
+def released_while_the_broker_is_cut(
+    ingest: Ingest, inbox: Path, broker_link: Link, instances: int
+) -> tuple[GatewayProcess, str]:
+    """Start a gateway that reaches RabbitMQ through ``broker_link``, cut the link, send one
+    association and return once its event waits in the outbox (with the event's id)."""
     config = ingest.config()
     config["broker"]["url"] = _through(ingest, broker_link)
     gateway = ingest.start(config)
-    series = ct_series(inbox, 3)
+    series = ct_series(inbox, instances)
+    broker_link.cut()
+    dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
+    wait_until(lambda: len(outbox_ids(ingest)) == 1, 20, "the event waits in the outbox")
+    (event_id,) = outbox_ids(ingest)
+    return gateway, event_id
+
+
+def test_broker_outage_delays_the_event_and_never_drops_it(
+    ingest: Ingest, inbox: Path, broker_link: Link
+) -> None:
     with ingest.events() as events:
-        broker_link.cut()
-        dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
-        wait_until(lambda: len(outbox_ids(ingest)) == 1, 20, "the event waits in the outbox")
-        (waiting,) = outbox_ids(ingest)
+        _gateway, waiting = released_while_the_broker_is_cut(ingest, inbox, broker_link, 3)
         events.assert_quiet(2)
         broker_link.restore()
         (message,) = events.wait_for(1, timeout=60)
@@ -155,15 +164,8 @@ def test_storage_outage_keeps_instances_spooled_until_it_returns(
 def test_kill_after_release_then_restart_publishes_the_same_event_once(
     ingest: Ingest, inbox: Path, broker_link: Link
 ) -> None:
-    config = ingest.config()
-    config["broker"]["url"] = _through(ingest, broker_link)
-    gateway = ingest.start(config)
-    series = ct_series(inbox, 3)
     with ingest.events() as events:
-        broker_link.cut()
-        dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
-        wait_until(lambda: len(outbox_ids(ingest)) == 1, 20, "the event waits in the outbox")
-        (event_id,) = outbox_ids(ingest)
+        gateway, event_id = released_while_the_broker_is_cut(ingest, inbox, broker_link, 3)
         gateway.kill()
         broker_link.restore()
         gateway.start()
@@ -199,13 +201,8 @@ def test_kill_mid_association_discards_it_on_restart(ingest: Ingest, inbox: Path
 def test_sigterm_flushes_the_outbox_and_exits_zero(
     ingest: Ingest, inbox: Path, broker_link: Link
 ) -> None:
-    config = ingest.config()
-    config["broker"]["url"] = _through(ingest, broker_link)
-    gateway = ingest.start(config)
-    series = ct_series(inbox, 5)
     with ingest.events() as events:
-        broker_link.cut()
-        dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
+        gateway, _event_id = released_while_the_broker_is_cut(ingest, inbox, broker_link, 5)
         # The relay is backing off by now; the flush at shutdown must not wait for it.
         wait_until(lambda: gateway.log_text().count("event relay:") >= 3, 30, "relay retries")
         broker_link.restore()
