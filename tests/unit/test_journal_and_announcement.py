@@ -144,3 +144,26 @@ def test_event_needs_every_instance_stored(journal: Journal) -> None:
             instance_name="gw",
             now=STARTED,
         )
+
+
+def test_a_release_requested_before_a_crash_counts_as_released(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.add_instance(instance(aid, "1.2.3.4.1", 1))
+    journal.mark_releasing(aid, STARTED)  # A-RELEASE-RQ recorded; the RP may have gone out
+    assert journal.abort_all_open(STARTED) == []
+    assert journal.association(aid).state is AssociationState.RELEASED
+    assert journal.association(aid).released_at == STARTED
+
+
+def test_an_abort_after_the_release_request_still_aborts(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_releasing(aid, STARTED)
+    journal.mark_aborted(aid, STARTED)
+    assert journal.association(aid).state is AssociationState.ABORTED
+
+
+def test_no_instance_is_added_once_the_release_is_requested(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_releasing(aid, STARTED)
+    with pytest.raises(AssociationNotOpen):
+        journal.add_instance(instance(aid, "1.2.3.4.1", 1))
