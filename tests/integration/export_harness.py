@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -56,7 +55,7 @@ from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY, EXPORT_REQUESTED_ROU
 from tests.integration.conftest import Ingest
 from tests.support.amqp import EventCollector, ReceivedMessage, current_test_name
 from tests.support.factories import Instance, file_meta_length
-from tests.support.gateway import REPOSITORY_ROOT, to_toml
+from tests.support.gateway import GatewayProcess, gateway_environment, to_toml
 from tests.support.net import free_port, wait_until
 
 #: The log line that says the consumer is attached to its queue (export/consumer.py).
@@ -73,14 +72,6 @@ EXPORT_DEFAULTS: Mapping[str, Any] = {
     "dimse_timeout_seconds": 10,
     "shutdown_grace_seconds": 5,
 }
-
-
-def gateway_environment() -> dict[str, str]:
-    """The environment of a gateway subprocess: only its TOML file configures it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def destination(name: str, port: int, ae_title: str = "STORESCP") -> dict[str, Any]:
@@ -101,95 +92,23 @@ def new_export_id() -> str:
 # --- the export service as a process ----------------------------------------------------
 
 
-class ExportProcess:
-    """One ``dicom-gateway export`` process; its TOML and log live in ``directory``."""
+class ExportProcess(GatewayProcess):
+    """One ``dicom-gateway export`` process: ready once its log says it consumes its queue
+    (export accepts no associations, so there is nothing to C-ECHO)."""
 
-    def __init__(
-        self, config: Mapping[str, Any], directory: Path, startup_timeout: float = 30.0
-    ) -> None:
-        self.config = config
-        self.directory = directory
-        self.config_path = directory / "gateway.toml"
-        self.log_path = directory / "export.log"
-        self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
+    service = "export"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    def start(self) -> Self:
+        self._attached_before = self.log_text().count(CONSUMING)
+        return super().start()
 
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> ExportProcess:
-        """Start (or restart) the service; return once its consumer is attached to the queue."""
-        if self.is_running():
-            raise RuntimeError(f"export (pid {self.pid}) is already running")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(to_toml(self.config))
-        attached_before = self.log_text().count(CONSUMING)
-        command = [sys.executable, "-m", "gateway", "export", "--config", str(self.config_path)]
-        with self.log_path.open("ab") as log:
-            log.write(f"--- test harness: starting {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                env=gateway_environment(),
+    def _answers(self) -> bool:
+        process = self._require_process()
+        if process.poll() is not None:
+            raise AssertionError(
+                f"export exited with {process.returncode} while starting\n{self.log_tail()}"
             )
-
-        def consuming() -> bool:
-            if self._process is not None and self._process.poll() is not None:
-                raise AssertionError(
-                    f"export exited with {self._process.returncode} while starting\n"
-                    f"{self.log_tail()}"
-                )
-            return self.log_text().count(CONSUMING) > attached_before
-
-        try:
-            wait_until(consuming, self.startup_timeout, "export consuming its queue")
-        except TimeoutError:
-            self.kill()
-            raise AssertionError(
-                f"export did not start consuming within {self.startup_timeout:g} s\n"
-                f"{self.log_tail()}"
-            ) from None
-        return self
-
-    def kill(self) -> int:
-        """SIGKILL: a crash, no clean-up runs."""
-        process = self._require_process()
-        if process.poll() is None:
-            process.kill()
-        return process.wait()
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait; kill and fail the test if it hangs."""
-        process = self._require_process()
-        if process.poll() is None:
-            process.terminate()
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(
-                f"export did not exit within {timeout:g} s of SIGTERM\n{self.log_tail()}"
-            ) from None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        tail = "\n".join(self.log_text().splitlines()[-lines:])
-        return f"--- {self.log_path} (last {lines} lines)\n{tail}"
-
-    def _require_process(self) -> subprocess.Popen[bytes]:
-        if self._process is None:
-            raise RuntimeError("export has not been started")
-        return self._process
+        return self.log_text().count(CONSUMING) > self._attached_before
 
 
 def run_cli(

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.dcmtk import echoscu
 from tests.support.net import wait_until
@@ -35,7 +35,13 @@ GatewayFactory = Callable[[Mapping[str, Any]], "GatewayProcess"]
 
 
 class GatewayProcess:
-    """One gateway process (``ingest``) and the files it runs with."""
+    """One gateway process (``ingest`` unless a subclass says otherwise) and its files.
+
+    Subclasses for other services set :attr:`service` and override :meth:`_answers`, the
+    readiness check that :meth:`start` polls.
+    """
+
+    service = "ingest"
 
     def __init__(
         self,
@@ -74,13 +80,13 @@ class GatewayProcess:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self) -> GatewayProcess:
+    def start(self) -> Self:
         """Start (or restart) the process and wait until it answers on its DICOM port."""
         if self.is_running():
             raise RuntimeError(f"the gateway (pid {self.pid}) is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(to_toml(self.config))
-        command = [sys.executable, "-m", "gateway", "ingest", "--config", str(self.config_path)]
+        command = [sys.executable, "-m", "gateway", self.service, "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
             log.write(f"--- test harness: starting {' '.join(command)}\n".encode())
             log.flush()
@@ -92,12 +98,11 @@ class GatewayProcess:
                 env=self._environment(),
             )
         try:
-            wait_until(self._answers, self.startup_timeout, "gateway answering on its port")
+            wait_until(self._answers, self.startup_timeout, f"{self.service} ready")
         except TimeoutError:
             self.kill()
             raise AssertionError(
-                f"the gateway did not answer on {self.host}:{self.port} within "
-                f"{self.startup_timeout:g} s\n{self.log_tail()}"
+                f"{self.service} was not ready within {self.startup_timeout:g} s\n{self.log_tail()}"
             ) from None
         return self
 
@@ -149,19 +154,24 @@ class GatewayProcess:
         return result.ok or result.rejection is not None
 
     def _environment(self) -> dict[str, str]:
-        # Only the TOML file configures the gateway: drop GATEWAY_* settings from the caller's
-        # environment (GATEWAY_TEST_* included), then add what the test asked for.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        python_path = [str(REPOSITORY_ROOT), *filter(None, [env.get("PYTHONPATH")])]
-        env["PYTHONPATH"] = os.pathsep.join(python_path)
-        env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
-        env.update(self._extra_env)
-        return env
+        return {**gateway_environment(), **self._extra_env}
 
     def _require_process(self) -> subprocess.Popen[bytes]:
         if self._process is None:
             raise RuntimeError("the gateway has not been started")
         return self._process
+
+
+def gateway_environment() -> dict[str, str]:
+    """The environment of a gateway subprocess: only its TOML file configures it.
+
+    GATEWAY_* settings of the caller's environment (GATEWAY_TEST_* included) are dropped.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    python_path = [str(REPOSITORY_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    env["PYTHONPATH"] = os.pathsep.join(python_path)
+    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
+    return env
 
 
 def basic_config(
