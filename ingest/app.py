@@ -22,7 +22,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.broker import AmqpPublisher
+from gateway.broker import CONFIRM_TIMEOUT_SECONDS, AmqpPublisher
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.objectstore import open_store
@@ -97,14 +97,17 @@ def relaying(settings: GatewaySettings, journal: Journal) -> Iterator[Callable[[
     try:
         yield wake
     finally:
-        # A publish may hang on a broker that stopped confirming: cancel rather than wait
-        # (a publish is idempotent per event id), then flush within the grace period.
+        # Let a publish in progress finish (cancelling it after the broker took the event
+        # would publish it twice), but not wait on a broker that stopped confirming.
         loop.loop.call_soon_threadsafe(relay.stop)
-        relay_task.cancel()
         try:
-            relay_task.result(5)
-        except (concurrent.futures.CancelledError, TimeoutError):
-            log.debug("event relay stopped")
+            relay_task.result(min(grace, CONFIRM_TIMEOUT_SECONDS))
+        except TimeoutError:
+            relay_task.cancel()
+            try:
+                relay_task.result(5)
+            except (concurrent.futures.CancelledError, TimeoutError):
+                log.warning("event relay did not stop in time; it was cancelled")
         try:
             loop.submit(relay.drain(timeout=grace)).result(grace + 5)
             loop.submit(publisher.close()).result(5)
