@@ -18,15 +18,11 @@ from pynetdicom.association import Association
 from contracts.export import InstanceOutcome, InstanceResult
 from export import backpressure
 from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
+from gateway.dicom_codes import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
 from gateway.settings import DestinationSettings, ExportSettings
 
 log = logging.getLogger(__name__)
-
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
-SUCCESS = 0x0000
-#: Warning statuses (PS3.4 B.2.3): the instance was stored, with a coercion or similar.
-WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
 
 
 @dataclass
@@ -143,7 +139,7 @@ def _send_one(
         # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).
         return None
     status = int(status)
-    if status == SUCCESS or status in WARNING_STATUSES:
+    if status == Status.SUCCESS or status in STORED_WITH_WARNING:
         return InstanceResult(
             object_key=instance.object_key,
             sop_instance_uid=instance.sop_instance_uid,
@@ -174,6 +170,6 @@ def echo(
     status = response.get("Status")
     if status is None:
         return "no C-ECHO response"
-    if int(status) != SUCCESS:
+    if int(status) != Status.SUCCESS:
         return f"C-ECHO answered 0x{int(status):04X}"
     return None

@@ -1,23 +1,10 @@
-"""DICOM status words and A-ASSOCIATE-RJ codes that ingest answers with (PS3.4, PS3.8).
+"""The A-ASSOCIATE-RJ codes ingest answers with (PS3.8 9.3.4), named once.
 
-Named here once so that no handler carries bare hex.
+Status words shared with export are in :mod:`gateway.dicom_codes`.
 """
 
 from enum import IntEnum
 from typing import NamedTuple
-
-#: The Verification SOP Class (C-ECHO), PS3.4 Annex A.
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
-
-
-class Status(IntEnum):
-    """C-STORE and C-ECHO response statuses (PS3.4 Annex B.2.3, PS3.7 Annex C)."""
-
-    SUCCESS = 0x0000
-    #: Refused: out of resources (the spool could not take the instance).
-    OUT_OF_RESOURCES = 0xA700
-    #: Error: cannot understand (the data set could not be parsed or names invalid UIDs).
-    CANNOT_UNDERSTAND = 0xC000
 
 
 class RejectResult(IntEnum):

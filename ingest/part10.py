@@ -24,8 +24,8 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from contracts.keys import is_valid_uid
+from gateway.dicom_codes import Status
 from gateway.errors import InstanceRejected
-from ingest.dicom_codes import Status
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"

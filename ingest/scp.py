@@ -21,10 +21,11 @@ from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from contracts.keys import is_valid_uid, new_association_id, object_key
+from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
 from gateway.errors import GatewayError, InstanceRejected, JournalError
 from gateway.settings import AESettings, GatewaySettings
-from ingest.dicom_codes import NO_REASON_GIVEN, VERIFICATION_SOP_CLASS, Reject, Status
+from ingest.dicom_codes import NO_REASON_GIVEN, Reject
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationNotOpen, AssociationRecord, Journal, SpooledInstance
 from ingest.part10 import data_set_offset, read_identity

@@ -8,6 +8,7 @@ nothing is ever dropped, and a restart resumes from the journal.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import queue
@@ -179,7 +180,9 @@ class Uploader:
         if pending and not self._store_checked:
             self._store.ensure_ready()
             self._store_checked = True
-        for _ in self._pool.map(self._store_instance, pending):
+        for _ in self._pool.map(
+            functools.partial(self._store_instance, association.calling_ae_title), pending
+        ):
             pass
         if not instances:
             # Verification-only associations (C-ECHO) carry nothing for a pipeline.
@@ -202,8 +205,7 @@ class Uploader:
             # the leftovers. Retrying here could only repeat finished work.
             log.warning("association %s: spool files not removed: %s", association_id, exc)
 
-    def _store_instance(self, instance: SpooledInstance) -> None:
-        association = self._journal.association(instance.association_id)
+    def _store_instance(self, source_ae_title: str, instance: SpooledInstance) -> None:
         meta = file_meta_bytes(
             InstanceIdentity(
                 sop_class_uid=instance.sop_class_uid,
@@ -212,7 +214,7 @@ class Uploader:
                 series_instance_uid=instance.series_instance_uid,
             ),
             instance.transfer_syntax_uid,
-            association.calling_ae_title,
+            source_ae_title,
             self._settings.implementation_class_uid,
             self._settings.implementation_version_name,
         )

@@ -18,19 +18,13 @@ from tests.integration.export_harness import (
 )
 from tests.support.dcmtk import Storescp
 from tests.support.factories import file_meta_length, large_instance
+from tests.support.proc import memory_kib
 
 
 @pytest.fixture
 def export(ingest: Ingest, tmp_path: Path) -> Iterator[Export]:
     with export_harness(ingest, tmp_path) as harness:
         yield harness
-
-
-def _memory_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_a_1_gib_instance_is_streamed_to_the_destination(
@@ -41,14 +35,14 @@ def test_a_1_gib_instance_is_streamed_to_the_destination(
     with Storescp(tmp_path / "pacs") as pacs:
         process = export.start(export.config([destination("pacs", pacs.port)]))
         assert process.pid is not None
-        baseline = _memory_kib(process.pid, "VmRSS")
+        baseline = memory_kib(process.pid, "VmRSS")
         request = ExportRequested(
             export_id=new_export_id(), destinations=("pacs",), object_keys=(key,)
         )
         with export.completions() as completions:
             export.publish(request)
             (message,) = completions.wait_for(1, timeout=300)
-        peak = _memory_kib(process.pid, "VmHWM")
+        peak = memory_kib(process.pid, "VmHWM")
         (received,) = pacs.received_files()
     result = completed(message)
     assert result.status is ExportStatus.SUCCEEDED

@@ -19,6 +19,7 @@ from tests.support.factories import ct_series, large_instance
 from tests.support.gateway import GatewayProcess
 from tests.support.link import Link
 from tests.support.net import wait_until
+from tests.support.proc import memory_kib
 from tests.support.wire import RecordingProxy
 
 
@@ -212,22 +213,15 @@ def test_sigterm_flushes_the_outbox_and_exits_zero(
     assert "ingest stopped" in gateway.log_text()
 
 
-def _memory_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
-
-
 def test_a_1_gib_instance_does_not_grow_the_receiver(ingest: Ingest, inbox: Path) -> None:
     gateway = ingest.start()
     instance = large_instance(inbox, 1024 * 1024 * 1024)
     assert gateway.pid is not None
-    baseline = _memory_kib(gateway.pid, "VmRSS")
+    baseline = memory_kib(gateway.pid, "VmRSS")
     with ingest.events() as events:
         dcmtk.storescu(gateway.host, gateway.port, [instance.path], "GATEWAY", timeout=300).check()
         (message,) = events.wait_for(1, timeout=300)
-    peak = _memory_kib(gateway.pid, "VmHWM")
+    peak = memory_kib(gateway.pid, "VmHWM")
     (stored,) = released(message).instances
     assert stored.size > 1024 * 1024 * 1024
     growth_mib = (peak - baseline) / 1024

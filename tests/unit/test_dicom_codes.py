@@ -2,13 +2,13 @@
 
 import pytest
 
+from gateway.dicom_codes import STORED_WITH_WARNING, Status
 from ingest.dicom_codes import (
     CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
     SPOOL_FULL,
     TOO_MANY_ASSOCIATIONS,
     Reject,
-    Status,
 )
 
 
@@ -28,3 +28,7 @@ def test_reject_triples(reject: Reject, triple: tuple[int, int, int]) -> None:
 def test_failure_statuses_are_in_their_ranges() -> None:
     assert Status.OUT_OF_RESOURCES & 0xFF00 == 0xA700
     assert Status.CANNOT_UNDERSTAND & 0xF000 == 0xC000
+
+
+def test_warnings_are_not_failures() -> None:
+    assert all(status & 0xF000 in (0x0000, 0xB000) for status in STORED_WITH_WARNING)

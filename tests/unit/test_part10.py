@@ -20,8 +20,8 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
+from gateway.dicom_codes import Status
 from gateway.errors import InstanceRejected
-from ingest.dicom_codes import Status
 from ingest.part10 import InstanceIdentity, data_set_offset, file_meta_bytes, read_identity
 
 STUDY = "1.2.3.4"
