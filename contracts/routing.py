@@ -56,3 +56,23 @@ def association_released_routing_key(pipeline: str) -> str:
     if not is_valid_pipeline(pipeline):
         raise ContractError(f"{pipeline!r} is not a valid pipeline name")
     return f"association.released.{pipeline}"
+
+
+def topic_matches(binding: str, routing_key: str) -> bool:
+    """Whether a topic-exchange ``binding`` routes ``routing_key``, as RabbitMQ decides it.
+
+    Words are separated by dots; ``*`` stands for exactly one word and ``#`` for zero or more.
+    The local event log uses this to give its subscribers the same routing as RabbitMQ.
+    """
+    return _match_words(tuple(binding.split(".")), tuple(routing_key.split(".")))
+
+
+def _match_words(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match_words(rest, words[skip:]) for skip in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match_words(rest, words[1:])

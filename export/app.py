@@ -1,9 +1,9 @@
 """Start-up and shutdown of the export service.
 
-Everything runs on one asyncio loop in the main thread; pynetdicom's blocking SCU work runs in
-worker threads. SIGTERM/SIGINT stop the consumer, let requests in flight finish within
-``export.shutdown_grace_seconds`` and leave the rest unacknowledged, so the broker hands them
-out again.
+Everything runs on one asyncio loop; pynetdicom's blocking SCU work runs in worker threads.
+SIGTERM/SIGINT stop the intake, let requests in flight finish within
+``export.shutdown_grace_seconds`` and leave the rest unacknowledged, so the bus hands them out
+again.
 """
 
 from __future__ import annotations
@@ -12,19 +12,27 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 
+from prometheus_client import CollectorRegistry
 from pynetdicom import _config as pynetdicom_config
 
 from export.consumer import ExportConsumer
 from export.exporter import Exporter
+from export.intake import consume_amqp, consume_local
 from export.ledger import Ledger
 from export.scu import ScuIdentity
-from gateway.broker import AmqpPublisher
+from gateway.bus import open_event_log, open_publisher
 from gateway.errors import StorageUnavailable
-from gateway.objectstore import open_store
+from gateway.metrics import ExportMetrics
+from gateway.objectstore import ObjectStore, open_store
 from gateway.settings import GatewaySettings
+from gateway.status_server import Checks, start_status_server
 
 log = logging.getLogger(__name__)
+
+#: The name of this service in readiness reports.
+SERVICE = "export"
 
 
 def configure_pynetdicom() -> None:
@@ -40,7 +48,18 @@ def scu_identity(settings: GatewaySettings) -> ScuIdentity:
     )
 
 
-async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+def storage_check(store: ObjectStore) -> str | None:
+    try:
+        store.ensure_ready()
+    except StorageUnavailable as exc:
+        return str(exc)
+    return None
+
+
+async def serve(
+    settings: GatewaySettings, stop: asyncio.Event, metrics: ExportMetrics, checks: Checks
+) -> None:
+    """Run export until ``stop`` is set."""
     configure_pynetdicom()
     export = settings.export
     loop = asyncio.get_running_loop()
@@ -51,40 +70,58 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await asyncio.to_thread(store.ensure_ready)
     except StorageUnavailable as exc:
         log.warning("object storage not reachable yet (%s); requests will wait", exc)
-    ledger = Ledger.open(export.state_dir / "ledger.sqlite3")
-    publisher = AmqpPublisher(
-        settings.broker.url, settings.broker.exchange, f"{export.queue} completions"
+    async with AsyncExitStack() as stack:
+        ledger = Ledger.open(export.state_dir / "ledger.sqlite3")
+        stack.callback(ledger.close)
+        event_log = None
+        if settings.broker.embedded:
+            event_log = await asyncio.to_thread(open_event_log, settings.broker)
+            stack.callback(event_log.close)
+        publisher = open_publisher(settings.broker, f"{export.queue} completions", event_log)
+        stack.push_async_callback(publisher.close)
+        exporter = Exporter(
+            settings=export,
+            identity=scu_identity(settings),
+            store=store,
+            associations=asyncio.Semaphore(export.max_associations),
+            metrics=metrics,
+        )
+        consumer = ExportConsumer(settings, exporter, ledger, publisher, metrics)
+        checks.add("export-intake", consumer.readiness)
+        checks.add("export-storage", lambda: storage_check(store))
+        checks.started(SERVICE)
+        if event_log is None:
+            await consume_amqp(settings, consumer, stop)
+        else:
+            await consume_local(settings, event_log, consumer, stop)
+
+
+def log_destinations(settings: GatewaySettings) -> None:
+    names = ", ".join(
+        f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in settings.export.destinations
     )
-    exporter = Exporter(
-        settings=export,
-        identity=scu_identity(settings),
-        store=store,
-        associations=asyncio.Semaphore(export.max_associations),
-    )
-    consumer = ExportConsumer(settings, exporter, ledger, publisher)
-    try:
-        await consumer.run(stop)
-    finally:
-        await publisher.close()
-        ledger.close()
+    log.info("export sends as %s; destinations: %s", settings.export.ae_title, names or "none")
 
 
 def run(settings: GatewaySettings) -> int:
     """Run export until SIGTERM or SIGINT; returns the process exit status."""
+    registry = CollectorRegistry()
+    metrics = ExportMetrics.register(registry)
+    checks = Checks(SERVICE)
+    status = start_status_server(settings.http.host, settings.http.export_port, registry, checks)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(stop_signal, stop.set)
-        names = ", ".join(
-            f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in settings.export.destinations
-        )
-        log.info(
-            "export starting as %s; destinations: %s", settings.export.ae_title, names or "none"
-        )
-        await serve(settings, stop)
+        log_destinations(settings)
+        await serve(settings, stop, metrics, checks)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if status is not None:
+            status.stop()
     log.info("export stopped")
     return 0

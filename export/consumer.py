@@ -1,23 +1,19 @@
-"""Consuming export requests from RabbitMQ and answering each with one completion event.
+"""Handling export requests, whichever bus they come from; one completion event each.
 
-Topology (declared at start-up, idempotently): the durable topic exchange, a durable quorum
-queue ``export.queue`` bound to ``export.requested`` whose rejected messages go to the quorum
-queue ``<queue>.dead-letter`` through the default exchange.
+The bus-specific side (RabbitMQ queue topology, the local event log's subscription) is in
+:mod:`export.intake`; it hands every message to :meth:`ExportConsumer.handle` as a
+:class:`~gateway.bus.Delivery`.
 
 A request is acknowledged only after its completion is recorded in the ledger and confirmed by
-the broker. Invalid messages are rejected without requeue, so they land in the dead-letter
-queue, and the reason is logged.
+the bus. Invalid messages are dead-lettered and the reason is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-
-import aio_pika
-import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from contracts.cloudevent import (
     CONTENT_TYPE_STRUCTURED,
@@ -27,23 +23,23 @@ from contracts.cloudevent import (
     to_structured,
 )
 from contracts.errors import InvalidEvent
-from contracts.export import ExportRequested
-from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY, EXPORT_REQUESTED_ROUTING_KEY
+from contracts.export import ExportCompleted, ExportRequested
+from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY
 from export.exporter import Exporter
 from export.ledger import Ledger, RecordedCompletion
 from gateway.broker import Publisher
+from gateway.bus import Delivery
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError, StorageUnavailable
+from gateway.metrics import ExportMetrics
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
 #: A request that failed on storage is put back after this pause, not in a hot loop.
 REQUEUE_PAUSE_SECONDS = 5.0
-
-
-def dead_letter_queue(queue: str) -> str:
-    return f"{queue}.dead-letter"
+#: The metrics status of a request dead-lettered without being carried out.
+INVALID = "invalid"
+UNKNOWN_DESTINATION = "(unknown)"
 
 
 class ExportConsumer:
@@ -53,128 +49,97 @@ class ExportConsumer:
         exporter: Exporter,
         ledger: Ledger,
         publisher: Publisher,
+        metrics: ExportMetrics,
     ) -> None:
         self._settings = settings
         self._exporter = exporter
         self._ledger = ledger
         self._publisher = publisher
+        self._metrics = metrics
         self._in_flight: set[asyncio.Task[None]] = set()
         self._exporting: set[str] = set()  # export ids being carried out right now
-        self.attached = asyncio.Event()
+        self._attachment: Callable[[], str | None] | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set, reconnecting while the broker is away."""
-        attempt = 0
-        while not stop.is_set():
-            try:
-                connection = await aio_pika.connect_robust(
-                    self._settings.broker.url,
-                    client_properties={
-                        "connection_name": f"{self._settings.export.queue} consumer"
-                    },
-                )
-            except (aiormq.exceptions.AMQPError, OSError) as exc:
-                delay = RECONNECT_BACKOFF_SECONDS[min(attempt, len(RECONNECT_BACKOFF_SECONDS) - 1)]
-                log.warning("RabbitMQ not reachable (%s); retrying in %.0f s", exc, delay)
-                attempt += 1
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    continue
-                return
-            async with connection:
-                await self._consume(connection, stop)
+    def attach(self, attachment: Callable[[], str | None]) -> None:
+        """Called by the intake once it consumes; ``attachment`` says if it still does."""
+        self._attachment = attachment
+
+    def detach(self) -> None:
+        self._attachment = None
+
+    def readiness(self) -> str | None:
+        """None while requests can arrive, else why not (for ``/readyz``)."""
+        if self._attachment is None:
+            return "not attached to the export queue"
+        return self._attachment()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def finish(self) -> None:
+        """After the intake stopped: let requests in flight finish within the grace period.
+
+        What does not finish is cancelled unacknowledged, so the bus hands it out again.
+        """
+        if not self._in_flight:
             return
+        log.info("waiting for %d export(s) in flight", len(self._in_flight))
+        _done, pending = await asyncio.wait(
+            self._in_flight, timeout=self._settings.export.shutdown_grace_seconds
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+            log.warning("%d export(s) not finished in the grace period: requeued", len(pending))
 
-    async def _consume(self, connection: AbstractRobustConnection, stop: asyncio.Event) -> None:
-        export = self._settings.export
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=export.prefetch)
-        exchange = await channel.declare_exchange(
-            self._settings.broker.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        dead_letters = dead_letter_queue(export.queue)
-        await channel.declare_queue(
-            dead_letters, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        queue: AbstractQueue = await channel.declare_queue(
-            export.queue,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": dead_letters,
-            },
-        )
-        await queue.bind(exchange, EXPORT_REQUESTED_ROUTING_KEY)
-        tag = await queue.consume(self._on_message)
-        self.attached.set()
-        log.info(
-            "export consuming %s (prefetch %d, at most %d associations)",
-            export.queue,
-            export.prefetch,
-            export.max_associations,
-        )
-        await stop.wait()
-        await queue.cancel(tag)
-        self.attached.clear()
-        if self._in_flight:
-            log.info("waiting for %d export(s) in flight", len(self._in_flight))
-            _done, pending = await asyncio.wait(
-                self._in_flight, timeout=export.shutdown_grace_seconds
-            )
-            for task in pending:
-                task.cancel()  # unacknowledged: the broker hands the request out again
-            if pending:
-                log.warning("%d export(s) not finished in the grace period: requeued", len(pending))
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def handle(self, delivery: Delivery) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        self._metrics.in_flight.inc()
         try:
-            await self._handle(message)
-        except Exception:  # the consumer's boundary: one request must never stall the rest
+            await self._handle(delivery)
+        except Exception as exc:  # the consumer's boundary: one request must never stall the rest
             log.exception(
-                "export request %s failed unexpectedly: rejected to %s",
-                message.message_id or "(no message id)",
-                dead_letter_queue(self._settings.export.queue),
+                "export request %s failed unexpectedly: dead-lettered",
+                delivery.message_id or "(no message id)",
             )
-            await message.reject(requeue=False)
+            self._metrics.requests.labels(INVALID).inc()
+            await delivery.dead_letter(f"unexpected error: {exc!r}")
         finally:
+            self._metrics.in_flight.dec()
             if task is not None:
                 self._in_flight.discard(task)
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         try:
             request = export_requested_from_event(
                 parse_event(
-                    message.body,
-                    content_type=message.content_type,
-                    headers=dict(message.headers or {}),
+                    delivery.body,
+                    content_type=delivery.content_type,
+                    headers=dict(delivery.headers),
                 )
             )
         except InvalidEvent as exc:
             log.error(
-                "export request %s rejected to %s: %s",
-                message.message_id or "(no message id)",
-                dead_letter_queue(self._settings.export.queue),
-                exc,
+                "export request %s dead-lettered: %s", delivery.message_id or "(no message id)", exc
             )
-            await message.reject(requeue=False)
+            self._metrics.requests.labels(INVALID).inc()
+            await delivery.dead_letter(str(exc))
             return
         if request.export_id in self._exporting:
             # The same export is under way: once it is done this copy finds its completion.
-            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
-            await message.nack(requeue=True)
+            await delivery.requeue(REQUEUE_PAUSE_SECONDS)
             return
         self._exporting.add(request.export_id)
         try:
-            await self._complete(request, message)
+            await self._complete(request, delivery)
         finally:
             self._exporting.discard(request.export_id)
 
-    async def _complete(self, request: ExportRequested, message: AbstractIncomingMessage) -> None:
+    async def _complete(self, request: ExportRequested, delivery: Delivery) -> None:
         try:
             recorded = await asyncio.to_thread(self._ledger.completion, request.export_id)
             if recorded is not None:
@@ -192,8 +157,7 @@ class ExportConsumer:
             )
         except (StorageUnavailable, JournalError) as exc:
             log.warning("export %s put back for later: %s", request.export_id, exc)
-            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
-            await message.nack(requeue=True)
+            await delivery.requeue(REQUEUE_PAUSE_SECONDS)
             return
         except EventUnroutable as exc:
             # Kept in the ledger: requesting the same export_id again publishes it again.
@@ -203,9 +167,9 @@ class ExportConsumer:
             log.warning(
                 "export %s: completion not confirmed (%s); requeued", request.export_id, exc
             )
-            await message.nack(requeue=True)
+            await delivery.requeue(0)
             return
-        await message.ack()
+        await delivery.ack()
 
     async def _export(self, request: ExportRequested) -> RecordedCompletion:
         completed = await self._exporter.run(request)
@@ -221,4 +185,14 @@ class ExportConsumer:
             body=to_structured(event),
         )
         await asyncio.to_thread(self._ledger.record, recorded, completed.finished_at)
+        self._count(completed)
         return recorded
+
+    def _count(self, completed: ExportCompleted) -> None:
+        self._metrics.requests.labels(completed.status.value).inc()
+        for destination in completed.destinations:
+            # Requests may name anything; only configured names become label values.
+            known = self._settings.export.destination(destination.name) is not None
+            label = destination.name if known else UNKNOWN_DESTINATION
+            for instance in destination.instances:
+                self._metrics.instances.labels(label, instance.status.value).inc()

@@ -28,6 +28,8 @@ from contracts.keys import association_prefix
 from export.fetch import fetch, request_keys
 from export.plan import OutgoingInstance, batches, failure
 from export.scu import ScuIdentity, send_batch
+from gateway.logs import fields
+from gateway.metrics import ExportMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import ExportSettings
 
@@ -50,6 +52,7 @@ class Exporter:
     identity: ScuIdentity
     store: ObjectStore
     associations: asyncio.Semaphore
+    metrics: ExportMetrics
 
     async def run(self, request: ExportRequested) -> ExportCompleted:
         started_at = datetime.now(UTC)
@@ -82,14 +85,25 @@ class Exporter:
             finished_at=datetime.now(UTC),
             destinations=tuple(destinations),
         )
+        duration = time.monotonic() - clock
         log.info(
             "export %s %s in %.1fs: %s",
             request.export_id,
             completed.status,
-            time.monotonic() - clock,
+            duration,
             ", ".join(
                 f"{d.name} sent={d.instances_sent} failed={d.instances_failed}"
                 for d in destinations
+            ),
+            extra=fields(
+                event="export",
+                export_id=request.export_id,
+                status=completed.status.value,
+                duration_seconds=round(duration, 3),
+                destinations={
+                    d.name: {"sent": d.instances_sent, "failed": d.instances_failed}
+                    for d in destinations
+                },
             ),
         )
         return completed
@@ -116,8 +130,12 @@ class Exporter:
             permanent = False
             for batch in batches(pending):
                 async with self.associations:
+                    started = time.monotonic()
                     outcome = await asyncio.to_thread(
                         send_batch, self.identity, self.settings, destination, batch
+                    )
+                    self.metrics.association_duration.labels(name).observe(
+                        time.monotonic() - started
                     )
                 results.update((r.object_key, r) for r in outcome.results)
                 retry += outcome.retry

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.errors import JournalError
+from gateway.sqlite_files import connect_durable
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,11 @@ class Ledger:
     @classmethod
     def open(cls, path: Path) -> Ledger:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(
+            db = connect_durable(
+                path,
                 "CREATE TABLE IF NOT EXISTS completed (export_id TEXT PRIMARY KEY,"
                 " routing_key TEXT NOT NULL, event_id TEXT NOT NULL, body BLOB NOT NULL,"
-                " finished_at TEXT NOT NULL)"
+                " finished_at TEXT NOT NULL)",
             )
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the export ledger {path}: {exc}") from exc

@@ -24,6 +24,9 @@ CONFIRM_TIMEOUT_SECONDS = 30.0
 
 
 class Publisher(Protocol):
+    async def ensure_ready(self) -> None:
+        """Connect now (start-up); raises BrokerUnavailable if the bus cannot be reached."""
+
     async def publish(
         self, routing_key: str, body: bytes, *, message_id: str, content_type: str
     ) -> None:
@@ -70,7 +73,7 @@ class AmqpPublisher:
         log.info("connected to RabbitMQ, exchange %s", self._exchange_name)
         return self._exchange
 
-    async def ensure_exchange(self) -> None:
+    async def ensure_ready(self) -> None:
         """Declare the exchange now (start-up), so pipelines can bind before the first event."""
         try:
             await self._ensure_open()

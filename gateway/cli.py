@@ -18,9 +18,14 @@ from pydantic import ValidationError
 from export.app import run as run_export
 from export.commands import build_request, echo_destination, send_request, succeeded, summary
 from gateway.errors import ConfigError, GatewayError
+from gateway.event_printer import print_events
 from gateway.logs import configure_logging
+from gateway.serve import run as run_serve
 from gateway.settings import GatewaySettings, load_settings
 from ingest.app import run as run_ingest
+
+#: Without a terminal, ``send --wait`` reports that it is still waiting this often.
+PROGRESS_LINE_SECONDS = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +34,25 @@ def _parser() -> argparse.ArgumentParser:
         description="DICOM gateway between imaging devices and AI pipelines.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: log_level of the settings (INFO)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="run ingest and export in one process (no configuration needed)"
+    )
     ingest = commands.add_parser("ingest", help="run the DICOM C-STORE SCP")
     export = commands.add_parser("export", help="run the export service (Storage SCU)")
+    events = commands.add_parser(
+        "events", help="print events as CloudEvent JSON lines (local event log, or --follow)"
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument(
+        "--type",
+        dest="event_type",
+        help="only events of this CloudEvent type, e.g. dicomgateway.association.released.v1",
+    )
     echo = commands.add_parser("echo", help="C-ECHO a configured export destination")
     echo.add_argument("destination", help="name of an [[export.destinations]] entry")
     send = commands.add_parser("send", help="publish an export request")
@@ -43,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the completion and print it")
     send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
     check = commands.add_parser("check-config", help="validate the configuration and print it")
-    for command in (ingest, export, echo, send, check):
+    for command in (serve, ingest, export, events, echo, send, check):
         command.add_argument(
             "--config",
             type=Path,
@@ -70,16 +89,34 @@ def redacted_json(settings: GatewaySettings) -> str:
     return json.dumps(document, indent=2)
 
 
+class WaitProgress:
+    """What ``send --wait`` shows on stderr while it waits: one updating line on a terminal,
+    else a line every :data:`PROGRESS_LINE_SECONDS` (logs and CI output stay short)."""
+
+    def __init__(self, export_id: str, destination: str) -> None:
+        self._what = f"export {export_id} to {destination}"
+        self._tty = sys.stderr.isatty()
+        self._last_line = 0.0
+
+    def __call__(self, elapsed: float) -> None:
+        text = f"{self._what}: waiting for its completion, {elapsed:.0f} s"
+        if self._tty:
+            print(f"\r{text}", end="", file=sys.stderr, flush=True)
+        elif elapsed - self._last_line >= PROGRESS_LINE_SECONDS:
+            self._last_line = elapsed
+            print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
-    log = logging.getLogger("dicom-gateway")
     env = dict(os.environ) if environ is None else environ
     try:
         settings = load_settings(_config_path(args.config, env))
     except ConfigError as exc:
         print(f"dicom-gateway: {exc}", file=sys.stderr)
         return 2
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
+    log = logging.getLogger("dicom-gateway")
     if args.command == "check-config":
         print(redacted_json(settings))
         return 0
@@ -88,13 +125,25 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     except GatewayError as exc:
         log.error("%s", exc)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends the one-shot commands (events --follow, send)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
+    if args.command == "serve":
+        return run_serve(settings)
     if args.command == "ingest":
         return run_ingest(settings)
     if args.command == "export":
         return run_export(settings)
+    if args.command == "events":
+        print_events(
+            settings,
+            follow=args.follow,
+            event_type=args.event_type,
+            write=lambda line: print(line, flush=True),
+        )
+        return 0
     if args.command == "echo":
         problem = echo_destination(settings, args.destination)
         print(f"C-ECHO {args.destination}: {problem or 'success'}")
@@ -109,7 +158,12 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
     )
     try:
         completed = asyncio.run(
-            send_request(settings, request, args.timeout if args.wait else None)
+            send_request(
+                settings,
+                request,
+                args.timeout if args.wait else None,
+                progress=WaitProgress(request.export_id, args.destination),
+            )
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid request: {exc}") from exc

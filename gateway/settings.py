@@ -114,7 +114,8 @@ class IngestSettings(_Section):
 
 
 class StorageSettings(_Section):
-    backend: Literal["s3", "file"] = "s3"
+    #: "file" (the zero-configuration default) keeps objects under ``path``; production uses S3.
+    backend: Literal["s3", "file"] = "file"
     endpoint: str = "127.0.0.1:9000"
     bucket: str = "dicom-gateway"
     access_key: str = ""
@@ -125,8 +126,27 @@ class StorageSettings(_Section):
 
 
 class BrokerSettings(_Section):
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: Empty (the zero-configuration default): events go to the local event log instead of
+    #: RabbitMQ, and export consumes its requests from there.
+    url: str = ""
     exchange: str = "dicom-gateway"
+    event_log: Path = Path("gateway-data/events.sqlite3")
+    event_log_retention_days: float = Field(default=30, gt=0)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+
+class HttpSettings(_Section):
+    """The health and metrics endpoints; a port of 0 turns that service's endpoint off.
+
+    ``serve`` (both services in one process) answers for both on ``ingest_port``.
+    """
+
+    host: str = "0.0.0.0"
+    ingest_port: int = Field(default=8080, ge=0, le=65535)
+    export_port: int = Field(default=8081, ge=0, le=65535)
 
 
 class DestinationSettings(_Section):
@@ -138,6 +158,11 @@ class DestinationSettings(_Section):
     port: int = Field(ge=1, le=65535)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+
+
+EXAMPLE_DESTINATION = DestinationSettings(
+    name="example", ae_title="STORESCP", host="127.0.0.1", port=11113
+)
 
 
 class ExportSettings(_Section):
@@ -152,7 +177,9 @@ class ExportSettings(_Section):
     network_timeout_seconds: float = Field(default=60, gt=0)
     dimse_timeout_seconds: float = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
-    destinations: tuple[DestinationSettings, ...] = ()
+    #: One example, so that a fresh install has something to send to: a storescp on this
+    #: machine (``storescp +B -aet STORESCP 11113``). Any configured list replaces it.
+    destinations: tuple[DestinationSettings, ...] = (EXAMPLE_DESTINATION,)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
@@ -189,11 +216,15 @@ class GatewaySettings(BaseSettings):
         frozen=True,
     )
 
+    log_format: Literal["text", "json"] = "text"
+    #: ``--log-level`` on the command line wins over this.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     ingest: IngestSettings = IngestSettings()
     sources: tuple[SourceSettings, ...] = ()
     storage: StorageSettings = StorageSettings()
     broker: BrokerSettings = BrokerSettings()
     export: ExportSettings = ExportSettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _known_sources(self) -> GatewaySettings:

@@ -16,19 +16,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import CollectorRegistry
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.broker import CONFIRM_TIMEOUT_SECONDS, AmqpPublisher
+from gateway.broker import CONFIRM_TIMEOUT_SECONDS
+from gateway.bus import open_event_log, open_publisher
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
-from gateway.objectstore import open_store
-from gateway.settings import GatewaySettings
+from gateway.metrics import IngestMetrics
+from gateway.objectstore import ObjectStore, open_store
+from gateway.settings import GatewaySettings, IngestSettings
+from gateway.status_server import Check, Checks, start_status_server
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
+from ingest.policy import spool_has_room
 from ingest.relay import Relay
 from ingest.scp import IngestContext, start_scp
 from ingest.spool import Spool
@@ -36,8 +42,13 @@ from ingest.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
+#: The name of this service in readiness reports.
+SERVICE = "ingest"
+
 #: How often aborted associations with a delayed cleanup and dead transfers are looked at.
 MAINTENANCE_INTERVAL_SECONDS = 5.0
+#: How long ``/readyz`` waits for the event bus to answer.
+READINESS_TIMEOUT_SECONDS = 5.0
 
 
 def configure_pynetdicom(incoming: IncomingFiles) -> None:
@@ -72,48 +83,74 @@ def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
             log.error("spool maintenance failed, retrying later: %s", exc)
 
 
+@dataclass(frozen=True)
+class RelayHandle:
+    wake: Callable[[], None]
+    """Tell the relay that the outbox has something new (from any thread)."""
+    check: Check
+    """Whether the event bus answers (for ``/readyz``)."""
+
+
 @contextmanager
-def relaying(settings: GatewaySettings, journal: Journal) -> Iterator[Callable[[], None]]:
-    """The outbox relay on its own event loop thread; yields the function that wakes it.
+def relaying(
+    settings: GatewaySettings, journal: Journal, metrics: IngestMetrics
+) -> Iterator[RelayHandle]:
+    """The outbox relay on its own event loop thread.
 
     On exit the relay stops, then whatever is pending is flushed within the grace period.
     """
     grace = settings.ingest.shutdown_grace_seconds
-    loop = LoopThread("broker")
-    loop.start()
-    publisher = AmqpPublisher(
-        settings.broker.url, settings.broker.exchange, f"{settings.ingest.instance_name} ingest"
-    )
-    try:
-        loop.submit(publisher.ensure_exchange()).result(15)
-    except BrokerUnavailable as exc:
-        log.warning("RabbitMQ not reachable yet (%s); events will wait in the outbox", exc)
-    relay = Relay(journal, publisher)
-    relay_task = loop.submit(relay.run())
-
-    def wake() -> None:
-        loop.loop.call_soon_threadsafe(relay.wake)
-
-    try:
-        yield wake
-    finally:
-        # Let a publish in progress finish (cancelling it after the broker took the event
-        # would publish it twice), but not wait on a broker that stopped confirming.
-        loop.loop.call_soon_threadsafe(relay.stop)
+    with ExitStack() as stack:
+        event_log = None
+        if settings.broker.embedded:
+            event_log = open_event_log(settings.broker)
+            stack.callback(event_log.close)
+        loop = LoopThread("broker")
+        loop.start()
+        publisher = open_publisher(
+            settings.broker, f"{settings.ingest.instance_name} ingest", event_log
+        )
         try:
-            relay_task.result(min(grace, CONFIRM_TIMEOUT_SECONDS))
-        except TimeoutError:
-            relay_task.cancel()
+            loop.submit(publisher.ensure_ready()).result(15)
+        except BrokerUnavailable as exc:
+            log.warning("event bus not reachable yet (%s); events will wait in the outbox", exc)
+        relay = Relay(journal, publisher, metrics)
+        relay_task = loop.submit(relay.run())
+
+        def wake() -> None:
+            loop.loop.call_soon_threadsafe(relay.wake)
+
+        def check() -> str | None:
             try:
-                relay_task.result(5)
-            except (concurrent.futures.CancelledError, TimeoutError):
-                log.warning("event relay did not stop in time; it was cancelled")
+                loop.submit(publisher.ensure_ready()).result(READINESS_TIMEOUT_SECONDS)
+            except BrokerUnavailable as exc:
+                return str(exc)
+            except TimeoutError:
+                return f"event bus did not answer within {READINESS_TIMEOUT_SECONDS:g} s"
+            return None
+
         try:
-            loop.submit(relay.drain(timeout=grace)).result(grace + 5)
-            loop.submit(publisher.close()).result(5)
-        except TimeoutError:
-            log.warning("RabbitMQ did not answer at shutdown; pending events stay in the outbox")
-        loop.stop()
+            yield RelayHandle(wake, check)
+        finally:
+            # Let a publish in progress finish (cancelling it after the broker took the event
+            # would publish it twice), but not wait on a broker that stopped confirming.
+            loop.loop.call_soon_threadsafe(relay.stop)
+            try:
+                relay_task.result(min(grace, CONFIRM_TIMEOUT_SECONDS))
+            except TimeoutError:
+                relay_task.cancel()
+                try:
+                    relay_task.result(5)
+                except (concurrent.futures.CancelledError, TimeoutError):
+                    log.warning("event relay did not stop in time; it was cancelled")
+            try:
+                loop.submit(relay.drain(timeout=grace)).result(grace + 5)
+                loop.submit(publisher.close()).result(5)
+            except TimeoutError:
+                log.warning(
+                    "event bus did not answer at shutdown; pending events stay in the outbox"
+                )
+            loop.stop()
 
 
 @contextmanager
@@ -128,8 +165,35 @@ def maintaining(ctx: IngestContext) -> Iterator[None]:
         thread.join()
 
 
+def _storage_check(store: ObjectStore) -> str | None:
+    try:
+        store.ensure_ready()
+    except StorageUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _listener_check(server: ThreadedAssociationServer) -> str | None:
+    if server.socket is None or server.socket.fileno() < 0:
+        return "the DICOM listener is closed"
+    return None
+
+
+def _spool_check(spool: Spool, settings: IngestSettings) -> str | None:
+    usage = spool.usage()
+    if spool_has_room(usage, settings.storage_watermark_percent, settings.reserved_storage_gb):
+        return None
+    return (
+        f"spool {usage.used_percent:.1f}% used, {usage.free_bytes / 2**30:.1f} GiB free "
+        f"(watermark {settings.storage_watermark_percent:g}%, reserve "
+        f"{settings.reserved_storage_gb:g} GiB): new associations are rejected"
+    )
+
+
 @contextmanager
-def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
+def running_ingest(
+    settings: GatewaySettings, metrics: IngestMetrics, checks: Checks
+) -> Iterator[IngestContext]:
     """Everything ingest needs, running; shut down in reverse order on exit."""
     grace = settings.ingest.shutdown_grace_seconds
     spool = Spool(settings.ingest.spool_dir)
@@ -150,14 +214,27 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
         except StorageUnavailable as exc:
             log.warning("object storage not reachable yet (%s); uploads will retry", exc)
 
-        wake_relay = stack.enter_context(relaying(settings, journal))
-        uploader = Uploader(journal, spool, store, settings.ingest, on_announced=wake_relay)
+        relay = stack.enter_context(relaying(settings, journal, metrics))
+        uploader = Uploader(
+            journal, spool, store, settings.ingest, on_announced=relay.wake, metrics=metrics
+        )
         uploader.start()
         stack.callback(uploader.stop)
         stack.callback(uploader.wait_idle, grace)
 
         ctx = IngestContext(
-            settings=settings, journal=journal, spool=spool, uploader=uploader, incoming=incoming
+            settings=settings,
+            journal=journal,
+            spool=spool,
+            uploader=uploader,
+            incoming=incoming,
+            metrics=metrics,
+        )
+        metrics.observe_with(
+            open_associations=ctx.table.alive,
+            outbox_depth=journal.outbox_depth,
+            spool_used=lambda: spool.usage().used_percent / 100,
+            watermark=settings.ingest.storage_watermark_percent / 100,
         )
         stack.enter_context(maintaining(ctx))
         try:
@@ -167,6 +244,14 @@ def running_ingest(settings: GatewaySettings) -> Iterator[IngestContext]:
                 f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: {exc}"
             ) from exc
         stack.callback(_stop_scp, server, ctx, grace)
+        checks.add(
+            "ingest-listener",
+            lambda: _listener_check(server),
+        )
+        checks.add("ingest-event-bus", relay.check)
+        checks.add("ingest-storage", lambda: _storage_check(store))
+        checks.add("ingest-spool", lambda: _spool_check(spool, settings.ingest))
+        checks.started(SERVICE)
         log.info(
             "ingest listening on %s:%d as %s (max %d associations)",
             settings.ingest.host,
@@ -218,10 +303,24 @@ def run(settings: GatewaySettings) -> int:
     kernel happens to deliver the signal to the main thread, which a blocked wait does not
     guarantee with this many threads.
     """
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    with running_ingest(settings):
+    stop_signals = block_stop_signals()
+    registry = CollectorRegistry()
+    checks = Checks(SERVICE)
+    with ExitStack() as stack:
+        status = start_status_server(
+            settings.http.host, settings.http.ingest_port, registry, checks
+        )
+        if status is not None:
+            stack.callback(status.stop)
+        stack.enter_context(running_ingest(settings, IngestMetrics.register(registry), checks))
         received = signal.sigwait(stop_signals)
         log.info("received %s: shutting down", signal.Signals(received).name)
     log.info("ingest stopped")
     return 0
+
+
+def block_stop_signals() -> set[signal.Signals]:
+    """Block SIGTERM and SIGINT in this thread and every thread started after; see :func:`run`."""
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    return stop_signals

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from gateway.errors import JournalError
+from gateway.sqlite_files import connect_durable, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS associations (
@@ -117,6 +117,8 @@ class OutboxEvent:
     routing_key: str
     content_type: str
     body: bytes
+    #: When the sender released the association (for the publish latency metric).
+    released_at: datetime | None = None
 
 
 class AssociationNotOpen(JournalError):
@@ -137,12 +139,8 @@ class Journal:
     @classmethod
     def open(cls, path: Path) -> Journal:
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            db = connect_durable(path, _SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         return cls(db)
 
@@ -150,24 +148,8 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cursor = self._db.cursor()
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                yield cursor
-                cursor.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise JournalError(f"journal write failed: {exc}") from exc
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            finally:
-                cursor.close()
+    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
+        return transaction(self._db, self._lock, JournalError, "journal write failed")
 
     # -- associations -------------------------------------------------------------------------
 
@@ -402,11 +384,22 @@ class Journal:
         """Events to publish now, oldest first (deferred ones once their time has come)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT event_id, association_id, routing_key, content_type, body FROM outbox"
-                " WHERE not_before IS NULL OR not_before <= ? ORDER BY created_at LIMIT ?",
+                "SELECT o.event_id, o.association_id, o.routing_key, o.content_type, o.body,"
+                " a.released_at FROM outbox o LEFT JOIN associations a USING (association_id)"
+                " WHERE o.not_before IS NULL OR o.not_before <= ? ORDER BY o.created_at LIMIT ?",
                 (_ts(now), limit),
             ).fetchall()
-        return [OutboxEvent(row[0], row[1], row[2], row[3], bytes(row[4])) for row in rows]
+        return [
+            OutboxEvent(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                bytes(row[4]),
+                datetime.fromisoformat(row[5]) if row[5] else None,
+            )
+            for row in rows
+        ]
 
     def defer(self, event_id: str, until: datetime) -> None:
         with self._transaction() as cur:

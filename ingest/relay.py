@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.broker import Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
-from ingest.journal import Journal
+from gateway.metrics import IngestMetrics
+from ingest.journal import Journal, OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,10 @@ IDLE_CHECK_SECONDS = 5.0
 
 
 class Relay:
-    def __init__(self, journal: Journal, publisher: Publisher) -> None:
+    def __init__(self, journal: Journal, publisher: Publisher, metrics: IngestMetrics) -> None:
         self._journal = journal
         self._publisher = publisher
+        self._metrics = metrics
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -95,8 +97,15 @@ class Relay:
                 continue
             await asyncio.to_thread(self._journal.forget, event.association_id)
             published += 1
+            self._count(event)
             log.info("event %s published to %s", event.event_id, event.routing_key)
         return published
+
+    def _count(self, event: OutboxEvent) -> None:
+        self._metrics.events_published.inc()
+        if event.released_at is not None:
+            latency = (datetime.now(UTC) - event.released_at).total_seconds()
+            self._metrics.event_publish_latency.observe(max(latency, 0.0))
 
     async def drain(self, timeout: float) -> bool:
         """Relay what is pending now, within ``timeout``; True if the outbox ended empty."""

@@ -24,6 +24,8 @@ from contracts.keys import is_valid_uid, new_association_id, object_key
 from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
 from gateway.errors import GatewayError, InstanceRejected, JournalError
+from gateway.logs import fields
+from gateway.metrics import IngestMetrics
 from gateway.settings import AESettings, GatewaySettings
 from ingest.dicom_codes import NO_REASON_GIVEN, Reject
 from ingest.incoming import IncomingFiles
@@ -108,6 +110,7 @@ class IngestContext:
     spool: Spool
     uploader: Uploader
     incoming: IncomingFiles
+    metrics: IngestMetrics
     table: AssociationTable = field(default_factory=AssociationTable)
 
 
@@ -125,7 +128,10 @@ def _send_reject(assoc: Association, reject: Reject) -> None:
     assoc.kill()
 
 
-def _log_reject(request: AssociationRequest, port: int, reject: Reject) -> None:
+def _reject(
+    ctx: IngestContext, assoc: Association, request: AssociationRequest, reject: Reject
+) -> None:
+    port = int(assoc.requestor.port)
     log.warning(
         "association rejected: called=%s calling=%s from %s:%d reason=%s",
         request.called_ae_title,
@@ -133,7 +139,17 @@ def _log_reject(request: AssociationRequest, port: int, reject: Reject) -> None:
         request.remote_host,
         port,
         reject.name,
+        extra=fields(
+            event="association",
+            outcome="rejected",
+            reason=reject.name,
+            called_ae=request.called_ae_title,
+            calling_ae=request.calling_ae_title,
+            remote=f"{request.remote_host}:{port}",
+        ),
     )
+    ctx.metrics.associations_rejected.labels(reject.name).inc()
+    _send_reject(assoc, reject)
 
 
 def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
@@ -185,12 +201,12 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
         # pynetdicom swallows handler exceptions and goes on to accept; fail closed instead.
         log.error("cannot admit association from %s: %s", request.remote_host, exc)
         ctx.table.pop(assoc)
-        _send_reject(assoc, NO_REASON_GIVEN)
+        _reject(ctx, assoc, request, NO_REASON_GIVEN)
         return
     if not isinstance(decision, Admit):
-        _log_reject(request, port, decision)
-        _send_reject(assoc, decision)
+        _reject(ctx, assoc, request, decision)
         return
+    ctx.metrics.associations_accepted.labels(decision.ae.ae_title).inc()
     # Several called AE titles share one listener: answer as the one that was called.
     assoc.acceptor.ae_title = request.called_ae_title
     log.debug("association %s admitted for %s", active.association_id, decision.ae.pipeline)
@@ -261,6 +277,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
             exc.status,
             exc.reason,
         )
+        ctx.metrics.instances_refused.labels(f"{exc.status:04X}").inc()
         return exc.status
     except (JournalError, OSError) as exc:
         if adopted is not None:
@@ -273,12 +290,15 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
             Status.OUT_OF_RESOURCES,
             exc,
         )
+        ctx.metrics.instances_refused.labels(f"{Status.OUT_OF_RESOURCES:04X}").inc()
         return Status.OUT_OF_RESOURCES
     if replaced is not None:
         ctx.spool.instance_path(active.association_id, replaced).unlink(missing_ok=True)
     with active.lock:
         active.instances += 1
         active.bytes += data_length
+    ctx.metrics.instances_received.labels(active.ae.ae_title).inc()
+    ctx.metrics.received_bytes.labels(active.ae.ae_title).inc(data_length)
     return Status.SUCCESS
 
 
@@ -286,7 +306,9 @@ def handle_echo(_event: evt.Event) -> int:
     return Status.SUCCESS
 
 
-def _log_end(active: ActiveAssociation, outcome: str) -> None:
+def _log_end(ctx: IngestContext, active: ActiveAssociation, outcome: str) -> None:
+    """The one line per association, and its count by outcome."""
+    duration = time.monotonic() - active.started_monotonic
     log.info(
         "association %s %s: called=%s calling=%s from %s:%d instances=%d bytes=%d "
         "duration=%.3fs pipeline=%s",
@@ -298,9 +320,25 @@ def _log_end(active: ActiveAssociation, outcome: str) -> None:
         active.remote_port,
         active.instances,
         active.bytes,
-        time.monotonic() - active.started_monotonic,
+        duration,
         active.ae.pipeline,
+        extra=fields(
+            event="association",
+            association_id=active.association_id,
+            outcome=outcome,
+            called_ae=active.ae.ae_title,
+            calling_ae=active.calling_ae_title,
+            remote=f"{active.remote_host}:{active.remote_port}",
+            instances=active.instances,
+            bytes=active.bytes,
+            duration_seconds=round(duration, 3),
+            pipeline=active.ae.pipeline,
+        ),
     )
+    released = outcome.startswith("released")
+    ctx.metrics.associations_ended.labels(
+        active.ae.ae_title, "released" if released else "aborted"
+    ).inc()
 
 
 def handle_acse_recv(event: evt.Event, ctx: IngestContext) -> None:
@@ -335,9 +373,9 @@ def handle_released(event: evt.Event, ctx: IngestContext) -> None:
     except JournalError as exc:
         # It stays "releasing" in the journal: the next start uploads and announces it.
         log.error("association %s: cannot record the release: %s", active.association_id, exc)
-        _log_end(active, "released-but-not-recorded")
+        _log_end(ctx, active, "released-but-not-recorded")
         return
-    _log_end(active, "released")
+    _log_end(ctx, active, "released")
     ctx.uploader.submit(active.association_id)
 
 
@@ -352,7 +390,7 @@ def _finish_aborted(ctx: IngestContext, active: ActiveAssociation, outcome: str)
             ctx.journal.forget(active.association_id)
     except (JournalError, OSError) as exc:
         log.error("association %s: cleanup after abort failed: %s", active.association_id, exc)
-    _log_end(active, outcome)
+    _log_end(ctx, active, outcome)
 
 
 def _discard_partial_data_set(assoc: Association) -> None:

@@ -21,6 +21,7 @@ from io import RawIOBase
 from typing import BinaryIO
 
 from gateway.errors import JournalError, StorageUnavailable
+from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.announcement import released_event
@@ -71,8 +72,11 @@ class Uploader:
         spool: Spool,
         store: ObjectStore,
         settings: IngestSettings,
+        *,
         on_announced: Callable[[], None],
+        metrics: IngestMetrics,
     ) -> None:
+        self._metrics = metrics
         self._journal = journal
         self._spool = spool
         self._store = store
@@ -149,6 +153,7 @@ class Uploader:
             except (StorageUnavailable, JournalError, OSError) as exc:
                 self._store_checked = False
                 self._failing.set()
+                self._metrics.upload_failures.inc()
                 delay = RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
                 log.warning(
                     "association %s: storing failed (%s); retrying in %.0f s",
@@ -229,3 +234,4 @@ class Uploader:
             stream.length,
             stream.sha256.hexdigest(),
         )
+        self._metrics.instances_stored.inc()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
 import subprocess
 import sys
 import threading
@@ -34,7 +35,6 @@ from types import TracebackType
 from typing import Any, Literal, Self, cast
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 from cloudevents.core.bindings import rabbitmq
 from cloudevents.core.formats.json import JSONFormat
 from pydicom.filereader import read_file_meta_info
@@ -52,10 +52,13 @@ from contracts.cloudevent import (
 from contracts.export import ExportCompleted, ExportRequested
 from contracts.keys import new_association_id, object_key
 from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY, EXPORT_REQUESTED_ROUTING_KEY
+from gateway.eventlog import EventLog
+from gateway_client.testing import to_toml
 from tests.integration.conftest import Ingest
 from tests.support.amqp import EventCollector, ReceivedMessage, current_test_name
 from tests.support.factories import Instance, file_meta_length
-from tests.support.gateway import GatewayProcess, gateway_environment, to_toml
+from tests.support.gateway import GatewayProcess, gateway_environment
+from tests.support.local_bus import LocalEventCollector, received
 from tests.support.net import free_port, wait_until
 
 #: The log line that says the consumer is attached to its queue (export/consumer.py).
@@ -186,26 +189,30 @@ class Export:
     ) -> list[str]:
         """Store ``instances`` as ingest would, under one association; returns their keys."""
         association = association_id or new_association_id()
+        keys = [
+            object_key(association, i.uids.study, i.uids.series, i.uids.sop_instance)
+            for i in instances
+        ]
+        if self.ingest.embedded:
+            for key, instance in zip(keys, instances, strict=True):
+                target = self.ingest.object_root / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(instance.path, target)
+            return keys
         client = self.ingest.s3.client()
         if not client.bucket_exists(self.bucket):
             client.make_bucket(self.bucket)
-        keys = []
-        for instance in instances:
-            uids = instance.uids
-            key = object_key(association, uids.study, uids.series, uids.sop_instance)
+        for key, instance in zip(keys, instances, strict=True):
             client.fput_object(self.bucket, key, str(instance.path))
-            keys.append(key)
         return keys
 
     # --- messages
 
     def completions(
         self, binding_keys: Sequence[str] = (EXPORT_COMPLETED_ROUTING_KEY,)
-    ) -> EventCollector:
+    ) -> EventCollector | LocalEventCollector:
         """A collector of what is published on ``binding_keys``; open it before publishing."""
-        return EventCollector(
-            self.ingest.amqp_url, exchange=self.ingest.exchange, binding_keys=binding_keys
-        )
+        return self.ingest.events(binding_keys)
 
     def publish(
         self,
@@ -237,18 +244,51 @@ class Export:
                         message_id=str(event.get_id()),
                     )
                 )
-        asyncio.run(self._publish(messages))
+        self._send(messages)
 
     def publish_raw(
         self, body: bytes, *, content_type: str | None, headers: Mapping[str, Any] | None = None
     ) -> None:
         """Publish any bytes at all with routing key ``export.requested``."""
         message = aio_pika.Message(body, content_type=content_type, headers=dict(headers or {}))
-        asyncio.run(self._publish([message]))
+        self._send([message])
 
-    def dead_letters(self, count: int, timeout: float = 20.0) -> list[AbstractIncomingMessage]:
+    def _send(self, messages: Sequence[aio_pika.Message]) -> None:
+        if not self.ingest.embedded:
+            asyncio.run(self._publish(messages))
+            return
+        event_log = EventLog.open(self.ingest.event_log)
+        try:
+            for message in messages:
+                event_log.append(
+                    EXPORT_REQUESTED_ROUTING_KEY,
+                    message.body,
+                    message_id=message.message_id or str(uuid.uuid4()),
+                    content_type=message.content_type,
+                    headers=dict(message.headers or {}),
+                )
+        finally:
+            event_log.close()
+
+    def dead_letters(self, count: int, timeout: float = 20.0) -> list[ReceivedMessage]:
         """Take ``count`` messages from the dead-letter queue, failing after ``timeout``."""
-        return asyncio.run(self._get(self.dead_letter_queue, count, timeout))
+        if not self.ingest.embedded:
+            return asyncio.run(self._get(self.dead_letter_queue, count, timeout))
+        event_log = EventLog.open(self.ingest.event_log)
+        try:
+            found: list[ReceivedMessage] = []
+            deadline = time.monotonic() + timeout
+            while len(found) < count and time.monotonic() < deadline:
+                found = [received(event) for event, _ in event_log.dead_letters(self.queue)]
+                time.sleep(0.05)
+        finally:
+            event_log.close()
+        if len(found) < count:
+            raise AssertionError(
+                f"expected {count} dead letter(s) in the event log within {timeout:g} s, "
+                f"got {len(found)}"
+            )
+        return found
 
     def close(self) -> None:
         """Stop every process this harness started, then delete the test's queues.
@@ -260,7 +300,8 @@ class Export:
                 if process.is_running():
                     process.terminate()
         finally:
-            asyncio.run(self._delete_queues())
+            if not self.ingest.embedded:
+                asyncio.run(self._delete_queues())
 
     async def _connect(self) -> aio_pika.abc.AbstractConnection:
         return await aio_pika.connect(
@@ -278,19 +319,25 @@ class Export:
             for message in messages:
                 await exchange.publish(message, EXPORT_REQUESTED_ROUTING_KEY, mandatory=True)
 
-    async def _get(
-        self, queue_name: str, count: int, timeout: float
-    ) -> list[AbstractIncomingMessage]:
+    async def _get(self, queue_name: str, count: int, timeout: float) -> list[ReceivedMessage]:
         connection = await self._connect()
         async with connection:
             channel = await connection.channel()
             queue = await channel.get_queue(queue_name, ensure=True)
-            taken: list[AbstractIncomingMessage] = []
+            taken: list[ReceivedMessage] = []
             deadline = time.monotonic() + timeout
             while len(taken) < count:
                 message = await queue.get(no_ack=True, fail=False)
                 if message is not None:
-                    taken.append(message)
+                    taken.append(
+                        ReceivedMessage(
+                            body=message.body,
+                            routing_key=message.routing_key,
+                            headers=dict(message.headers),
+                            content_type=message.content_type,
+                            message_id=message.message_id,
+                        )
+                    )
                     continue
                 if time.monotonic() >= deadline:
                     raise AssertionError(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from tests.integration.conftest import Ingest, released
+from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import ct_series, large_instance
 from tests.support.gateway import GatewayProcess
@@ -125,6 +125,7 @@ def released_while_the_broker_is_cut(
     return gateway, event_id
 
 
+@pytest.mark.backends(RABBITMQ_S3)
 def test_broker_outage_delays_the_event_and_never_drops_it(
     ingest: Ingest, inbox: Path, broker_link: Link
 ) -> None:
@@ -139,6 +140,7 @@ def test_broker_outage_delays_the_event_and_never_drops_it(
     wait_until(lambda: outbox_ids(ingest) == [], 10, "the outbox empties once confirmed")
 
 
+@pytest.mark.backends(RABBITMQ_S3)
 def test_storage_outage_keeps_instances_spooled_until_it_returns(
     ingest: Ingest, inbox: Path
 ) -> None:
@@ -162,6 +164,7 @@ def test_storage_outage_keeps_instances_spooled_until_it_returns(
     wait_until(lambda: ingest.spool_files() == [], 10, "spool files go once stored")
 
 
+@pytest.mark.backends(RABBITMQ_S3)
 def test_kill_after_release_then_restart_publishes_the_same_event_once(
     ingest: Ingest, inbox: Path, broker_link: Link
 ) -> None:
@@ -199,6 +202,7 @@ def test_kill_mid_association_discards_it_on_restart(ingest: Ingest, inbox: Path
     assert "was open when ingest stopped: discarded" in gateway.log_text()
 
 
+@pytest.mark.backends(RABBITMQ_S3)
 def test_sigterm_flushes_the_outbox_and_exits_zero(
     ingest: Ingest, inbox: Path, broker_link: Link
 ) -> None:
@@ -213,6 +217,7 @@ def test_sigterm_flushes_the_outbox_and_exits_zero(
     assert "ingest stopped" in gateway.log_text()
 
 
+@pytest.mark.backends(RABBITMQ_S3)
 def test_a_1_gib_instance_does_not_grow_the_receiver(ingest: Ingest, inbox: Path) -> None:
     gateway = ingest.start()
     instance = large_instance(inbox, 1024 * 1024 * 1024)

@@ -180,6 +180,7 @@ def test_invalid_uids_fail_that_instance_only(
             "bad.dcm",
             "in",
             "spool",
+            *(["embedded"] if ingest.embedded else []),
             *(p.name for p in tmp_path.iterdir() if p.name.startswith("gateway-")),
         ]
     )

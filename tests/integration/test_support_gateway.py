@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.gateway import GatewayFactory, GatewayProcess, basic_config, to_toml
+from gateway_client.testing import to_toml
+from tests.support.gateway import GatewayFactory, GatewayProcess, basic_config
 from tests.support.net import free_port
 from tests.support.services import S3Service
 

@@ -49,7 +49,64 @@ def current_test_name() -> str:
     return current.rsplit(" ", 1)[0]  # drop the " (setup)" / " (call)" phase
 
 
-class EventCollector:
+class MessageBuffer:
+    """Messages gathered by a collector's own thread, waited for by the test thread."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._messages: list[ReceivedMessage] = []
+        self._arrived = threading.Condition()
+        self._seen = 0  # how many messages wait_for has handed out
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Everything received so far, in arrival order."""
+        with self._arrived:
+            return list(self._messages)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMessage]:
+        """Wait until at least ``count`` messages have arrived; return all received so far.
+
+        Raises :class:`AssertionError` listing what did arrive if ``timeout`` passes first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while len(self._messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"expected {count} message(s) on {self.description} within "
+                        f"{timeout:g} s, got {len(self._messages)}: {_describe(self._messages)}"
+                    )
+                self._arrived.wait(remaining)
+            self._seen = len(self._messages)
+            return list(self._messages)
+
+    def assert_quiet(self, seconds: float) -> None:
+        """Assert that no message beyond those returned by :meth:`wait_for` arrives in ``seconds``.
+
+        Without an earlier :meth:`wait_for` that means no message at all.
+        """
+        deadline = time.monotonic() + seconds
+        with self._arrived:
+            while len(self._messages) == self._seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._arrived.wait(remaining)
+            extra = self._messages[self._seen :]
+        raise AssertionError(
+            f"expected no further message on {self.description}, got {len(extra)}: "
+            f"{_describe(extra)}"
+        )
+
+    def add(self, message: ReceivedMessage) -> None:
+        with self._arrived:
+            self._messages.append(message)
+            self._arrived.notify_all()
+
+
+class EventCollector(MessageBuffer):
     """Declare ``exchange`` (topic, durable, as the gateway does) and collect what it routes.
 
     The queue is server-named, exclusive and auto-deleted, bound with each of ``binding_keys``;
@@ -66,14 +123,12 @@ class EventCollector:
         connection_name: str | None = None,
         operation_timeout: float = 15.0,
     ) -> None:
+        super().__init__(f"{exchange!r} {list(binding_keys)}")
         self.amqp_url = amqp_url
         self.exchange_name = exchange
         self.binding_keys = tuple(binding_keys)
         self.connection_name = connection_name or current_test_name()
         self.operation_timeout = operation_timeout
-        self._messages: list[ReceivedMessage] = []
-        self._arrived = threading.Condition()
-        self._seen = 0  # how many messages wait_for has handed out
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="event-collector", daemon=True
@@ -102,53 +157,10 @@ class EventCollector:
             self._stop_loop()
 
     @property
-    def messages(self) -> list[ReceivedMessage]:
-        """Everything received so far, in arrival order."""
-        with self._arrived:
-            return list(self._messages)
-
-    @property
     def queue_name(self) -> str:
         if self._queue is None:
             raise RuntimeError("the collector is not open")
         return self._queue.name
-
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[ReceivedMessage]:
-        """Wait until at least ``count`` messages have arrived; return all received so far.
-
-        Raises :class:`AssertionError` listing what did arrive if ``timeout`` passes first.
-        """
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while len(self._messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"expected {count} message(s) on {self.exchange_name!r} "
-                        f"{list(self.binding_keys)} within {timeout:g} s, got "
-                        f"{len(self._messages)}: {_describe(self._messages)}"
-                    )
-                self._arrived.wait(remaining)
-            self._seen = len(self._messages)
-            return list(self._messages)
-
-    def assert_quiet(self, seconds: float) -> None:
-        """Assert that no message beyond those returned by :meth:`wait_for` arrives in ``seconds``.
-
-        Without an earlier :meth:`wait_for` that means no message at all.
-        """
-        deadline = time.monotonic() + seconds
-        with self._arrived:
-            while len(self._messages) == self._seen:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._arrived.wait(remaining)
-            extra = self._messages[self._seen :]
-        raise AssertionError(
-            f"expected no further message on {self.exchange_name!r}, got {len(extra)}: "
-            f"{_describe(extra)}"
-        )
 
     # --- the loop thread's side ----------------------------------------------------------
 
@@ -180,9 +192,7 @@ class EventCollector:
             message_id=message.message_id,
             delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
         )
-        with self._arrived:
-            self._messages.append(received)
-            self._arrived.notify_all()
+        self.add(received)
 
     async def _close(self) -> None:
         if self._connection is not None:

@@ -9,18 +9,17 @@ again with the same configuration and directory.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from gateway_client.testing import gateway_environment as plugin_gateway_environment
+from gateway_client.testing import to_toml
 from tests.support.dcmtk import echoscu
 from tests.support.net import wait_until
 from tests.support.services import S3Service
@@ -165,12 +164,12 @@ class GatewayProcess:
 def gateway_environment() -> dict[str, str]:
     """The environment of a gateway subprocess: only its TOML file configures it.
 
-    GATEWAY_* settings of the caller's environment (GATEWAY_TEST_* included) are dropped.
+    GATEWAY_* settings of the caller's environment (GATEWAY_TEST_* included) are dropped, and
+    the repository is on the path so that ``-m gateway`` runs this checkout.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env = plugin_gateway_environment()
     python_path = [str(REPOSITORY_ROOT), *filter(None, [env.get("PYTHONPATH")])]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
-    env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
     return env
 
 
@@ -201,79 +200,6 @@ def basic_config(
             "secure": s3.secure,
         },
         "broker": {"url": amqp_url},
+        # Off unless a test asks: several gateways run at once, and would share the defaults.
+        "http": {"ingest_port": 0, "export_port": 0},
     }
-
-
-# --- TOML ---------------------------------------------------------------------------------
-
-
-def to_toml(document: Mapping[str, Any]) -> str:
-    """Write ``document`` as TOML: scalars, arrays of scalars, tables and arrays of tables.
-
-    Enough for the gateway's configuration; ``None`` values are left out (TOML has no null).
-    """
-    lines: list[str] = []
-    _write_table(lines, (), document)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    arrays_of_tables: list[tuple[str, Sequence[Mapping[str, Any]]]] = []
-    for key, value in table.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        elif _is_array_of_tables(value):
-            arrays_of_tables.append((key, value))
-        else:
-            lines.append(f"{_key(key)} = {_value(value)}")
-    for key, sub_table in tables:
-        sub_path = (*path, key)
-        lines.extend(["", f"[{'.'.join(_key(k) for k in sub_path)}]"])
-        _write_table(lines, sub_path, sub_table)
-    for key, items in arrays_of_tables:
-        sub_path = (*path, key)
-        for item in items:
-            lines.extend(["", f"[[{'.'.join(_key(k) for k in sub_path)}]]"])
-            _write_table(lines, sub_path, item)
-
-
-def _is_array_of_tables(value: object) -> bool:
-    return (
-        isinstance(value, list | tuple)
-        and len(value) > 0
-        and all(isinstance(item, Mapping) for item in value)
-    )
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path):
-        return _string(str(value))
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} as TOML")
-
-
-def _string(text: str) -> str:
-    # JSON's string escapes (\" \\ \n \t \uXXXX ...) are all valid in TOML basic strings;
-    # ensure_ascii=False keeps characters outside the BMP literal, where JSON would write
-    # surrogate pairs that TOML rejects.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")

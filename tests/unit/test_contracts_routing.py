@@ -6,6 +6,7 @@ from contracts.routing import (
     EXCHANGE,
     association_released_routing_key,
     is_valid_pipeline,
+    topic_matches,
 )
 
 
@@ -60,3 +61,28 @@ def test_binding_matches_exactly_one_word_after_the_event_prefix() -> None:
 
 def test_default_exchange_name() -> None:
     assert EXCHANGE == "dicom-gateway"
+
+
+@pytest.mark.parametrize(
+    ("binding", "key", "expected"),
+    [
+        ("export.requested", "export.requested", True),
+        ("export.requested", "export.requested.x", False),
+        ("association.released.*", "association.released.default", True),
+        ("association.released.*", "association.released", False),
+        ("association.released.*", "association.released.a.b", False),
+        ("association.#", "association", True),
+        ("association.#", "association.released.ct", True),
+        ("#", "anything.at.all", True),
+        ("#.completed", "export.completed", True),
+        ("#.completed", "completed", True),
+        ("*.completed", "export.completed", True),
+        ("*.completed", "a.export.completed", False),
+        ("export.*.done", "export.x.done", True),
+        ("a.#.z", "a.z", True),
+        ("a.#.z", "a.b.c.z", True),
+        ("a.#.z", "a.b.c", False),
+    ],
+)
+def test_topic_bindings_route_as_rabbitmq_does(binding: str, key: str, expected: bool) -> None:
+    assert topic_matches(binding, key) is expected

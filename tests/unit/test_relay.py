@@ -6,8 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from contracts.keys import new_association_id
 from gateway.errors import EventUnroutable
+from gateway.metrics import IngestMetrics
 from ingest.journal import AssociationRecord, Journal, OutboxEvent
 from ingest.relay import UNROUTED_RETRY_SECONDS, Relay
 
@@ -22,6 +25,9 @@ class RecordingPublisher:
         self, routing_key: str, body: bytes, *, message_id: str, content_type: str
     ) -> None:
         self.published.append((routing_key, message_id))
+
+    async def ensure_ready(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None
@@ -41,7 +47,7 @@ def test_drain_after_stop_publishes_and_empties_the_outbox(tmp_path: Path) -> No
     publisher = RecordingPublisher()
 
     async def scenario() -> bool:
-        relay = Relay(journal, publisher)
+        relay = Relay(journal, publisher, IngestMetrics.register(CollectorRegistry()))
         relay.stop()
         return await relay.drain(timeout=5)
 
@@ -72,7 +78,7 @@ def test_unroutable_event_is_kept_and_offered_again_later(tmp_path: Path) -> Non
     )
 
     async def scenario() -> bool:
-        relay = Relay(journal, UnroutingPublisher())
+        relay = Relay(journal, UnroutingPublisher(), IngestMetrics.register(CollectorRegistry()))
         relay.stop()
         return await relay.drain(timeout=5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,11 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_toml_syntax_error_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_settings(write(tmp_path, "[ingest\nport = 1\n"))
+
+
+def test_the_example_configuration_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    settings = load_settings(Path(__file__).resolve().parents[2] / "gateway.toml")
+    assert settings.storage.backend == "s3"
+    assert not settings.broker.embedded

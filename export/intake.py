@@ -1,0 +1,134 @@
+"""Where export requests come from: a RabbitMQ queue, or the local event log.
+
+RabbitMQ topology (declared at start-up, idempotently): the durable topic exchange, a durable
+quorum queue ``export.queue`` bound to ``export.requested`` whose rejected messages go to the
+quorum queue ``<queue>.dead-letter`` through the default exchange. The broker enforces the
+prefetch.
+
+Local event log: the subscription ``export.queue`` bound to ``export.requested``; at most
+``prefetch`` requests are taken at once, and dead letters stay in the log with their reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
+from export.consumer import ExportConsumer
+from gateway.bus import AmqpDelivery, LocalDelivery, declare_durable_queue
+from gateway.errors import BrokerUnavailable
+from gateway.eventlog import EventLog
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
+#: How often the local intake looks for new requests while idle.
+LOCAL_POLL_SECONDS = 0.2
+#: The log line that says export is attached to its queue (the tests wait for it).
+CONSUMING = "export consuming"
+
+
+async def consume_amqp(
+    settings: GatewaySettings, consumer: ExportConsumer, stop: asyncio.Event
+) -> None:
+    """Consume until ``stop`` is set, reconnecting while the broker is away."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.broker.url,
+                client_properties={"connection_name": f"{settings.export.queue} consumer"},
+            )
+        except (aiormq.exceptions.AMQPError, OSError) as exc:
+            delay = RECONNECT_BACKOFF_SECONDS[min(attempt, len(RECONNECT_BACKOFF_SECONDS) - 1)]
+            log.warning("RabbitMQ not reachable (%s); retrying in %.0f s", exc, delay)
+            attempt += 1
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                continue
+            return
+        async with connection:
+            await _consume_amqp(settings, connection, consumer, stop)
+        return
+
+
+async def _consume_amqp(
+    settings: GatewaySettings,
+    connection: AbstractRobustConnection,
+    consumer: ExportConsumer,
+    stop: asyncio.Event,
+) -> None:
+    export = settings.export
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=export.prefetch)
+    exchange = await channel.declare_exchange(
+        settings.broker.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    queue = await declare_durable_queue(channel, export.queue)
+    await queue.bind(exchange, EXPORT_REQUESTED_ROUTING_KEY)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await consumer.handle(AmqpDelivery(message))
+
+    tag = await queue.consume(on_message)
+    consumer.attach(
+        lambda: None if connection.connected.is_set() else "connection to RabbitMQ lost"
+    )
+    log.info(
+        "%s %s on RabbitMQ (prefetch %d, at most %d associations)",
+        CONSUMING,
+        export.queue,
+        export.prefetch,
+        export.max_associations,
+    )
+    await stop.wait()
+    consumer.detach()
+    await queue.cancel(tag)
+    await consumer.finish()
+
+
+async def consume_local(
+    settings: GatewaySettings, event_log: EventLog, consumer: ExportConsumer, stop: asyncio.Event
+) -> None:
+    """Consume from the local event log until ``stop`` is set."""
+    export = settings.export
+    subscription = export.queue
+    await asyncio.to_thread(event_log.subscribe, subscription, EXPORT_REQUESTED_ROUTING_KEY)
+    consumer.attach(lambda: None)
+    log.info(
+        "%s %s on the local event log %s (prefetch %d, at most %d associations)",
+        CONSUMING,
+        subscription,
+        settings.broker.event_log,
+        export.prefetch,
+        export.max_associations,
+    )
+    tasks: set[asyncio.Task[None]] = set()
+    while not stop.is_set():
+        room = export.prefetch - len(tasks)
+        claimed = []
+        if room > 0:
+            try:
+                claimed = await asyncio.to_thread(event_log.claim, subscription, room)
+            except BrokerUnavailable as exc:
+                log.warning("event log: %s; trying again", exc)
+        for item in claimed:
+            task = asyncio.create_task(
+                consumer.handle(LocalDelivery(event_log, subscription, item.event))
+            )
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if not claimed:
+            try:
+                await asyncio.wait_for(stop.wait(), LOCAL_POLL_SECONDS)
+            except TimeoutError:
+                continue
+    consumer.detach()
+    await consumer.finish()

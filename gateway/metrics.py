@@ -1,0 +1,194 @@
+"""The Prometheus metrics of both services, one registry per process.
+
+Each service gets its own :class:`~prometheus_client.CollectorRegistry` (never the library's
+global default), built at start-up and passed down like the settings. Label values come only
+from configuration (AE titles, destination names) or from small fixed sets (reject reasons,
+outcomes), so the number of series stays bounded whatever peers send. The Grafana dashboard in
+``compose/`` queries these names; a test checks that every name it uses exists here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "dicom_gateway"
+
+#: Release-to-published latency is sub-second when healthy; the tail shows broker outages.
+_PUBLISH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+#: One SCU association: a handful of instances to a whole study.
+_ASSOCIATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+
+@dataclass(frozen=True)
+class IngestMetrics:
+    associations_open: Gauge
+    associations_accepted: Counter
+    associations_rejected: Counter
+    associations_ended: Counter
+    instances_received: Counter
+    received_bytes: Counter
+    instances_refused: Counter
+    instances_stored: Counter
+    upload_failures: Counter
+    event_publish_latency: Histogram
+    events_published: Counter
+    outbox_events: Gauge
+    spool_used_ratio: Gauge
+    spool_watermark_ratio: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> IngestMetrics:
+        return cls(
+            associations_open=Gauge(
+                f"{PREFIX}_associations_open",
+                "Admitted DICOM associations currently open.",
+                registry=registry,
+            ),
+            associations_accepted=Counter(
+                f"{PREFIX}_associations_accepted",
+                "Associations admitted, by called AE title.",
+                ["called_ae"],
+                registry=registry,
+            ),
+            associations_rejected=Counter(
+                f"{PREFIX}_associations_rejected",
+                "Associations rejected with an A-ASSOCIATE-RJ, by reason.",
+                ["reason"],
+                registry=registry,
+            ),
+            associations_ended=Counter(
+                f"{PREFIX}_associations_ended",
+                "Admitted associations that ended, by called AE title and outcome "
+                "(released or aborted).",
+                ["called_ae", "outcome"],
+                registry=registry,
+            ),
+            instances_received=Counter(
+                f"{PREFIX}_instances_received",
+                "Instances received and made durable (C-STORE answered with success), "
+                "by called AE title.",
+                ["called_ae"],
+                registry=registry,
+            ),
+            received_bytes=Counter(
+                f"{PREFIX}_received_bytes",
+                "Data set bytes of the instances counted in instances_received.",
+                ["called_ae"],
+                registry=registry,
+            ),
+            instances_refused=Counter(
+                f"{PREFIX}_instances_refused",
+                "C-STOREs answered with a failure status, by status (hex).",
+                ["status"],
+                registry=registry,
+            ),
+            instances_stored=Counter(
+                f"{PREFIX}_instances_stored",
+                "Instances uploaded to object storage.",
+                registry=registry,
+            ),
+            upload_failures=Counter(
+                f"{PREFIX}_upload_failures",
+                "Upload attempts of an association that failed and are retried.",
+                registry=registry,
+            ),
+            event_publish_latency=Histogram(
+                f"{PREFIX}_event_publish_latency_seconds",
+                "From the release of an association to its event confirmed by the event bus.",
+                buckets=_PUBLISH_BUCKETS,
+                registry=registry,
+            ),
+            events_published=Counter(
+                f"{PREFIX}_events_published",
+                "Association events confirmed by the event bus.",
+                registry=registry,
+            ),
+            outbox_events=Gauge(
+                f"{PREFIX}_outbox_events",
+                "Association events waiting in the outbox to be published.",
+                registry=registry,
+            ),
+            spool_used_ratio=Gauge(
+                f"{PREFIX}_spool_used_ratio",
+                "Used fraction of the filesystem that holds the spool.",
+                registry=registry,
+            ),
+            spool_watermark_ratio=Gauge(
+                f"{PREFIX}_spool_watermark_ratio",
+                "The configured spool watermark as a fraction; above it associations are "
+                "rejected as temporary congestion.",
+                registry=registry,
+            ),
+        )
+
+    def observe_with(
+        self,
+        *,
+        open_associations: Callable[[], float],
+        outbox_depth: Callable[[], float],
+        spool_used: Callable[[], float],
+        watermark: float,
+    ) -> None:
+        """Gauges read at scrape time from the running service."""
+        self.associations_open.set_function(open_associations)
+        self.outbox_events.set_function(outbox_depth)
+        self.spool_used_ratio.set_function(spool_used)
+        self.spool_watermark_ratio.set(watermark)
+
+
+@dataclass(frozen=True)
+class ExportMetrics:
+    requests: Counter
+    instances: Counter
+    association_duration: Histogram
+    in_flight: Gauge
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> ExportMetrics:
+        return cls(
+            requests=Counter(
+                f"{PREFIX}_export_requests",
+                "Export requests finished, by status (succeeded, partially_failed, failed, "
+                "or invalid for a request dead-lettered without being carried out).",
+                ["status"],
+                registry=registry,
+            ),
+            instances=Counter(
+                f"{PREFIX}_export_instances",
+                "Instances of finished export requests, by destination and outcome "
+                "(sent, failed, skipped).",
+                ["destination", "outcome"],
+                registry=registry,
+            ),
+            association_duration=Histogram(
+                f"{PREFIX}_export_association_seconds",
+                "Duration of each SCU association, by destination.",
+                ["destination"],
+                buckets=_ASSOCIATION_BUCKETS,
+                registry=registry,
+            ),
+            in_flight=Gauge(
+                f"{PREFIX}_export_requests_in_flight",
+                "Export requests being carried out.",
+                registry=registry,
+            ),
+        )
+
+
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
+
+
+def metric_names(registry: CollectorRegistry) -> set[str]:
+    """Every series name the registry can expose, whether or not it has been observed yet."""
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in _SAMPLE_SUFFIXES[family.type]
+    }

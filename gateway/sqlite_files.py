@@ -1,0 +1,62 @@
+"""What the services' SQLite files (journal, event log, export ledger) have in common.
+
+Each is opened in WAL mode with ``synchronous=FULL``, so that a commit is on disk when it
+returns: the services answer senders and acknowledge messages on the strength of it. A
+connection is shared by the threads of one process behind a lock; other processes wait for the
+write lock up to :data:`BUSY_TIMEOUT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.errors import GatewayError
+
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+
+def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (creating it and its directory if needed) and apply ``schema``.
+
+    Raises :class:`sqlite3.Error` or :class:`OSError`; callers name the file in their error.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.executescript(schema)
+    return db
+
+
+@contextmanager
+def transaction(
+    db: sqlite3.Connection, lock: threading.Lock, error: type[GatewayError], what: str
+) -> Iterator[sqlite3.Cursor]:
+    """One write transaction, taken at once (``BEGIN IMMEDIATE``) and committed on exit.
+
+    Rolled back on any exception; an SQLite error becomes ``error`` saying ``what`` failed.
+    """
+    with lock:
+        cursor = db.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            cursor.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise error(f"{what}: {exc}") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            cursor.close()

@@ -1,0 +1,135 @@
+"""What an operator sees: JSON log lines without patient data, readiness, metrics of ingest."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import EMBEDDED, RABBITMQ_S3, Ingest
+from tests.integration.test_quickstart import metric
+from tests.support import dcmtk
+from tests.support.factories import ct_series
+from tests.support.gateway import gateway_environment
+from tests.support.net import free_port, wait_until
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status, body = int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode()
+    return status, (json.loads(body) if path != "/metrics" else body)
+
+
+@pytest.mark.backends(EMBEDDED)
+def test_json_logs_say_what_happened_without_patient_data(ingest: Ingest, inbox: Path) -> None:
+    config = ingest.config()
+    config.update(log_format="json", log_level="DEBUG")
+    gateway = ingest.start(config)
+    series = ct_series(inbox, 3, seed=7)  # patient "Test^Patient7", ID PID00007, born 19700101
+    with ingest.events() as events:
+        dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
+        events.wait_for(1)
+    dcmtk.echoscu(gateway.host, gateway.port, called_ae="NOT-OURS")
+    wait_until(lambda: "association rejected" in gateway.log_text(), 10, "the rejection logged")
+
+    lines = [
+        json.loads(line)
+        for line in gateway.log_text().splitlines()
+        if not line.startswith("--- test harness")
+    ]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    (ended,) = [
+        line
+        for line in lines
+        if line.get("event") == "association" and line.get("outcome") == "released"
+    ]
+    assert ended["association_id"]
+    assert (ended["called_ae"], ended["calling_ae"], ended["instances"]) == (
+        "GATEWAY",
+        "STORESCU",
+        3,
+    )
+    assert ended["bytes"] > 0
+    assert ended["duration_seconds"] >= 0
+    assert ended["remote"].startswith("127.0.0.1:")
+    (rejected,) = [line for line in lines if line.get("outcome") == "rejected"]
+    assert rejected["reason"] == "called-ae-not-recognised"
+    assert any(line["level"] == "DEBUG" for line in lines)
+    for patient_data in ("Patient7", "PID00007", "19700101"):
+        assert patient_data not in gateway.log_text()
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+def test_ingest_alone_serves_health_readiness_and_metrics(ingest: Ingest, inbox: Path) -> None:
+    port = free_port()
+    config = ingest.config()
+    config["http"] = {"host": "127.0.0.1", "ingest_port": port, "export_port": 0}
+    gateway = ingest.start(config)
+    assert get(port, "/healthz") == (200, {"status": "alive"})
+    status, ready = get(port, "/readyz")
+    assert status == 200, ready
+    assert set(ready["checks"]) == {
+        "ingest-listener",
+        "ingest-event-bus",
+        "ingest-storage",
+        "ingest-spool",
+    }
+    with ingest.events() as events:
+        dcmtk.storescu(gateway.host, gateway.port, [s.path for s in ct_series(inbox, 2)], "GATEWAY")
+        events.wait_for(1)
+    dcmtk.echoscu(gateway.host, gateway.port, called_ae="GATEWAY", calling_ae="X", extra_args=())
+    _, text = get(port, "/metrics")
+    assert metric(text, "dicom_gateway_associations_accepted_total", {"called_ae": "GATEWAY"}) >= 2
+    assert metric(text, "dicom_gateway_instances_stored_total") == 2
+    assert metric(text, "dicom_gateway_event_publish_latency_seconds_count") == 1
+    assert get(port, "/nothing")[0] == 404
+
+
+@pytest.mark.backends(EMBEDDED)
+def test_readiness_names_the_failing_check(ingest: Ingest) -> None:
+    port = free_port()
+    config = ingest.config(storage_watermark_percent=0.001)  # any real disk is above this
+    config["http"] = {"host": "127.0.0.1", "ingest_port": port, "export_port": 0}
+    ingest.start(config)
+    status, ready = get(port, "/readyz")
+    assert status == 503
+    assert ready["status"] == "not ready"
+    assert "watermark" in ready["checks"]["ingest-spool"]
+    assert ready["checks"]["ingest-listener"] == "ok"
+
+
+def test_events_follow_prints_each_event_as_it_comes(ingest: Ingest, inbox: Path) -> None:
+    gateway = ingest.start()
+    command = ["events", "--follow", "--config", str(gateway.config_path)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=gateway_environment(),
+        cwd=gateway.directory,
+    ) as follower:
+        assert follower.stdout is not None
+        assert follower.stderr is not None
+        try:
+            following = follower.stderr.readline().decode()
+            assert "following" in following, following
+            files = [s.path for s in ct_series(inbox, 2)]
+            dcmtk.storescu(gateway.host, gateway.port, files, "GATEWAY").check()
+            line = follower.stdout.readline()
+        finally:
+            follower.send_signal(signal.SIGINT)
+            assert follower.wait(10) == 130
+    event = json.loads(line)
+    assert event["type"] == "dicomgateway.association.released.v1"
+    assert event["data"]["instance_count"] == 2

@@ -1,0 +1,207 @@
+"""The README's quickstart, end to end, as a newcomer would run it on a fresh machine.
+
+``dicom-gateway serve`` with no configuration file and nothing else running: no RabbitMQ, no
+S3. The only settings given are the ports (through the environment), so that the test runs next
+to anything else on the machine; everything else is the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import association_released_from_event, parse_event
+from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
+from tests.integration.export_harness import read_received
+from tests.support import dcmtk
+from tests.support.dcmtk import Storescp
+from tests.support.factories import ct_series
+from tests.support.gateway import gateway_environment
+from tests.support.net import free_port, wait_until
+
+#: The console script ``pip install`` put next to this interpreter.
+COMMAND = str(Path(sys.executable).with_name("dicom-gateway"))
+RELEASED = "dicomgateway.association.released.v1"
+
+
+@dataclass
+class Quickstart:
+    directory: Path
+    env: dict[str, str]
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [COMMAND, *args],
+            cwd=self.directory,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def http(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def output(self) -> str:
+        return (self.directory / "serve.log").read_text(errors="replace")
+
+
+def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The value of one series in Prometheus text output (0 when it is not there yet)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
+    series = f"{name}{{{wanted}}}" if wanted else name
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def quickstart(tmp_path: Path) -> Iterator[Quickstart]:
+    directory = tmp_path / "fresh"
+    directory.mkdir()
+    dicom_port, http_port, pacs_port = free_port(), free_port(), free_port()
+    env = {
+        **gateway_environment(),
+        "GATEWAY_INGEST__PORT": str(dicom_port),
+        "GATEWAY_HTTP__INGEST_PORT": str(http_port),
+        # The default example destination, on a free port instead of 11113.
+        "GATEWAY_EXPORT__DESTINATIONS": json.dumps(
+            [{"name": "example", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}]
+        ),
+    }
+    with (directory / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [COMMAND, "serve"], cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    started = Quickstart(directory, env, dicom_port, http_port, process)
+    try:
+        wait_until(lambda: _ready(started), 30, "serve answers /readyz with 200")
+        yield started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(30) == 0, started.output()
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+
+def _ready(started: Quickstart) -> bool:
+    if started.process.poll() is not None:
+        raise AssertionError(f"serve exited with {started.process.returncode}\n{started.output()}")
+    try:
+        return started.http("/readyz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_zero_config_serve_receives_announces_and_exports(
+    quickstart: Quickstart, tmp_path: Path
+) -> None:
+    printed = quickstart.output()
+    assert f"AE title GATEWAY on port {quickstart.dicom_port} -> pipeline default" in printed
+    assert "export destination example: STORESCP at 127.0.0.1" in printed
+
+    series = ct_series(tmp_path / "in", 20)
+    dcmtk.storescu("127.0.0.1", quickstart.dicom_port, [s.path for s in series], "GATEWAY").check()
+    rejected = dcmtk.echoscu("127.0.0.1", quickstart.dicom_port, called_ae="NOT-OURS")
+    assert rejected.rejection is not None
+
+    def association_events() -> list[dict[str, Any]]:
+        listed = quickstart.run("events", "--type", RELEASED)
+        assert listed.returncode == 0, listed.stderr
+        return [json.loads(line) for line in listed.stdout.splitlines()]
+
+    wait_until(lambda: len(association_events()) == 1, 20, "events shows the association")
+    (event,) = association_events()
+    released = association_released_from_event(
+        parse_event(json.dumps(event).encode(), content_type=CONTENT_TYPE_STRUCTURED, headers={})
+    )
+    assert released.instance_count == 20
+    assert (quickstart.directory / "gateway-data").is_dir()
+
+    pacs_port = json.loads(quickstart.env["GATEWAY_EXPORT__DESTINATIONS"])[0]["port"]
+    with Storescp(tmp_path / "pacs", port=pacs_port) as pacs:
+        sent = quickstart.run(
+            "send", "--to", "example", "--association", released.association_id, "--wait"
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "example: succeeded, sent 20, failed 0" in sent.stdout
+        received = {r.sop_instance_uid: r for r in map(read_received, pacs.received_files())}
+    assert sorted(received) == sorted(s.uids.sop_instance for s in series)
+    for instance in series:
+        raw = instance.path.read_bytes()
+        assert raw.endswith(received[instance.uids.sop_instance].data_set)
+
+    failed = quickstart.run("send", "--to", "nowhere", "--association", released.association_id)
+    assert failed.returncode == 0, failed.stderr  # published; its completion says it failed
+
+    def metrics() -> str:
+        status, body = quickstart.http("/metrics")
+        assert status == 200
+        return body
+
+    wait_until(
+        lambda: metric(metrics(), "dicom_gateway_export_requests_total", {"status": "failed"}) == 1,
+        30,
+        "the failed export is counted",
+    )
+    text = metrics()
+    assert metric(text, "dicom_gateway_associations_accepted_total", {"called_ae": "GATEWAY"}) == 1
+    assert (
+        metric(
+            text,
+            "dicom_gateway_associations_rejected_total",
+            {"reason": "called-ae-not-recognised"},
+        )
+        == 1
+    )
+    assert (
+        metric(
+            text,
+            "dicom_gateway_associations_ended_total",
+            {"called_ae": "GATEWAY", "outcome": "released"},
+        )
+        == 1
+    )
+    assert metric(text, "dicom_gateway_instances_received_total", {"called_ae": "GATEWAY"}) == 20
+    assert metric(text, "dicom_gateway_events_published_total") == 1
+    assert metric(text, "dicom_gateway_export_requests_total", {"status": "succeeded"}) == 1
+    assert (
+        metric(
+            text,
+            "dicom_gateway_export_instances_total",
+            {"destination": "example", "outcome": "sent"},
+        )
+        == 20
+    )
+    assert (
+        metric(
+            text,
+            "dicom_gateway_export_instances_total",
+            {"destination": "(unknown)", "outcome": "failed"},
+        )
+        == 20
+    )
+    assert os.path.exists(quickstart.directory / "gateway-data" / "events.sqlite3")
