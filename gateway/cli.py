@@ -97,14 +97,22 @@ class WaitProgress:
         self._what = f"export {export_id} to {destination}"
         self._tty = sys.stderr.isatty()
         self._last_line = 0.0
+        self._open_line = False
 
     def __call__(self, elapsed: float) -> None:
         text = f"{self._what}: waiting for its completion, {elapsed:.0f} s"
         if self._tty:
             print(f"\r{text}", end="", file=sys.stderr, flush=True)
+            self._open_line = True
         elif elapsed - self._last_line >= PROGRESS_LINE_SECONDS:
             self._last_line = elapsed
             print(text, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        """End the updating line, so that what follows starts on a line of its own."""
+        if self._open_line:
+            print(file=sys.stderr, flush=True)
+            self._open_line = False
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -156,17 +164,15 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
         tuple(args.object_keys),
         f"export.completed.cli.{uuid.uuid4().hex}" if args.wait else None,
     )
+    progress = WaitProgress(request.export_id, args.destination)
     try:
         completed = asyncio.run(
-            send_request(
-                settings,
-                request,
-                args.timeout if args.wait else None,
-                progress=WaitProgress(request.export_id, args.destination),
-            )
+            send_request(settings, request, args.timeout if args.wait else None, progress=progress)
         )
     except ValidationError as exc:
         raise ConfigError(f"invalid request: {exc}") from exc
+    finally:
+        progress.finish()
     if completed is None:
         print(f"export {request.export_id} requested")
         return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import WaitProgress, main
 
 
 def test_invalid_configuration_exits_2_naming_the_field(
@@ -38,3 +38,25 @@ def test_check_config_hides_secrets(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "s3cr3t" not in out
     assert "hunter2" not in out
     assert json.loads(out)["broker"]["url"] == "amqp://gw:***@rabbit:5672/prod"
+
+
+def test_send_wait_progress_without_a_terminal_is_a_line_every_few_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = WaitProgress("cli-1", "pacs")
+    for elapsed in (1.0, 2.0, 5.2, 6.0, 10.3):
+        progress(elapsed)
+    progress.finish()
+    assert capsys.readouterr().err.splitlines() == [
+        "export cli-1 to pacs: waiting for its completion, 5 s",
+        "export cli-1 to pacs: waiting for its completion, 10 s",
+    ]
+
+
+def test_events_without_a_local_event_log_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "none" / "events.sqlite3"
+    monkeypatch.setenv("GATEWAY_BROKER__EVENT_LOG", str(log))
+    assert main(["events"], environ={}) == 1
+    assert str(log) in capsys.readouterr().err
