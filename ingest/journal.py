@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,16 @@ class OutboxEvent:
     body: bytes
     #: When the sender released the association (for the publish latency metric).
     released_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An instance now in object storage: its stored size and sha256."""
+
+    association_id: str
+    sop_instance_uid: str
+    size: int
+    sha256: str
 
 
 class AssociationNotOpen(JournalError):
@@ -348,14 +359,13 @@ class Journal:
             ).fetchall()
         return [SpooledInstance(*row) for row in rows]
 
-    def mark_stored(
-        self, association_id: str, sop_instance_uid: str, size: int, sha256: str
-    ) -> None:
+    def mark_stored(self, stored: Sequence[StoredObject]) -> None:
+        """Record uploaded instances, all in one transaction (one fsync for many uploads)."""
         with self._transaction() as cur:
-            cur.execute(
+            cur.executemany(
                 "UPDATE instances SET size = ?, sha256 = ?"
                 " WHERE association_id = ? AND sop_instance_uid = ?",
-                (size, sha256, association_id, sop_instance_uid),
+                [(s.size, s.sha256, s.association_id, s.sop_instance_uid) for s in stored],
             )
 
     # -- outbox -------------------------------------------------------------------------------

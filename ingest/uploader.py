@@ -25,7 +25,7 @@ from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.announcement import released_event
-from ingest.journal import AssociationState, Journal, SpooledInstance
+from ingest.journal import AssociationState, Journal, SpooledInstance, StoredObject
 from ingest.part10 import InstanceIdentity, file_meta_bytes
 from ingest.spool import Spool
 
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 UPLOAD_CONCURRENCY = 4
+#: Uploaded instances are recorded in the journal this many at a time: a commit costs an
+#: fsync, and one per instance made the commits, not the uploads, the slow part of a series.
+STORED_BATCH = 64
 
 
 class Part10Stream(RawIOBase):
@@ -185,10 +188,17 @@ class Uploader:
         if pending and not self._store_checked:
             self._store.ensure_ready()
             self._store_checked = True
-        for _ in self._pool.map(
-            functools.partial(self._store_instance, association.calling_ae_title), pending
-        ):
-            pass
+        uploaded: list[StoredObject] = []
+        try:
+            for stored in self._pool.map(
+                functools.partial(self._store_instance, association.calling_ae_title), pending
+            ):
+                uploaded.append(stored)
+                if len(uploaded) >= STORED_BATCH:
+                    self._record_stored(uploaded)
+        finally:
+            # Also after a failed upload: what did get stored is not uploaded again.
+            self._record_stored(uploaded)
         if not instances:
             # Verification-only associations (C-ECHO) carry nothing for a pipeline.
             self._journal.forget(association_id)
@@ -210,7 +220,13 @@ class Uploader:
             # the leftovers. Retrying here could only repeat finished work.
             log.warning("association %s: spool files not removed: %s", association_id, exc)
 
-    def _store_instance(self, source_ae_title: str, instance: SpooledInstance) -> None:
+    def _record_stored(self, uploaded: list[StoredObject]) -> None:
+        if uploaded:
+            self._journal.mark_stored(uploaded)
+            self._metrics.instances_stored.inc(len(uploaded))
+            uploaded.clear()
+
+    def _store_instance(self, source_ae_title: str, instance: SpooledInstance) -> StoredObject:
         meta = file_meta_bytes(
             InstanceIdentity(
                 sop_class_uid=instance.sop_class_uid,
@@ -228,10 +244,9 @@ class Uploader:
             spooled.seek(instance.data_offset)
             stream = Part10Stream(meta, spooled, instance.data_length)
             self._store.put(instance.object_key, stream, stream.length)
-        self._journal.mark_stored(
+        return StoredObject(
             instance.association_id,
             instance.sop_instance_uid,
             stream.length,
             stream.sha256.hexdigest(),
         )
-        self._metrics.instances_stored.inc()

@@ -17,6 +17,7 @@ from ingest.journal import (
     AssociationState,
     Journal,
     SpooledInstance,
+    StoredObject,
 )
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -65,8 +66,9 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
     journal.add_instance(instance(aid, "1.2.3.4.2", 2))
     journal.mark_released(aid, STARTED + timedelta(seconds=3))
     assert journal.associations_in_state(AssociationState.RELEASED) == [aid]
-    for sop in ("1.2.3.4.1", "1.2.3.4.2"):
-        journal.mark_stored(aid, sop, 1200, "ab" * 32)
+    journal.mark_stored(
+        [StoredObject(aid, sop, 1200, "ab" * 32) for sop in ("1.2.3.4.1", "1.2.3.4.2")]
+    )
 
     event = released_event(
         journal.association(aid),

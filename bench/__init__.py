@@ -1,0 +1,21 @@
+"""Throughput benchmark of the gateway against dcmtk, on data sets made in code.
+
+``python -m bench`` (from the repository root) sends a CT series, many small instances and a few
+large multi-frame instances with dcmtk's ``storescu`` into dcmtk's ``storescp`` and into
+``dicom-gateway ingest`` (on RabbitMQ + S3 and on the embedded defaults), exports the stored CT
+series with ``dicom-gateway export`` and with ``storescu``, checks that every instance arrived
+byte for byte, and prints one markdown report. ``python -m bench --help`` lists the options.
+
+Modules, one job each:
+
+- :mod:`bench.datasets`: the deterministic data sets and their on-disk cache
+- :mod:`bench.integrity`: data set digests and the comparison of what arrived with what was sent
+- :mod:`bench.processes`: starting, stopping and measuring child processes; dcmtk's tools
+- :mod:`bench.receivers`: ``storescp`` and the gateway's ``ingest`` and ``export`` processes
+- :mod:`bench.backends`: the gateway on RabbitMQ + S3 or embedded: its configuration, bus,
+  stored objects and clean-up
+- :mod:`bench.events`: watching for association events on RabbitMQ or the local event log
+- :mod:`bench.ingest_runs`, :mod:`bench.export_runs`: one measured row each
+- :mod:`bench.report`: the rows, the markdown tables, the machine
+- :mod:`bench.cli`: options and the order of the runs
+"""

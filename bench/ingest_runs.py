@@ -1,0 +1,178 @@
+"""One ingest row: a data set sent by storescu, in 1 or N associations, into one receiver."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.backends import Backend, new_bucket
+from bench.datasets import DataSet
+from bench.events import Message
+from bench.integrity import compare
+from bench.processes import Dcmtk, PeakRssSampler, SendResult, send_with_storescu, split
+from bench.receivers import GatewayProcess, Storescp
+from bench.report import Row
+from contracts import AssociationReleased
+from gateway_client.testing import free_port
+
+AE_TITLE = "GATEWAY"
+PIPELINE = "bench"
+#: Every association event, whatever the pipeline.
+EVENTS_BINDING = "association.released.#"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every run needs: the tools, where to work, how long to wait."""
+
+    dcmtk: Dcmtk
+    runs_dir: Path
+    progress: Callable[[str], None]
+
+    def row_dir(self, *parts: object) -> Path:
+        directory = self.runs_dir / "-".join(str(part) for part in parts)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def send_timeout(self, dataset: DataSet) -> float:
+        """Generous: 60 s plus 1 s per 2 MB (about a tenth of the slowest rate seen)."""
+        return 60.0 + dataset.total_dataset_bytes / 2e6
+
+
+def new_row(dataset: DataSet, who: str, label: str, associations: int) -> Row:
+    """A row of ``dataset`` without measurements yet."""
+    return Row(
+        dataset=dataset.spec.name,
+        who=who,
+        label=label,
+        associations=associations,
+        instances=len(dataset.instances),
+        dataset_bytes=dataset.total_dataset_bytes,
+    )
+
+
+def _send_failures(send: SendResult) -> str:
+    return "; ".join(f"{title}: {problem}" for title, problem in sorted(send.failures.items()))
+
+
+def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Row:
+    """storescu → storescp (``--fork`` for several associations), the reference."""
+    label = "storescp --fork" if associations > 1 else "storescp"
+    row = new_row(dataset, "storescp", label, associations)
+    directory = context.row_dir(dataset.spec.name, "storescp", associations)
+    groups = split(dataset.paths, associations)
+    try:
+        with (
+            Storescp(context.dcmtk, directory, fork=associations > 1) as scp,
+            PeakRssSampler([scp.pid], with_descendants=scp.fork) as receivers,
+        ):
+            send = send_with_storescu(
+                context.dcmtk,
+                scp.port,
+                scp.ae_title,
+                groups,
+                log_dir=directory,
+                timeout=context.send_timeout(dataset),
+            )
+        row.peak_rss = receivers.peak or None
+        row.seconds = send.seconds
+        row.verdict = compare(dataset.expected(), scp.received())
+        if send.failures:
+            row.note = _send_failures(send)
+    finally:
+        shutil.rmtree(directory / "received", ignore_errors=True)
+    return row
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What a gateway ingest run left in storage, for the export measurement."""
+
+    backend: Backend
+    directory: Path
+    config: dict[str, Any]
+    events: tuple[AssociationReleased, ...]
+
+
+def ingest_config(
+    backend: Backend, directory: Path, bucket: str, associations: int
+) -> dict[str, Any]:
+    return {
+        "ingest": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "max_associations": max(8, associations * 2),
+            "spool_dir": str(directory / "spool"),
+            # Not the defaults (75 %, 5 GiB): a development machine's disk should not refuse.
+            "storage_watermark_percent": 95,
+            "reserved_storage_gb": 1,
+            "ae": [{"ae_title": AE_TITLE, "pipeline": PIPELINE}],
+        },
+        **backend.config(directory, bucket),
+        "http": {"host": "127.0.0.1", "ingest_port": 0, "export_port": 0},
+    }
+
+
+def gateway_ingest(
+    context: Context,
+    backend: Backend,
+    dataset: DataSet,
+    associations: int,
+    cleanup: ExitStack,
+) -> tuple[Row, StoredRun | None]:
+    """storescu → ``dicom-gateway ingest``; a fresh process, bucket and spool per row.
+
+    What was stored stays until ``cleanup`` closes (the export measurement reads it).
+    """
+    row = new_row(dataset, backend.key, backend.label, associations)
+    directory = context.row_dir(dataset.spec.name, backend.key, associations)
+    bucket = new_bucket(f"{dataset.spec.name}-{associations}")
+    cleanup.callback(backend.delete, directory, bucket)
+    backend.prepare(directory, bucket)
+    cleanup.callback(shutil.rmtree, directory / "spool", ignore_errors=True)
+    config = ingest_config(backend, directory, bucket, associations)
+    groups = split(dataset.paths, associations)
+    with (
+        backend.bus(directory, EVENTS_BINDING) as bus,
+        GatewayProcess("ingest", config, directory, context.dcmtk) as ingest,
+    ):
+        send = send_with_storescu(
+            context.dcmtk,
+            config["ingest"]["port"],
+            AE_TITLE,
+            groups,
+            log_dir=directory,
+            timeout=context.send_timeout(dataset),
+        )
+        row.seconds = send.seconds
+        if send.failures:
+            row.note = _send_failures(send)
+            return row, None
+        try:
+            messages = bus.wait_for_count(
+                len(groups), context.send_timeout(dataset), "association events"
+            )
+        except TimeoutError as exc:
+            row.note = f"{exc}\n{ingest.log_tail()}"
+            return row, None
+        row.peak_rss = ingest.peak_rss()
+    events = tuple(message.association_released() for message in messages)
+    row.event_seconds = _worst_latency(messages, events, send)
+    keys = [(i.sop_instance_uid, i.object_key) for e in events for i in e.instances]
+    digests = backend.digests(directory, bucket, (key for _, key in keys))
+    row.verdict = compare(dataset.expected(), zip((uid for uid, _ in keys), digests, strict=True))
+    return row, StoredRun(backend, directory, config, events)
+
+
+def _worst_latency(
+    messages: list[Message], events: tuple[AssociationReleased, ...], send: SendResult
+) -> float:
+    """The longest time from a storescu's exit to its association's event (by calling AE)."""
+    return max(
+        message.arrived - send.exits[event.calling_ae_title]
+        for message, event in zip(messages, events, strict=True)
+    )
