@@ -6,9 +6,11 @@ library error is converted to :class:`StorageUnavailable` here; callers retry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
@@ -25,6 +27,10 @@ from gateway.settings import StorageSettings
 #: signs it), so part size times parallel parts is what one large upload costs in memory.
 PART_SIZE = 8 * 1024 * 1024
 PARALLEL_PARTS = 2
+#: Multipart uploads at once over the whole store. The uploader sends several instances in
+#: parallel; without this bound, as many large instances would each hold their parts in memory
+#: (4 × 100 MB instances peaked at 207 MB RSS; one at a time: 115 MB, at the same MB/s received).
+MULTIPART_UPLOADS = 1
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
 
 
@@ -67,6 +73,7 @@ class S3Store:
             http_client=http,
         )
         self._bucket = settings.bucket
+        self._multipart = threading.BoundedSemaphore(MULTIPART_UPLOADS)
 
     @property
     def bucket(self) -> str:
@@ -80,16 +87,18 @@ class S3Store:
             raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
 
     def put(self, key: str, data: Readable, length: int) -> None:
+        multipart = length > PART_SIZE
         try:
-            self._client.put_object(
-                self._bucket,
-                key,
-                cast(BinaryIO, data),  # minio only ever calls read(size)
-                length,
-                content_type="application/dicom",
-                part_size=PART_SIZE if length > PART_SIZE else 0,
-                num_parallel_uploads=PARALLEL_PARTS,
-            )
+            with self._multipart if multipart else contextlib.nullcontext():
+                self._client.put_object(
+                    self._bucket,
+                    key,
+                    cast(BinaryIO, data),  # minio only ever calls read(size)
+                    length,
+                    content_type="application/dicom",
+                    part_size=PART_SIZE if multipart else 0,
+                    num_parallel_uploads=PARALLEL_PARTS,
+                )
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
 
