@@ -29,7 +29,7 @@ PART_SIZE = 8 * 1024 * 1024
 PARALLEL_PARTS = 2
 #: Multipart uploads at once over the whole store. The uploader sends several instances in
 #: parallel; without this bound, as many large instances would each hold their parts in memory
-#: (4 × 100 MB instances peaked at 207 MB RSS; one at a time: 115 MB, at the same MB/s received).
+#: (4 x 100 MB instances peaked at 207 MB RSS; one at a time: 115 MB, at the same MB/s received).
 MULTIPART_UPLOADS = 1
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
 
