@@ -1,8 +1,9 @@
 """The README's quickstart, end to end, as a newcomer would run it on a fresh machine.
 
 ``dicom-gateway serve`` with no configuration file and nothing else running: no RabbitMQ, no
-S3. The only settings given are the ports (through the environment), so that the test runs next
-to anything else on the machine; everything else is the built-in defaults.
+S3. The only settings given (through the environment) are the ports, so that the test runs next
+to anything else on the machine, and the spool watermark, so that it does not depend on how full
+the machine's disk is; everything else is the built-in defaults.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def quickstart(tmp_path: Path) -> Iterator[Quickstart]:
         **gateway_environment(),
         "GATEWAY_INGEST__PORT": str(dicom_port),
         "GATEWAY_HTTP__INGEST_PORT": str(http_port),
+        # Not what is tested, and not the machine's to decide: the default watermark (75%)
+        # would refuse associations on a test machine whose disk happens to be that full.
+        "GATEWAY_INGEST__STORAGE_WATERMARK_PERCENT": "99",
+        "GATEWAY_INGEST__RESERVED_STORAGE_GB": "1",
         # The default example destination, on a free port instead of 11113.
         "GATEWAY_EXPORT__DESTINATIONS": json.dumps(
             [{"name": "example", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}]

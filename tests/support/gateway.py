@@ -190,6 +190,10 @@ def basic_config(
             "port": port,
             "spool_dir": str(spool_dir),
             "ae": [{"ae_title": ae_title, "pipeline": pipeline}],
+            # How full the test machine's disk is must not decide a test (the production
+            # defaults, 75% and 5 GiB, refuse associations on a busy developer disk).
+            "storage_watermark_percent": 99,
+            "reserved_storage_gb": 1,
         },
         "storage": {
             "backend": "s3",
