@@ -30,14 +30,22 @@ class AssociationRequest:
 
 @dataclass(frozen=True)
 class SpoolUsage:
-    total_bytes: int
+    """The spool filesystem's space: used, and free for the (unprivileged) gateway."""
+
+    used_bytes: int
     free_bytes: int
 
     @property
     def used_percent(self) -> float:
-        if self.total_bytes <= 0:
+        """As ``df`` reports it: blocks reserved for root count neither as used nor as free.
+
+        Counting them as used would put the watermark well below what the operator sees (on
+        a filesystem with a large reserve, 75% here could be 30% in ``df``).
+        """
+        usable = self.used_bytes + self.free_bytes
+        if usable <= 0:
             return 100.0
-        return 100.0 * (self.total_bytes - self.free_bytes) / self.total_bytes
+        return 100.0 * self.used_bytes / usable
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
 
     def usage(self) -> SpoolUsage:
-        total, _used, free = shutil.disk_usage(self.root)
-        return SpoolUsage(total_bytes=total, free_bytes=free)
+        _total, used, free = shutil.disk_usage(self.root)
+        return SpoolUsage(used_bytes=used, free_bytes=free)
 
     def association_dir(self, association_id: str) -> Path:
         return self.associations / association_id

@@ -21,7 +21,7 @@ from ingest.policy import (
 )
 
 GIB = 1024**3
-ROOMY = SpoolUsage(total_bytes=100 * GIB, free_bytes=80 * GIB)
+ROOMY = SpoolUsage(used_bytes=20 * GIB, free_bytes=80 * GIB)
 SOURCES = (
     SourceSettings(name="ct", ae_title="CT01", host="10.0.0.5"),
     SourceSettings(name="mr", ae_title="MR01"),
@@ -68,12 +68,12 @@ def request(
             SETTINGS,
             request(),
             0,
-            SpoolUsage(100 * GIB, 20 * GIB),
+            SpoolUsage(80 * GIB, 20 * GIB),
             SPOOL_FULL,
             id="above-watermark",
         ),
         pytest.param(
-            SETTINGS, request(), 0, SpoolUsage(8 * GIB, 4 * GIB), SPOOL_FULL, id="below-reserve"
+            SETTINGS, request(), 0, SpoolUsage(4 * GIB, 4 * GIB), SPOOL_FULL, id="below-reserve"
         ),
         pytest.param(
             SETTINGS,
@@ -141,17 +141,19 @@ def test_decide(
 
 
 @pytest.mark.parametrize(
-    ("total_gib", "free_gib", "watermark", "reserve", "expected"),
+    ("used_gib", "free_gib", "watermark", "reserve", "expected"),
     [
-        (100, 25, 75, 5, True),
-        (100, 24, 75, 5, False),
-        (100, 50, 75, 60, False),
-        (100, 100, 75, 0, True),
+        (75, 25, 75, 5, True),
+        (76, 24, 75, 5, False),
+        (50, 50, 75, 60, False),
+        (0, 100, 75, 0, True),
         (0, 0, 75, 0, False),
+        # df's view: 24 GiB used, 78 GiB free is 23.5% used, whatever root keeps in reserve
+        (24, 78, 75, 5, True),
     ],
 )
 def test_spool_has_room(
-    total_gib: int, free_gib: int, watermark: float, reserve: float, expected: bool
+    used_gib: int, free_gib: int, watermark: float, reserve: float, expected: bool
 ) -> None:
-    usage = SpoolUsage(total_bytes=total_gib * GIB, free_bytes=free_gib * GIB)
+    usage = SpoolUsage(used_bytes=used_gib * GIB, free_bytes=free_gib * GIB)
     assert spool_has_room(usage, watermark, reserve) is expected
