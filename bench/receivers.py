@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +19,7 @@ from pydicom.filereader import read_file_meta_info
 
 from bench.integrity import dataset_digest
 from bench.processes import BenchError, Dcmtk, dcmtk_environment, peak_rss, stop
-from gateway_client.testing import free_port, gateway_environment, to_toml, wait_until
+from gateway_client.testing import free_port, gateway_environment, http_get, to_toml, wait_until
 
 #: The repository root: put on the gateway's PYTHONPATH so that ``-m gateway`` runs this checkout.
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
@@ -228,11 +226,9 @@ class GatewayProcess(_Process):
             ingest = self.config["ingest"]
             # --abort: an aborted association publishes no event; any answer means it is up.
             return _echo(self.dcmtk, int(ingest["port"]), ingest["ae"][0]["ae_title"], "--abort")
-        url = f"http://127.0.0.1:{self.config['http']['export_port']}/readyz"
+        port = int(self.config["http"]["export_port"])
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return int(response.status) == 200
-        except urllib.error.HTTPError:
-            return False  # 503: not attached to its queue yet
+            # 503 until it is attached to its queue
+            return http_get("127.0.0.1", port, "/readyz", timeout=5)[0] == 200
         except OSError:
             return False  # not listening yet

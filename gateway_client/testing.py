@@ -139,6 +139,18 @@ def wait_until(
         time.sleep(interval)
 
 
+def http_get(host: str, port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:
+    """GET ``http://host:port/path``: its status and body, error statuses (503 from
+    ``/readyz``) included. Raises :class:`OSError` when nothing answers.
+    """
+    try:
+        url = f"http://{host}:{port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (a server started on it soon will get it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -465,12 +477,7 @@ class RunningGateway:
 
     def http_get(self, path: str) -> tuple[int, str]:
         """GET ``path`` (``/readyz``, ``/metrics``...): status and body."""
-        url = f"http://{self.host}:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(self.host, self.http_port, path)
 
     def consumer_name(self, stem: str) -> str:
         """A consumer name for this test only, whose queues are deleted at the end.

@@ -6,13 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway_client.testing import http_get
 from tests.integration.conftest import EMBEDDED, RABBITMQ_S3, Ingest
 from tests.integration.test_quickstart import metric
 from tests.support import dcmtk
@@ -22,12 +21,7 @@ from tests.support.net import free_port, wait_until
 
 
 def get(port: int, path: str) -> tuple[int, Any]:
-    url = f"http://127.0.0.1:{port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            status, body = int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read().decode()
+    status, body = http_get("127.0.0.1", port, path)
     return status, (json.loads(body) if path != "/metrics" else body)
 
 

@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from contracts import association_released_from_event, parse_event
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
+from gateway_client.testing import http_get
 from tests.integration.export_harness import read_received
 from tests.support import dcmtk
 from tests.support.dcmtk import Storescp
@@ -56,12 +55,7 @@ class Quickstart:
         )
 
     def http(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get("127.0.0.1", self.http_port, path)
 
     def output(self) -> str:
         return (self.directory / "serve.log").read_text(errors="replace")

@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from contracts.keys import new_association_id
+from gateway.broker import Publisher
 from gateway.errors import EventUnroutable
 from gateway.metrics import IngestMetrics
 from ingest.journal import AssociationRecord, Journal, OutboxEvent
@@ -33,27 +34,41 @@ class RecordingPublisher:
         return None
 
 
-def test_drain_after_stop_publishes_and_empties_the_outbox(tmp_path: Path) -> None:
+def announced(tmp_path: Path) -> tuple[Journal, str]:
+    """A journal with one released association whose event waits in the outbox."""
     journal = Journal.open(tmp_path / "journal.sqlite3")
     association_id = new_association_id()
     now = datetime.now(UTC)
     journal.begin_association(
         AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now)
     )
+    journal.mark_released(association_id, now)
     journal.announce(
         OutboxEvent(association_id, association_id, "association.released.default", "x", b"{}"),
         now,
     )
-    publisher = RecordingPublisher()
+    return journal, association_id
 
+
+def drain_stopped(journal: Journal, publisher: Publisher, metrics: IngestMetrics) -> bool:
     async def scenario() -> bool:
-        relay = Relay(journal, publisher, IngestMetrics.register(CollectorRegistry()))
+        relay = Relay(journal, publisher, metrics)
         relay.stop()
         return await relay.drain(timeout=5)
 
-    assert asyncio.run(scenario()) is True
+    return asyncio.run(scenario())
+
+
+def test_drain_after_stop_publishes_and_empties_the_outbox(tmp_path: Path) -> None:
+    journal, association_id = announced(tmp_path)
+    publisher = RecordingPublisher()
+    registry = CollectorRegistry()
+
+    assert drain_stopped(journal, publisher, IngestMetrics.register(registry)) is True
     assert publisher.published == [("association.released.default", association_id)]
     assert journal.outbox_depth() == 0
+    assert registry.get_sample_value("dicom_gateway_events_published_total") == 1
+    assert registry.get_sample_value("dicom_gateway_event_publish_latency_seconds_count") == 1
 
 
 class UnroutingPublisher(RecordingPublisher):
@@ -66,23 +81,10 @@ class UnroutingPublisher(RecordingPublisher):
 
 
 def test_unroutable_event_is_kept_and_offered_again_later(tmp_path: Path) -> None:
-    journal = Journal.open(tmp_path / "journal.sqlite3")
-    association_id = new_association_id()
-    now = datetime.now(UTC)
-    journal.begin_association(
-        AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now)
-    )
-    journal.announce(
-        OutboxEvent(association_id, association_id, "association.released.default", "x", b"{}"),
-        now,
-    )
+    journal, association_id = announced(tmp_path)
+    metrics = IngestMetrics.register(CollectorRegistry())
 
-    async def scenario() -> bool:
-        relay = Relay(journal, UnroutingPublisher(), IngestMetrics.register(CollectorRegistry()))
-        relay.stop()
-        return await relay.drain(timeout=5)
-
-    assert asyncio.run(scenario()) is False
+    assert drain_stopped(journal, UnroutingPublisher(), metrics) is False
     assert journal.outbox_depth() == 1
     assert journal.pending_events(datetime.now(UTC)) == []
     later = datetime.now(UTC) + timedelta(seconds=UNROUTED_RETRY_SECONDS + 1)
