@@ -20,6 +20,7 @@ from export import backpressure
 from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
 from gateway.dicom_codes import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
+from gateway.prompt_dul import PromptAE
 from gateway.settings import DestinationSettings, ExportSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class ScuIdentity:
 
 
 def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> AE:
-    ae = AE(ae_title=identity.ae_title)
+    ae = PromptAE(ae_title=identity.ae_title)
     ae.implementation_class_uid = identity.implementation_class_uid
     ae.implementation_version_name = identity.implementation_version_name
     ae.maximum_pdu_size = settings.max_pdu_length

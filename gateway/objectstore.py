@@ -7,6 +7,7 @@ library error is converted to :class:`StorageUnavailable` here; callers retry.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -123,6 +124,10 @@ class S3Store:
             raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
 
 
+#: Why a hard link may be refused where a copy works: another file system, or none allowed.
+_NO_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
+
+
 class FileStore:
     """Objects as files under ``root/<bucket>/``, written atomically and fsynced."""
 
@@ -139,9 +144,19 @@ class FileStore:
         return self._root / key
 
     def download(self, key: str, target: Path) -> None:
+        """A hard link where the file system allows it, otherwise a copy.
+
+        :meth:`put` only ever replaces an object whole (a new file renamed over it), so the
+        link keeps the object as it was when linked, like a copy, without reading it.
+        """
         source = self._path(key)
         try:
-            shutil.copyfile(source, target)
+            try:
+                os.link(source, target)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINK:
+                    raise
+                shutil.copyfile(source, target)
         except FileNotFoundError as exc:
             raise ObjectMissing(f"no object {key} under {self._root}") from exc
         except OSError as exc:

@@ -86,7 +86,9 @@ def run(settings: GatewaySettings) -> int:
         export = loop.submit(serve_export(settings, stop, export_metrics, checks))
         while True:
             received = signal.sigtimedwait(stop_signals, _WATCH_SECONDS)
-            if received is not None:
+            # Seen under a sampling profiler (ptrace): a wait that returns without one of
+            # our signals, with a meaningless number in it; that is no reason to stop.
+            if received is not None and received.si_signo in stop_signals:
                 log.info("received %s: shutting down", signal.Signals(received.si_signo).name)
                 break
             if export.done():

@@ -38,15 +38,25 @@ def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(
-    db: sqlite3.Connection, lock: threading.Lock, error: type[GatewayError], what: str
+    db: sqlite3.Connection,
+    lock: threading.Lock,
+    error: type[GatewayError],
+    what: str,
+    *,
+    durable_with_next: bool = False,
 ) -> Iterator[sqlite3.Cursor]:
     """One write transaction, taken at once (``BEGIN IMMEDIATE``) and committed on exit.
 
     Rolled back on any exception; an SQLite error becomes ``error`` saying ``what`` failed.
+    ``durable_with_next``: commit without waiting for the disk (``synchronous=NORMAL``). The
+    write-ahead log is appended in order, so the next ordinary commit's fsync makes this one
+    durable too; for a caller whose record only counts once a later record exists.
     """
     with lock:
         cursor = db.cursor()
         try:
+            if durable_with_next:
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("BEGIN IMMEDIATE")
             yield cursor
             cursor.execute("COMMIT")
@@ -59,4 +69,11 @@ def transaction(
                 db.execute("ROLLBACK")
             raise
         finally:
-            cursor.close()
+            try:
+                if durable_with_next:
+                    # Every other commit on this connection must wait for the disk again.
+                    cursor.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise error(f"{what}: cannot restore synchronous commits: {exc}") from exc
+            finally:
+                cursor.close()

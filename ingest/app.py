@@ -314,6 +314,8 @@ def run(settings: GatewaySettings) -> int:
             stack.callback(status.stop)
         stack.enter_context(running_ingest(settings, IngestMetrics.register(registry), checks))
         received = signal.sigwait(stop_signals)
+        while received not in stop_signals:  # as in gateway.serve: not one of ours
+            received = signal.sigwait(stop_signals)
         log.info("received %s: shutting down", signal.Signals(received).name)
     log.info("ingest stopped")
     return 0

@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.fsync import start_writeback
+
 
 class IncomingFile:
     """The subset of a ``NamedTemporaryFile`` that pynetdicom uses, tolerant of write errors."""
@@ -25,6 +27,7 @@ class IncomingFile:
         self._path = path
         self._failures = failures
         self._out: BinaryIO = path.open("wb")
+        self._written_back = 0
         self.failed = False
 
     @property
@@ -49,11 +52,16 @@ class IncomingFile:
         return len(data)
 
     def flush(self) -> None:
+        """pynetdicom flushes after each fragment: start that fragment's way to the disk."""
         if not self.failed:
             try:
                 self._out.flush()
             except OSError as exc:
                 self._fail(exc)
+                return
+            end = self._out.tell()
+            start_writeback(self._out.fileno(), self._written_back, end - self._written_back)
+            self._written_back = end
 
     def close(self) -> None:
         try:

@@ -159,8 +159,16 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
-        return transaction(self._db, self._lock, JournalError, "journal write failed")
+    def _transaction(
+        self, *, durable_with_next: bool = False
+    ) -> AbstractContextManager[sqlite3.Cursor]:
+        return transaction(
+            self._db,
+            self._lock,
+            JournalError,
+            "journal write failed",
+            durable_with_next=durable_with_next,
+        )
 
     # -- associations -------------------------------------------------------------------------
 
@@ -313,8 +321,12 @@ class Journal:
 
         A sender may send the same SOP Instance UID twice in one association; the last copy
         wins, as it would in any archive, and the earlier file is the caller's to remove.
+
+        The row is not fsynced on its own: it only counts once the association's release is
+        recorded, and that commit's fsync makes every earlier row durable with it. A crash
+        before then discards the association, row or not. (This saves one fsync per instance.)
         """
-        with self._transaction() as cur:
+        with self._transaction(durable_with_next=True) as cur:
             state = cur.execute(
                 "SELECT state FROM associations WHERE association_id = ?",
                 (instance.association_id,),

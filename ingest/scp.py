@@ -23,9 +23,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 from contracts.keys import is_valid_uid, new_association_id, object_key
 from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
-from gateway.errors import GatewayError, InstanceRejected, JournalError
+from gateway.errors import InstanceRejected, JournalError
 from gateway.logs import fields
 from gateway.metrics import IngestMetrics
+from gateway.prompt_dul import start_acceptor
 from gateway.settings import AESettings, GatewaySettings
 from ingest.dicom_codes import NO_REASON_GIVEN, Reject
 from ingest.incoming import IncomingFiles
@@ -447,11 +448,4 @@ def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
         (evt.EVT_ABORTED, handle_aborted, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
-    server = ae.start_server(
-        (ctx.settings.ingest.host, ctx.settings.ingest.port),
-        block=False,
-        evt_handlers=handlers,
-    )
-    if server is None:  # only a blocking server returns nothing
-        raise GatewayError("the DICOM listener did not start")
-    return server
+    return start_acceptor(ae, (ctx.settings.ingest.host, ctx.settings.ingest.port), handlers)

@@ -46,18 +46,27 @@ class Spool:
     def adopt(self, received: Path, association_id: str, seq: int) -> str:
         """Move a received data set into the association's directory, durably.
 
-        The file is fsynced before the rename and the directory after it, so once this returns
-        the instance survives a power cut. Returns the file's name in the association's dir.
+        Once this returns, the file and its name survive a power cut. It is renamed first and
+        synced after: the file's fsync then commits the rename with it (ext4's journal), and
+        the directory's fsync finds little left to do. Until this returns nothing refers to
+        the file (no journal row, no answer to the sender), so a crash in between leaves only
+        a stray file in an association that never released, which recovery removes with it.
+        Returns the file's name in the association's directory.
         """
-        fd = os.open(received, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         name = f"{seq:06d}.dcm"
         directory = self.association_dir(association_id)
-        os.replace(received, directory / name)
-        fsync_directory(directory)
+        adopted = directory / name
+        os.replace(received, adopted)
+        try:
+            fd = os.open(adopted, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_directory(directory)
+        except OSError:
+            adopted.unlink(missing_ok=True)
+            raise
         return name
 
     def instance_path(self, association_id: str, spool_name: str) -> Path:

@@ -1,0 +1,264 @@
+"""pynetdicom associations woken by their socket and their queues instead of polling.
+
+pynetdicom runs two threads per association, and both poll: when idle, the DUL thread sleeps
+1 ms before looking at its socket and its outgoing queue again, and the association thread
+sleeps 1 ms before looking for a decoded DIMSE message. One C-STORE crosses between them
+twice (the request to the association thread, its response back), so each instance waited up
+to 2 ms for nothing; on the bench's CT series that was about a fifth of ingest's time per
+instance (docs/performance.md).
+
+Here, with pynetdicom's own state machine, PDU codec and DIMSE code unchanged:
+
+* the DUL thread waits in ``poll()`` on its socket *and* a wake-up pipe, which the other
+  threads write whenever they queue a primitive to send, or kill the DUL;
+* an acceptor's association thread waits on the DIMSE message queue rather than sleeping
+  (a requestor's keeps pynetdicom's: its user pauses that thread for every request it sends,
+  and a thread in a longer wait would only be slower to pause);
+* the socket reads a PDU with as few ``recv_into`` calls as the kernel allows, where
+  pynetdicom reads 4 KiB per call and appends each piece (64 calls for a 256 KiB PDU).
+
+Both waits are bounded by :data:`WAIT_SECONDS`, so pynetdicom's timers (ARTIM, network
+timeout), its kill flags and a peer's A-RELEASE or A-ABORT are still seen within that time.
+Acceptors get these classes from :func:`start_acceptor`, requestors from :class:`PromptAE`;
+nothing in pynetdicom is patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import ssl
+import threading
+from datetime import datetime
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import (
+    AddressInformation,
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+
+#: Longest wait before pynetdicom's reactors look at their timers and flags again.
+WAIT_SECONDS = 0.01
+#: A PDU's first read buffer; larger PDUs grow it as their bytes arrive. Ingest accepts
+#: 256 KiB PDUs by default, so one read usually takes a whole PDU.
+FIRST_READ_BYTES = 1024 * 1024
+#: State 13: the DUL waits for the peer to close; pynetdicom drains the socket there itself.
+_CLOSING = "Sta13"
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+class _Waker:
+    """A pipe another thread writes to interrupt a ``poll()``; one pending byte is enough."""
+
+    def __init__(self) -> None:
+        self.fileno, self._write_end = os.pipe()
+        os.set_blocking(self.fileno, False)
+        os.set_blocking(self._write_end, False)
+        # Once closed, the descriptor numbers may belong to another connection: a late
+        # wake-up must not write there, hence the lock shared with close().
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            # A full pipe means a wake-up is already pending.
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._write_end, b"\0")
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fileno, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self.fileno)
+            os.close(self._write_end)
+
+
+class PromptDUL(DULServiceProvider):
+    """A DUL provider that waits for data or for work instead of sleeping between looks."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._waker = _Waker()
+        #: True while this thread may be in (or about to enter) its wait; see _is_transport_event.
+        self._may_be_waiting = False
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        # A data set goes out as many PDUs in a row; only a waiting thread needs a wake-up.
+        if self._may_be_waiting:
+            self._waker.wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._waker.wake()
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._waker.close()
+
+    def _is_transport_event(self) -> bool:
+        """Wait until the peer sent data or our user queued a primitive, then act on it.
+
+        pynetdicom calls this once per loop when there is nothing of ours to send; returning
+        ``True`` means an event was queued, and the loop then runs it without sleeping.
+        """
+        # The flag goes up before the queues are looked at: a primitive queued after the look
+        # sees it and wakes us, one queued before it is found by the look.
+        self._may_be_waiting = True
+        try:
+            if self._may_wait():
+                readable = self._wait()
+                if self._waker.fileno in readable:
+                    self._waker.drain()
+                    if self._process_recv_primitive():
+                        return True
+        finally:
+            self._may_be_waiting = False
+        return bool(super()._is_transport_event())
+
+    def _may_wait(self) -> bool:
+        sock = getattr(self.socket, "socket", None)
+        if sock is None or self._kill_thread or not getattr(self.socket, "_is_connected", False):
+            return False
+        if self.state_machine.current_state == _CLOSING:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False  # decrypted bytes wait in the TLS layer, invisible to poll()
+        return self.to_provider_queue.empty() and self.event_queue.empty()
+
+    def _wait(self) -> set[int]:
+        sock = getattr(self.socket, "socket", None)
+        if sock is None:
+            return set()
+        poller = select.poll()
+        try:
+            poller.register(sock, _READABLE)
+        except (OSError, ValueError):
+            return set()  # closed under us: pynetdicom's own check reports it
+        poller.register(self._waker.fileno, select.POLLIN)
+        return {fd for fd, _ in poller.poll(WAIT_SECONDS * 1000)}
+
+
+class PromptDIMSE(DIMSEServiceProvider):
+    """The association thread waits on the message queue instead of sleeping."""
+
+    def get_msg(self, block: bool = False) -> Any:
+        if block:
+            return super().get_msg(block=True)
+        # pynetdicom's reactor asks without blocking, once per loop; waiting here (bounded)
+        # hands it a message as soon as the DUL thread has decoded one.
+        try:
+            return self.msg_queue.get(timeout=WAIT_SECONDS)
+        except queue.Empty:
+            return None, None
+
+
+class PromptSocket(AssociationSocket):
+    """A connection that reads each PDU into one buffer."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes``, or fewer if the peer closed the connection (as pynetdicom).
+
+        Room is made as data arrives, never for the length a peer announced: a PDU header may
+        claim 4 GiB and be followed by nothing.
+        """
+        data = bytearray(min(nr_bytes, FIRST_READ_BYTES))
+        received = 0
+        sock = self.socket
+        while sock is not None and received < nr_bytes:
+            if received == len(data):
+                data += bytes(min(nr_bytes, 2 * len(data)) - len(data))
+            with memoryview(data) as view:
+                count = sock.recv_into(view[received:])
+            if count == 0:
+                break
+            received += count
+        del data[received:]
+        return data
+
+
+def _reset_timers(assoc: Association) -> None:
+    """The association set its timers on the DUL it made first; set them on the new one."""
+    assoc.acse_timeout = assoc.acse_timeout
+    assoc.network_timeout = assoc.network_timeout
+
+
+def make_prompt(assoc: Association) -> None:
+    """Give a not yet started acceptor association the prompt DUL, DIMSE and socket.
+
+    pynetdicom's request handler made the association with its own providers; they have
+    not run yet, so they are replaced, and the connection is wrapped again so that its
+    "transport connection indication" (Evt5) reaches the new DUL's event queue.
+    """
+    connection = getattr(assoc.dul.socket, "socket", None)
+    if connection is None:  # not an accepted connection: leave pynetdicom's own providers
+        return
+    assoc.dul = PromptDUL(assoc)
+    assoc.dimse = PromptDIMSE(assoc)
+    assoc.dul.socket = PromptSocket(assoc, client_socket=connection)
+    _reset_timers(assoc)
+
+
+class PromptAE(AE):
+    """An AE whose requested associations get the prompt DUL and socket.
+
+    ``AE.associate`` makes the association, then asks this method for its socket before
+    anything has started: the one place to give it other providers without redoing
+    ``associate``.
+    """
+
+    def _create_socket(
+        self,
+        assoc: Association,
+        address: AddressInformation,
+        tls_args: tuple[ssl.SSLContext, str] | None,
+    ) -> AssociationSocket:
+        assoc.dul = PromptDUL(assoc)
+        _reset_timers(assoc)
+        sock = PromptSocket(assoc, address=address)
+        sock.tls_args = tls_args
+        return sock
+
+
+class PromptRequestHandler(RequestHandler):
+    """pynetdicom's request handler, with :func:`make_prompt` applied to each association."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        make_prompt(assoc)
+        return assoc
+
+
+def start_acceptor(
+    ae: AE, address: tuple[str, int], evt_handlers: list[Any]
+) -> ThreadedAssociationServer:
+    """``ae.start_server(address, block=False, ...)`` with :class:`PromptRequestHandler`."""
+    server = ae.make_server(
+        address,
+        evt_handlers=evt_handlers,
+        server_class=ThreadedAssociationServer,
+        request_handler=PromptRequestHandler,
+    )
+    name = f"AcceptorServer@{datetime.now():%Y%m%d%H%M%S}"
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    # As start_server does: the server's shutdown() takes itself off this list.
+    ae._servers.append(server)
+    return server

@@ -1,0 +1,51 @@
+"""The file object store on a real directory: a download is a snapshot of the object."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from contracts.keys import new_association_id, object_key
+from gateway.errors import ObjectMissing
+from gateway.objectstore import FileStore
+from gateway.settings import StorageSettings
+
+KEY = object_key(new_association_id(), "1.2.3", "1.2.3.4", "1.2.3.4.5")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    store = FileStore(StorageSettings(backend="file", path=tmp_path / "objects"))
+    store.ensure_ready()
+    return store
+
+
+def put(store: FileStore, data: bytes) -> None:
+    store.put(KEY, io.BytesIO(data), len(data))
+
+
+def test_a_download_keeps_the_object_as_it_was_when_taken(store: FileStore, tmp_path: Path) -> None:
+    put(store, b"first version")
+    target = tmp_path / "work.dcm"
+    store.download(KEY, target)
+    put(store, b"second version, stored later")
+    assert target.read_bytes() == b"first version"
+    again = tmp_path / "again.dcm"
+    store.download(KEY, again)
+    assert again.read_bytes() == b"second version, stored later"
+
+
+def test_removing_a_download_leaves_the_object(store: FileStore, tmp_path: Path) -> None:
+    put(store, b"object")
+    target = tmp_path / "work.dcm"
+    store.download(KEY, target)
+    target.unlink()
+    store.download(KEY, target)
+    assert target.read_bytes() == b"object"
+
+
+def test_a_missing_object_is_reported_as_missing(store: FileStore, tmp_path: Path) -> None:
+    with pytest.raises(ObjectMissing):
+        store.download(KEY, tmp_path / "work.dcm")

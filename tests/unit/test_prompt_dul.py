@@ -1,0 +1,188 @@
+"""The prompt acceptor keeps pynetdicom's behaviour: PDUs, timers, kill, and release.
+
+Real pynetdicom associations over loopback; the gateway's own SCP is tested with dcmtk peers
+in the integration tests, which run on this acceptor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
+from gateway.prompt_dul import (
+    FIRST_READ_BYTES,
+    PromptDIMSE,
+    PromptDUL,
+    PromptSocket,
+    _Waker,
+    start_acceptor,
+)
+from gateway_client.testing import wait_until
+from tests.support.factories import ct_series
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture
+def acceptor() -> Iterator[tuple[ThreadedAssociationServer, list[object], int]]:
+    """An acceptor for echo and CT storage that records what each association ran on."""
+    seen: list[object] = []
+    ae = AE(ae_title="ACCEPTOR")
+    ae.maximum_pdu_size = 16384  # small PDUs: one data set spans many of them
+    ae.network_timeout = 0.5
+    ae.add_supported_context(VERIFICATION_SOP_CLASS)
+    ae.add_supported_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
+
+    def on_store(event: evt.Event) -> int:
+        assoc = event.assoc
+        seen.extend([type(assoc.dul), type(assoc.dimse), type(assoc.dul.socket)])
+        seen.append(event.dataset.SOPInstanceUID)
+        return Status.SUCCESS
+
+    handlers = [(evt.EVT_C_ECHO, lambda _event: Status.SUCCESS), (evt.EVT_C_STORE, on_store)]
+    server = start_acceptor(ae, ("127.0.0.1", 0), handlers)
+    try:
+        yield server, seen, server.server_address[1]
+    finally:
+        server.shutdown()
+
+
+def _requestor() -> AE:
+    ae = AE(ae_title="REQUESTOR")
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    ae.add_requested_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
+    return ae
+
+
+def test_stores_over_many_pdus_on_the_prompt_providers(
+    acceptor: tuple[ThreadedAssociationServer, list[object], int], tmp_path: Path
+) -> None:
+    _server, seen, port = acceptor
+    instances = ct_series(tmp_path, 3, rows=128, cols=128)  # 32 KiB of pixels: 3+ PDUs each
+    assoc = _requestor().associate("127.0.0.1", port, ae_title="ACCEPTOR")
+    assert assoc.is_established
+    statuses = [int(assoc.send_c_store(instance.path).Status) for instance in instances]
+    assoc.release()
+    assert statuses == [Status.SUCCESS] * 3
+    assert seen[:3] == [PromptDUL, PromptDIMSE, PromptSocket]
+    assert seen[3::4] == [instance.uids.sop_instance for instance in instances]
+
+
+def test_many_short_associations_in_a_row_are_all_released(
+    acceptor: tuple[ThreadedAssociationServer, list[object], int],
+) -> None:
+    _server, _seen, port = acceptor
+    ae = _requestor()
+    for _ in range(20):
+        assoc = ae.associate("127.0.0.1", port, ae_title="ACCEPTOR")
+        assert assoc.is_established
+        assert int(assoc.send_c_echo().Status) == Status.SUCCESS
+        assoc.release()
+        assert assoc.is_released
+
+
+def test_network_timeout_still_ends_an_idle_association(
+    acceptor: tuple[ThreadedAssociationServer, list[object], int],
+) -> None:
+    """The timers set by the AE reach the prompt DUL (0.5 s here, pynetdicom's default 60)."""
+    server, _seen, port = acceptor
+    assoc = _requestor().associate("127.0.0.1", port, ae_title="ACCEPTOR")
+    assert assoc.is_established
+    wait_until(
+        lambda: not assoc.is_established, timeout=10, description="the idle association to end"
+    )
+    assert assoc.is_aborted
+    wait_until(
+        lambda: not server.active_associations, timeout=10, description="the acceptor to clean up"
+    )
+
+
+def test_an_abort_from_our_side_reaches_the_peer(
+    acceptor: tuple[ThreadedAssociationServer, list[object], int],
+) -> None:
+    server, _seen, port = acceptor
+    assoc = _requestor().associate("127.0.0.1", port, ae_title="ACCEPTOR")
+    assert assoc.is_established
+    [accepted] = server.active_associations
+    accepted.abort()
+    wait_until(lambda: not accepted.is_alive(), timeout=5, description="the acceptor thread to end")
+    wait_until(
+        lambda: not assoc.is_established, timeout=5, description="the requestor to see the abort"
+    )
+
+
+def _reader(connection: socket.socket) -> PromptSocket:
+    """Only the reading half of a PromptSocket, on one end of a socket pair."""
+    reader = PromptSocket.__new__(PromptSocket)
+    reader.socket = connection
+    return reader
+
+
+@pytest.mark.parametrize("size", [300_000, 3 * FIRST_READ_BYTES + 5], ids=["pdu", "large-pdu"])
+def test_socket_reads_a_whole_pdu_sent_in_pieces(size: int) -> None:
+    ours, peer = socket.socketpair()
+    payload = os.urandom(size)
+
+    def send_in_pieces() -> None:
+        for start in range(0, len(payload), 7000):
+            peer.sendall(payload[start : start + 7000])
+
+    sender = threading.Thread(target=send_in_pieces)
+    with ours, peer:
+        wrapped = _reader(ours)
+        sender.start()
+        assert wrapped.recv(len(payload)) == payload
+        sender.join()
+
+
+def test_socket_returns_what_arrived_when_the_peer_closes() -> None:
+    ours, peer = socket.socketpair()
+    with ours:
+        wrapped = _reader(ours)
+        peer.sendall(b"abc")
+        peer.close()
+        assert wrapped.recv(10) == bytearray(b"abc")
+
+
+def test_an_announced_length_is_not_allocated_before_the_bytes_arrive() -> None:
+    """A hostile header may claim 2 GiB; memory follows what was sent, not what was claimed."""
+    ours, peer = socket.socketpair()
+    with ours:
+        wrapped = _reader(ours)
+        peer.sendall(b"x" * 64)
+        peer.close()
+        tracemalloc.start()
+        try:
+            assert wrapped.recv(0x7FFFFFFF) == bytearray(b"x" * 64)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 * FIRST_READ_BYTES
+
+
+def test_a_wake_up_after_close_writes_nowhere() -> None:
+    """The pipe's numbers may already belong to another connection by then."""
+    waker = _Waker()
+    waker.wake()
+    waker.wake()
+    waker.drain()
+    waker.close()
+    reused_read, reused_write = os.pipe()
+    try:
+        waker.wake()
+        os.set_blocking(reused_read, False)
+        with pytest.raises(BlockingIOError):
+            os.read(reused_read, 1)
+    finally:
+        os.close(reused_read)
+        os.close(reused_write)
