@@ -13,7 +13,14 @@ from bench.backends import Backend, new_bucket
 from bench.datasets import DataSet
 from bench.events import Message
 from bench.integrity import compare
-from bench.processes import Dcmtk, PeakRssSampler, SendResult, send_with_storescu, split
+from bench.processes import (
+    Dcmtk,
+    PeakRssSampler,
+    SendResult,
+    cpu_seconds,
+    send_with_storescu,
+    split,
+)
 from bench.receivers import GatewayProcess, Storescp
 from bench.report import Row
 from contracts import AssociationReleased
@@ -70,6 +77,7 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
             Storescp(context.dcmtk, directory, fork=associations > 1) as scp,
             PeakRssSampler([scp.pid], with_descendants=scp.fork) as receivers,
         ):
+            cpu_before = None if scp.fork else cpu_seconds(scp.pid)
             send = send_with_storescu(
                 context.dcmtk,
                 scp.port,
@@ -78,6 +86,7 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
                 log_dir=directory,
                 timeout=context.send_timeout(dataset),
             )
+            row.receiver_cpu_seconds = _cpu_used(scp.pid, cpu_before)
         row.peak_rss = receivers.peak or None
         row.seconds = send.seconds
         row.verdict = compare(dataset.expected(), scp.received())
@@ -86,6 +95,11 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
     finally:
         shutil.rmtree(directory / "received", ignore_errors=True)
     return row
+
+
+def _cpu_used(pid: int, before: float | None) -> float | None:
+    after = cpu_seconds(pid)
+    return None if before is None or after is None else after - before
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,7 @@ def gateway_ingest(
         backend.bus(directory, EVENTS_BINDING) as bus,
         GatewayProcess("ingest", config, directory, context.dcmtk) as ingest,
     ):
+        cpu_before = cpu_seconds(ingest.pid)
         send = send_with_storescu(
             context.dcmtk,
             config["ingest"]["port"],
@@ -148,6 +163,7 @@ def gateway_ingest(
             log_dir=directory,
             timeout=context.send_timeout(dataset),
         )
+        row.receiver_cpu_seconds = _cpu_used(ingest.pid, cpu_before)
         row.seconds = send.seconds
         if send.failures:
             row.note = _send_failures(send)

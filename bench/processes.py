@@ -87,6 +87,18 @@ def peak_rss(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a running process has used so far; None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces) start at field 3 (state);
+    # utime and stime are fields 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def descendants(roots: Sequence[int]) -> set[int]:
     """The processes below ``roots`` (children, their children...), from ``/proc/*/stat``."""
     parents: dict[int, list[int]] = {}

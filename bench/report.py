@@ -32,6 +32,9 @@ class Row:
     #: storescu exit to event arrival, the worst association (ingest rows of the gateway)
     event_seconds: float | None = None
     peak_rss: int | None = None
+    #: user + system CPU seconds of the receiving process while the senders ran (ingest rows
+    #: of a single receiving process)
+    receiver_cpu_seconds: float | None = None
     verdict: Verdict | None = None
     #: why the row has no numbers (skipped, failed)
     note: str = ""
@@ -54,6 +57,12 @@ class Row:
     @property
     def megabytes_per_second(self) -> float | None:
         return self.dataset_bytes / 1e6 / self.seconds if self.seconds else None
+
+    @property
+    def receiver_cpu_percent(self) -> float | None:
+        if self.receiver_cpu_seconds is None or not self.seconds:
+            return None
+        return 100 * self.receiver_cpu_seconds / self.seconds
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -92,8 +101,8 @@ def _verdict(row: Row) -> str:
 def ingest_table(rows: Sequence[Row]) -> str:
     lines = [
         "| data set | receiver | assocs | instances | MB | seconds | inst/s | MB/s "
-        "| release→event ms | peak RSS MB | ours/storescp | integrity |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| release→event ms | peak RSS MB | receiver CPU % | ours/storescp | integrity |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         event_ms = None if row.event_seconds is None else row.event_seconds * 1000
@@ -102,6 +111,7 @@ def ingest_table(rows: Sequence[Row]) -> str:
             f"| {_megabytes(row.dataset_bytes)} | {_number(row.seconds, 2)} "
             f"| {_number(row.per_second)} | {_number(row.megabytes_per_second)} "
             f"| {_number(event_ms, 0)} | {_megabytes(row.peak_rss)} "
+            f"| {_number(row.receiver_cpu_percent, 0)} "
             f"| {_ratio(row, rows, REFERENCE)} | {_verdict(row)} |"
         )
     return "\n".join(lines)
@@ -180,6 +190,9 @@ NOTES = """\
   (SeaweedFS allocates a new bucket's volumes on its first write, which takes up to a second).
 - 4 associations: the files split into 4 storescu processes started together; storescp then
   runs with `--fork`, the gateway serves them in one process.
+- receiver CPU %: user + system CPU time of the receiving process while the senders ran, in
+  percent of one core (n/a for `storescp --fork`, whose children are separate processes). A
+  gateway row near 100 % with several associations is bound by one Python process (the GIL).
 - integrity: every sent instance's data set is compared with what the receiver holds (for the
   gateway, the stored object after our file meta); any loss or change fails the run.
 - senders and storescp run with TCP_NODELAY=1 and dcmtk's default PDU sizes (storescp
