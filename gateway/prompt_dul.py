@@ -248,11 +248,15 @@ class PromptRequestHandler(RequestHandler):
 
 
 def start_acceptor(
-    ae: AE, address: tuple[str, int], evt_handlers: list[Any]
+    ae: AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with :class:`PromptRequestHandler`."""
     server = ae.make_server(
         address,
+        ssl_context=ssl_context,
         evt_handlers=evt_handlers,
         server_class=ThreadedAssociationServer,
         request_handler=PromptRequestHandler,

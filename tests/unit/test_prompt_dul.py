@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
+import subprocess
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.prompt_dul import (
     FIRST_READ_BYTES,
+    PromptAE,
     PromptDIMSE,
     PromptDUL,
     PromptSocket,
@@ -186,3 +189,58 @@ def test_a_wake_up_after_close_writes_nowhere() -> None:
     finally:
         os.close(reused_read)
         os.close(reused_write)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost, made by the openssl command line tool."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+def test_tls_on_both_sides_carries_data_sets_over_many_records(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """TLS hands over 16 KiB records: decrypted bytes wait inside the TLS layer, where poll()
+    does not see them, and the prompt DUL must still read them (here with both sides prompt)."""
+    key, cert = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    stored: list[str] = []
+    acceptor = AE(ae_title="ACCEPTOR")
+    acceptor.add_supported_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(str(event.dataset.SOPInstanceUID))
+        return Status.SUCCESS
+
+    server = start_acceptor(
+        acceptor, ("127.0.0.1", 0), [(evt.EVT_C_STORE, on_store)], ssl_context=server_context
+    )
+    try:
+        requestor = PromptAE(ae_title="REQUESTOR")
+        requestor.add_requested_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
+        instances = ct_series(tmp_path, 3, rows=256, cols=256)  # 128 KiB of pixels each
+        assoc = requestor.associate(
+            "127.0.0.1",
+            server.server_address[1],
+            ae_title="ACCEPTOR",
+            tls_args=(client_context, "localhost"),
+        )
+        assert assoc.is_established
+        assert isinstance(assoc.dul, PromptDUL)
+        statuses = [int(assoc.send_c_store(i.path).Status) for i in instances]
+        assoc.release()
+    finally:
+        server.shutdown()
+    assert statuses == [Status.SUCCESS] * 3
+    assert stored == [i.uids.sop_instance for i in instances]
