@@ -94,21 +94,28 @@ class PromptDUL(DULServiceProvider):
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
-        self._waker = _Waker()
+        # Made when the thread starts and closed when it ends: an association that never
+        # starts (AE.associate can fail after making the socket) must not hold a pipe.
+        self._waker: _Waker | None = None
         #: True while this thread may be in (or about to enter) its wait; see _is_transport_event.
         self._may_be_waiting = False
 
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
         # A data set goes out as many PDUs in a row; only a waiting thread needs a wake-up.
-        if self._may_be_waiting:
-            self._waker.wake()
+        waker = self._waker
+        if self._may_be_waiting and waker is not None:
+            waker.wake()
 
     def kill_dul(self) -> None:
         super().kill_dul()
-        self._waker.wake()
+        # Without a waker the loop has not begun; it reads the kill flag before any wait.
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
 
     def run_reactor(self) -> None:
+        self._waker = _Waker()
         try:
             super().run_reactor()
         finally:
@@ -117,19 +124,22 @@ class PromptDUL(DULServiceProvider):
     def _is_transport_event(self) -> bool:
         """Wait until the peer sent data or our user queued a primitive, then act on it.
 
-        pynetdicom calls this once per loop when there is nothing of ours to send; returning
-        ``True`` means an event was queued, and the loop then runs it without sleeping.
+        pynetdicom calls this once per loop when there is nothing of ours to send. ``True``
+        means the peer's data was read (pynetdicom then restarts its network timer); after a
+        wake-up for our own primitive its event is queued and ``False`` is returned, so the
+        timer keeps measuring the peer's silence, as in pynetdicom.
         """
+        waker = self._waker
         # The flag goes up before the queues are looked at: a primitive queued after the look
         # sees it and wakes us, one queued before it is found by the look.
         self._may_be_waiting = True
         try:
-            if self._may_wait():
-                readable = self._wait()
-                if self._waker.fileno in readable:
-                    self._waker.drain()
+            if waker is not None and self._may_wait():
+                readable = self._wait(waker)
+                if waker.fileno in readable:
+                    waker.drain()
                     if self._process_recv_primitive():
-                        return True
+                        return False
         finally:
             self._may_be_waiting = False
         return bool(super()._is_transport_event())
@@ -144,7 +154,7 @@ class PromptDUL(DULServiceProvider):
             return False  # decrypted bytes wait in the TLS layer, invisible to poll()
         return self.to_provider_queue.empty() and self.event_queue.empty()
 
-    def _wait(self) -> set[int]:
+    def _wait(self, waker: _Waker) -> set[int]:
         sock = getattr(self.socket, "socket", None)
         if sock is None:
             return set()
@@ -153,7 +163,7 @@ class PromptDUL(DULServiceProvider):
             poller.register(sock, _READABLE)
         except (OSError, ValueError):
             return set()  # closed under us: pynetdicom's own check reports it
-        poller.register(self._waker.fileno, select.POLLIN)
+        poller.register(waker.fileno, select.POLLIN)
         return {fd for fd, _ in poller.poll(WAIT_SECONDS * 1000)}
 
 

@@ -6,18 +6,24 @@ in the integration tests, which run on this acceptor.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.prompt_dul import (
@@ -27,6 +33,7 @@ from gateway.prompt_dul import (
     PromptDUL,
     PromptSocket,
     _Waker,
+    make_prompt,
     start_acceptor,
 )
 from gateway_client.testing import wait_until
@@ -244,3 +251,56 @@ def test_tls_on_both_sides_carries_data_sets_over_many_records(
         server.shutdown()
     assert statuses == [Status.SUCCESS] * 3
     assert stored == [i.uids.sop_instance for i in instances]
+
+
+def _open_descriptors() -> int:
+    gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+# pynetdicom leaves a failed request's unconnected socket to the garbage collector, which
+# closes it with a ResourceWarning; that socket is pynetdicom's, and not what is counted here.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_request_that_fails_before_it_starts_leaves_no_descriptor_open() -> None:
+    """AE.associate makes the socket, then may refuse (here: no presentation context)."""
+    ae = PromptAE(ae_title="REQUESTOR")
+    before = _open_descriptors()
+    for _ in range(20):
+        with pytest.raises(RuntimeError):
+            ae.associate("127.0.0.1", 9, ae_title="NOBODY")
+    assert _open_descriptors() - before <= 2
+
+
+def _read_until_closed(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the test closes the other end
+        while connection.recv(65536):
+            pass
+
+
+def test_our_own_sends_do_not_restart_the_network_timer() -> None:
+    """As in pynetdicom, only the peer's data counts as activity: a peer that stays silent
+    while we send is timed out. (A DUL in state 6, data transfer, on a socket pair.)"""
+    ours, peer = socket.socketpair()
+    assoc = Association(AE(), MODE_ACCEPTOR)
+    assoc.set_socket(AssociationSocket(assoc, client_socket=ours))
+    make_prompt(assoc)
+    assoc.network_timeout = 0.3
+    dul = assoc.dul
+    assert dul.event_queue.get_nowait() == "Evt5"  # the accepted connection
+    dul.state_machine.current_state = "Sta6"
+    drain = threading.Thread(target=_read_until_closed, args=(peer,), daemon=True)
+    drain.start()
+    dul.start()
+    try:
+        for _ in range(8):
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((1, b"\x03" + b"x" * 10))
+            dul.send_pdu(pdata)
+            time.sleep(0.1)  # the point of the test: time passes while only we send
+        assert dul.idle_timer_expired()
+    finally:
+        dul.kill_dul()
+        dul.join(5)
+        ours.close()
+        drain.join(5)
+        peer.close()
