@@ -7,7 +7,6 @@ library error is converted to :class:`StorageUnavailable` here; callers retry.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import tempfile
@@ -124,10 +123,6 @@ class S3Store:
             raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
 
 
-#: Why a hard link may be refused where a copy works: another file system, or none allowed.
-_NO_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
-
-
 class FileStore:
     """Objects as files under ``root/<bucket>/``, written atomically and fsynced."""
 
@@ -147,15 +142,18 @@ class FileStore:
         """A hard link where the file system allows it, otherwise a copy.
 
         :meth:`put` only ever replaces an object whole (a new file renamed over it), so the
-        link keeps the object as it was when linked, like a copy, without reading it.
+        link keeps the object as it was when linked, like a copy, without reading it. The
+        target shares the object's inode: callers only read it, then remove it.
         """
         source = self._path(key)
         try:
             try:
                 os.link(source, target)
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINK:
-                    raise
+            except FileNotFoundError:
+                raise
+            except OSError:
+                # Another file system, links not allowed (EPERM, EACCES under SELinux) or
+                # not supported: a copy works wherever reading does.
                 shutil.copyfile(source, target)
         except FileNotFoundError as exc:
             raise ObjectMissing(f"no object {key} under {self._root}") from exc

@@ -53,7 +53,10 @@ def transaction(
     durable too; for a caller whose record only counts once a later record exists.
     """
     with lock:
-        cursor = db.cursor()
+        try:
+            cursor = db.cursor()
+        except sqlite3.Error as exc:
+            raise error(f"{what}: {exc}") from exc
         try:
             if durable_with_next:
                 cursor.execute("PRAGMA synchronous=NORMAL")
@@ -74,6 +77,9 @@ def transaction(
                     # Every other commit on this connection must wait for the disk again.
                     cursor.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
+                # Every later commit would then be taken as durable without being so; a
+                # closed connection makes them fail instead, and a restart recovers.
+                db.close()
                 raise error(f"{what}: cannot restore synchronous commits: {exc}") from exc
             finally:
                 cursor.close()

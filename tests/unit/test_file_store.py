@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,18 @@ def test_removing_a_download_leaves_the_object(store: FileStore, tmp_path: Path)
 def test_a_missing_object_is_reported_as_missing(store: FileStore, tmp_path: Path) -> None:
     with pytest.raises(ObjectMissing):
         store.download(KEY, tmp_path / "work.dcm")
+
+
+def test_a_work_directory_on_another_file_system_gets_a_copy(
+    store: FileStore, tmp_path: Path
+) -> None:
+    """No hard link across file systems (EXDEV): the download falls back to a copy."""
+    other = Path("/dev/shm")  # noqa: S108  (a tmpfs on Linux: another file system)
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to download to")
+    put(store, b"object")
+    with tempfile.TemporaryDirectory(dir=other) as directory:
+        target = Path(directory) / "work.dcm"
+        store.download(KEY, target)
+        assert target.read_bytes() == b"object"
+        assert target.stat().st_nlink == 1  # a copy, not a second name of the object
