@@ -76,11 +76,9 @@ class _Waker:
                 os.write(self._write_end, b"\0")
 
     def drain(self) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):  # empty: every pending wake-up is read
             while os.read(self.fileno, 4096):
                 pass
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         with self._lock:

@@ -56,10 +56,10 @@ class IncomingFile:
         if not self.failed:
             try:
                 self._out.flush()
+                end = self._out.tell()
             except OSError as exc:
                 self._fail(exc)
                 return
-            end = self._out.tell()
             start_writeback(self._out.fileno(), self._written_back, end - self._written_back)
             self._written_back = end
 
