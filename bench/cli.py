@@ -28,7 +28,14 @@ from bench.datasets import (
     small_instances,
 )
 from bench.export_runs import export_label, gateway_export, storescu_export
-from bench.ingest_runs import Context, StoredRun, gateway_ingest, new_row, storescp_ingest
+from bench.ingest_runs import (
+    Context,
+    StoredRun,
+    gateway_ingest,
+    gateway_label,
+    new_row,
+    storescp_ingest,
+)
 from bench.processes import Dcmtk
 from bench.report import (
     EXPORT_REFERENCE,
@@ -96,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_counts,
         default=(1, 4),
         help="concurrent associations per row, e.g. 1,4 (the default)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_counts,
+        default=(1, 2),
+        help="ingest worker processes of the gateway rows with several associations, e.g. "
+        "1,2 (the default); rows with one association always use 1",
     )
     parser.add_argument("--no-export", action="store_true", help="skip the export rows")
     parser.add_argument(
@@ -270,22 +284,31 @@ def _run_all(
             counts = dict.fromkeys(min(n, len(dataset.instances)) for n in args.associations)
             for associations in counts:
                 for receiver in args.receivers:
-                    context.progress(
-                        f"{dataset.spec.name}: {receiver}, {associations} association(s)"
-                    )
-                    blank = new_row(dataset, receiver, LABELS[receiver], associations)
                     if receiver == "storescp":
+                        context.progress(
+                            f"{dataset.spec.name}: {receiver}, {associations} association(s)"
+                        )
+                        blank = new_row(dataset, receiver, LABELS[receiver], associations)
                         run = partial(storescp_ingest, context, dataset, associations)
                         ingest_rows.append(_attempt(blank, run))
-                    elif receiver in skipped:
-                        blank.note = skipped[receiver]
-                        ingest_rows.append(blank)
-                    else:
+                        continue
+                    for workers in args.workers if associations > 1 else (1,):
+                        context.progress(
+                            f"{dataset.spec.name}: {receiver}, {associations} association(s), "
+                            f"{workers} worker(s)"
+                        )
+                        blank = new_row(dataset, receiver, LABELS[receiver], associations)
+                        if receiver in skipped:
+                            blank.note = skipped[receiver]
+                            ingest_rows.append(blank)
+                            continue
+                        backend = backends[receiver]
+                        blank.label = gateway_label(backend, workers)
                         row, exported = _gateway_rows(
                             context,
-                            backends[receiver],
+                            backend,
                             dataset,
-                            associations,
+                            (associations, workers),
                             blank,
                             export_to=queues if exporting and associations == 1 else None,
                         )
@@ -301,7 +324,7 @@ def _gateway_rows(
     context: Context,
     backend: Backend,
     dataset: DataSet,
-    associations: int,
+    concurrency: tuple[int, int],
     blank: Row,
     *,
     export_to: list[str] | None,
@@ -309,7 +332,10 @@ def _gateway_rows(
     """The gateway's ingest row, and with ``export_to`` (the queues to delete at the end) the
     export of what it stored, before that is deleted."""
     with ExitStack() as stored_cleanup:
-        run = partial(gateway_ingest, context, backend, dataset, associations, stored_cleanup)
+        associations, workers = concurrency
+        run = partial(
+            gateway_ingest, context, backend, dataset, associations, stored_cleanup, workers=workers
+        )
         row, stored = _attempt_ingest(blank, run)
         if export_to is None or stored is None or row.failed:
             return row, None

@@ -20,6 +20,7 @@ from bench.processes import (
     cpu_seconds,
     send_with_storescu,
     split,
+    tree_cpu_seconds,
 )
 from bench.receivers import GatewayProcess, Storescp
 from bench.report import Row
@@ -98,7 +99,7 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
 
 
 def _cpu_used(pid: int, before: float | None) -> float | None:
-    after = cpu_seconds(pid)
+    after = tree_cpu_seconds(pid)
     return None if before is None or after is None else after - before
 
 
@@ -113,13 +114,14 @@ class StoredRun:
 
 
 def ingest_config(
-    backend: Backend, directory: Path, bucket: str, associations: int
+    backend: Backend, directory: Path, bucket: str, associations: int, workers: int
 ) -> dict[str, Any]:
     return {
         "ingest": {
             "host": "127.0.0.1",
             "port": free_port(),
             "max_associations": max(8, associations * 2),
+            "workers": workers,
             "spool_dir": str(directory / "spool"),
             # Not the defaults (75 %, 5 GiB): a development machine's disk should not refuse.
             "storage_watermark_percent": 95,
@@ -131,30 +133,36 @@ def ingest_config(
     }
 
 
+def gateway_label(backend: Backend, workers: int) -> str:
+    return backend.label if workers == 1 else f"{backend.label}, {workers} workers"
+
+
 def gateway_ingest(
     context: Context,
     backend: Backend,
     dataset: DataSet,
     associations: int,
     cleanup: ExitStack,
+    *,
+    workers: int,
 ) -> tuple[Row, StoredRun | None]:
     """storescu → ``dicom-gateway ingest``; a fresh process, bucket and spool per row.
 
     What was stored stays until ``cleanup`` closes (the export measurement reads it).
     """
-    row = new_row(dataset, backend.key, backend.label, associations)
-    directory = context.row_dir(dataset.spec.name, backend.key, associations)
+    row = new_row(dataset, backend.key, gateway_label(backend, workers), associations)
+    directory = context.row_dir(dataset.spec.name, backend.key, associations, workers)
     bucket = new_bucket(f"{dataset.spec.name}-{associations}")
     cleanup.callback(backend.delete, directory, bucket)
     backend.prepare(directory, bucket)
     cleanup.callback(shutil.rmtree, directory / "spool", ignore_errors=True)
-    config = ingest_config(backend, directory, bucket, associations)
+    config = ingest_config(backend, directory, bucket, associations, workers)
     groups = split(dataset.paths, associations)
     with (
         backend.bus(directory, EVENTS_BINDING) as bus,
         GatewayProcess("ingest", config, directory, context.dcmtk) as ingest,
     ):
-        cpu_before = cpu_seconds(ingest.pid)
+        cpu_before = tree_cpu_seconds(ingest.pid)
         send = send_with_storescu(
             context.dcmtk,
             config["ingest"]["port"],

@@ -99,6 +99,23 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """:func:`cpu_seconds` of a process and its running descendants (worker processes)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in descendants([pid]))
+
+
+def tree_peak_rss(pid: int) -> int | None:
+    """:func:`peak_rss` of a process plus that of each running descendant: an upper bound of
+    what they held together (their peaks need not coincide)."""
+    own = peak_rss(pid)
+    if own is None:
+        return None
+    return own + sum(peak_rss(child) or 0 for child in descendants([pid]))
+
+
 def descendants(roots: Sequence[int]) -> set[int]:
     """The processes below ``roots`` (children, their children...), from ``/proc/*/stat``."""
     parents: dict[int, list[int]] = {}

@@ -18,7 +18,7 @@ from typing import Any, Literal, Self
 from pydicom.filereader import read_file_meta_info
 
 from bench.integrity import dataset_digest
-from bench.processes import BenchError, Dcmtk, dcmtk_environment, peak_rss, stop
+from bench.processes import BenchError, Dcmtk, dcmtk_environment, peak_rss, stop, tree_peak_rss
 from gateway_client.testing import free_port, gateway_environment, http_get, to_toml, wait_until
 
 #: The repository root: put on the gateway's PYTHONPATH so that ``-m gateway`` runs this checkout.
@@ -220,6 +220,10 @@ class GatewayProcess(_Process):
         paths = [str(REPOSITORY_ROOT), *filter(None, [environment.get("PYTHONPATH")])]
         environment["PYTHONPATH"] = os.pathsep.join(paths)
         return environment
+
+    def peak_rss(self) -> int | None:
+        """With worker processes, the sum of every process's peak."""
+        return tree_peak_rss(self.pid)
 
     def _ready(self) -> bool:
         if self.service == "ingest":

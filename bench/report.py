@@ -189,7 +189,9 @@ NOTES = """\
 - RabbitMQ + S3: each row has a bucket of its own, written to once before the gateway starts
   (SeaweedFS allocates a new bucket's volumes on its first write, which takes up to a second).
 - 4 associations: the files split into 4 storescu processes started together; storescp then
-  runs with `--fork`, the gateway serves them in one process.
+  runs with `--fork`, the gateway with 1 process or with `ingest.workers` worker processes
+  ("N workers"); a worker row's peak RSS is the sum of every process's peak, its CPU that
+  of all of them.
 - receiver CPU %: user + system CPU time of the receiving process while the senders ran, in
   percent of one core (n/a for `storescp --fork`, whose children are separate processes). A
   gateway row near 100 % with several associations is bound by one Python process (the GIL).

@@ -10,7 +10,8 @@ outcomes), so the number of series stays bounded whatever peers send. The Grafan
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,6 +21,36 @@ PREFIX = "dicom_gateway"
 _PUBLISH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 #: One SCU association: a handful of instances to a whole study.
 _ASSOCIATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+
+
+class Increment(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class LabelledCounter(Protocol):
+    """What the DICOM listener needs of a counter: a Prometheus one, or one that forwards."""
+
+    def labels(self, *labelvalues: str) -> Increment: ...
+
+
+@dataclass(frozen=True)
+class ListenerCounters:
+    """The counters the DICOM listener increments, wherever it runs.
+
+    In worker processes they forward each increment to the parent's counters, which are the
+    ones ``/metrics`` shows.
+    """
+
+    associations_accepted: LabelledCounter
+    associations_rejected: LabelledCounter
+    associations_ended: LabelledCounter
+    instances_received: LabelledCounter
+    received_bytes: LabelledCounter
+    instances_refused: LabelledCounter
+
+
+#: The names of :class:`ListenerCounters`' fields, as forwarded by worker processes.
+LISTENER_COUNTERS = frozenset(f.name for f in fields(ListenerCounters))
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,16 @@ class IngestMetrics:
                 "rejected as temporary congestion.",
                 registry=registry,
             ),
+        )
+
+    def listener_counters(self) -> ListenerCounters:
+        return ListenerCounters(
+            associations_accepted=self.associations_accepted,
+            associations_rejected=self.associations_rejected,
+            associations_ended=self.associations_ended,
+            instances_received=self.instances_received,
+            received_bytes=self.received_bytes,
+            instances_refused=self.instances_refused,
         )
 
     def observe_with(

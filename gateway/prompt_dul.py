@@ -32,7 +32,7 @@ import select
 import ssl
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -246,13 +246,45 @@ class PromptAE(AE):
         return sock
 
 
+_Server = TypeVar("_Server", bound=ThreadedAssociationServer)
+
+
 class PromptRequestHandler(RequestHandler):
     """pynetdicom's request handler, with :func:`make_prompt` applied to each association."""
+
+    association: Association | None = None
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         make_prompt(assoc)
+        self.association = assoc
         return assoc
+
+
+def make_acceptor(
+    ae: AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    server_class: type[_Server],
+    **server_arguments: Any,
+) -> _Server:
+    """``ae.make_server(...)`` with :class:`PromptRequestHandler`, registered with the AE as
+    ``start_server`` does (the server's ``shutdown()`` takes itself off that list).
+
+    ``server_arguments`` go to ``server_class`` with pynetdicom's own.
+    """
+    server = cast(
+        _Server,
+        ae.make_server(
+            address,
+            evt_handlers=evt_handlers,
+            server_class=server_class,
+            request_handler=PromptRequestHandler,
+            **server_arguments,
+        ),
+    )
+    ae._servers.append(server)
+    return server
 
 
 def start_acceptor(
@@ -262,15 +294,9 @@ def start_acceptor(
     ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with :class:`PromptRequestHandler`."""
-    server = ae.make_server(
-        address,
-        ssl_context=ssl_context,
-        evt_handlers=evt_handlers,
-        server_class=ThreadedAssociationServer,
-        request_handler=PromptRequestHandler,
+    server = make_acceptor(
+        ae, address, evt_handlers, ThreadedAssociationServer, ssl_context=ssl_context
     )
     name = f"AcceptorServer@{datetime.now():%Y%m%d%H%M%S}"
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
-    # As start_server does: the server's shutdown() takes itself off this list.
-    ae._servers.append(server)
     return server

@@ -24,8 +24,9 @@ from gateway.loop_thread import LoopThread
 from gateway.metrics import ExportMetrics, IngestMetrics
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server
+from gateway.stop_signals import block_stop_signals
 from ingest.app import SERVICE as INGEST
-from ingest.app import block_stop_signals, running_ingest
+from ingest.app import running_ingest
 
 log = logging.getLogger(__name__)
 

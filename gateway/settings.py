@@ -80,6 +80,9 @@ class IngestSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=1, le=65535)
     max_associations: int = Field(default=25, ge=1, le=1000)
+    #: Processes that receive associations. One keeps everything in this process; more let
+    #: concurrent associations use more cores (the association limit stays global).
+    workers: int = Field(default=1, ge=1, le=32)
     reject_unknown_sources: bool = False
     storage_watermark_percent: float = Field(default=75, gt=0, le=100)
     reserved_storage_gb: float = Field(default=5, ge=0)

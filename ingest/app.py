@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from pynetdicom import _config as pynetdicom_config
-from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.broker import CONFIRM_TIMEOUT_SECONDS
@@ -32,13 +30,16 @@ from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore, open_store
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
+from gateway.stop_signals import block_stop_signals
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
+from ingest.listener import open_listener
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
-from ingest.scp import IngestContext, start_scp
+from ingest.scp import IngestContext, configure_pynetdicom, start_scp, stop_scp
 from ingest.spool import Spool
 from ingest.uploader import Uploader
+from ingest.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +48,10 @@ SERVICE = "ingest"
 
 #: How often aborted associations with a delayed cleanup and dead transfers are looked at.
 MAINTENANCE_INTERVAL_SECONDS = 5.0
+#: Connections waiting to be accepted by the worker processes before the kernel refuses more.
+LISTEN_BACKLOG = 1024
 #: How long ``/readyz`` waits for the event bus to answer.
 READINESS_TIMEOUT_SECONDS = 5.0
-
-
-def configure_pynetdicom(incoming: IncomingFiles) -> None:
-    """Process-wide pynetdicom switches the SCP depends on.
-
-    - Stream each data set to a file instead of memory, keeping the bytes as received.
-    - Accept every storage SOP class, private and unknown ones too, in the sender's first
-      proposed transfer syntax, so nothing is ever converted.
-    - Create those files with :class:`IncomingFiles` (pynetdicom offers no hook for this, so
-      its module-level factory is replaced): on the spool's filesystem, and a full disk fails
-      one C-STORE instead of killing the association.
-    """
-    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
-    pynetdicom_dimse_messages.NamedTemporaryFile = incoming  # type: ignore[attr-defined, assignment]
 
 
 def _remove_due_aborted(journal: Journal, spool: Spool) -> None:
@@ -228,56 +216,75 @@ def running_ingest(
             spool=spool,
             uploader=uploader,
             incoming=incoming,
-            metrics=metrics,
+            metrics=metrics.listener_counters(),
         )
         metrics.observe_with(
-            open_associations=ctx.table.alive,
+            open_associations=lambda: _open_associations(journal),
             outbox_depth=journal.outbox_depth,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )
         stack.enter_context(maintaining(ctx))
-        try:
-            server = start_scp(ctx)
-        except OSError as exc:
-            raise GatewayError(
-                f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: {exc}"
-            ) from exc
-        stack.callback(_stop_scp, server, ctx, grace)
-        checks.add(
-            "ingest-listener",
-            lambda: _listener_check(server),
-        )
+        if settings.ingest.workers == 1:
+            _listen_here(ctx, stack, checks)
+        else:
+            _listen_in_workers(ctx, stack, checks, metrics)
         checks.add("ingest-event-bus", relay.check)
         checks.add("ingest-storage", lambda: _storage_check(store))
         checks.add("ingest-spool", lambda: _spool_check(spool, settings.ingest))
         checks.started(SERVICE)
         log.info(
-            "ingest listening on %s:%d as %s (max %d associations)",
+            "ingest listening on %s:%d as %s (max %d associations, %d worker process%s)",
             settings.ingest.host,
             settings.ingest.port,
             ", ".join(f"{ae.ae_title}->{ae.pipeline}" for ae in settings.ingest.ae),
             settings.ingest.max_associations,
+            settings.ingest.workers,
+            "" if settings.ingest.workers == 1 else "es",
         )
         yield ctx
 
 
-def _stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_seconds: float) -> None:
-    """Stop accepting, give admitted associations the grace period, then abort what is left.
+def _listen_here(ctx: IngestContext, stack: ExitStack, checks: Checks) -> None:
+    settings = ctx.settings.ingest
+    try:
+        server = start_scp(ctx)
+    except OSError as exc:
+        raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    stack.callback(stop_scp, server, ctx, settings.shutdown_grace_seconds)
+    checks.add("ingest-listener", lambda: _listener_check(server))
 
-    Connections that never became an association (port probes, garbage) are not waited for:
-    pynetdicom keeps their threads until its ACSE timeout although nothing can come of them.
-    """
-    server.shutdown()
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline and ctx.table.alive() > 0:
-        time.sleep(0.05)
-    for assoc in server.active_associations:
-        if ctx.table.get(assoc) is not None:
-            log.warning("association still open at the end of the grace period: aborting it")
-        assoc.abort()
-    for stale in ctx.table.reap():
-        log.warning("association %s ended without a release", stale.association_id)
+
+def _listen_in_workers(
+    ctx: IngestContext, stack: ExitStack, checks: Checks, metrics: IngestMetrics
+) -> None:
+    settings = ctx.settings.ingest
+    try:
+        listening = open_listener(settings.host, settings.port, LISTEN_BACKLOG)
+    except OSError as exc:
+        raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    stack.callback(listening.close)
+    pool = WorkerPool(
+        ctx.settings, listening, ctx.journal, ctx.uploader, metrics.listener_counters()
+    )
+    stack.callback(pool.stop, settings.shutdown_grace_seconds)
+    pool.start()
+    checks.add("ingest-listener", lambda: _workers_check(pool, settings.workers))
+
+
+def _workers_check(pool: WorkerPool, workers: int) -> str | None:
+    running = pool.running()
+    if running < workers:
+        return f"{running} of {workers} ingest worker processes are accepting associations"
+    return None
+
+
+def _open_associations(journal: Journal) -> float:
+    # Read at scrape time: a failing journal must not fail the whole scrape.
+    try:
+        return journal.open_count()
+    except JournalError:
+        return math.nan
 
 
 def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
@@ -296,13 +303,8 @@ def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
 
 
 def run(settings: GatewaySettings) -> int:
-    """Run ingest until SIGTERM or SIGINT; returns the process exit status.
-
-    The two signals are blocked before any thread starts (threads inherit the mask) and the
-    main thread collects them with ``sigwait``: a signal handler would only run when the
-    kernel happens to deliver the signal to the main thread, which a blocked wait does not
-    guarantee with this many threads.
-    """
+    """Run ingest until SIGTERM or SIGINT (see :mod:`gateway.stop_signals`); returns the
+    process exit status."""
     stop_signals = block_stop_signals()
     registry = CollectorRegistry()
     checks = Checks(SERVICE)
@@ -319,10 +321,3 @@ def run(settings: GatewaySettings) -> int:
         log.info("received %s: shutting down", signal.Signals(received).name)
     log.info("ingest stopped")
     return 0
-
-
-def block_stop_signals() -> set[signal.Signals]:
-    """Block SIGTERM and SIGINT in this thread and every thread started after; see :func:`run`."""
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    return stop_signals

@@ -17,6 +17,7 @@ association twice is recoverable where losing it is not.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS associations (
     started_at       TEXT NOT NULL,
     state            TEXT NOT NULL,
     released_at      TEXT,
-    cleanup_after    TEXT
+    cleanup_after    TEXT,
+    owner            INTEGER
 );
 CREATE TABLE IF NOT EXISTS instances (
     association_id      TEXT NOT NULL REFERENCES associations(association_id),
@@ -132,8 +134,33 @@ class StoredObject:
     sha256: str
 
 
+@dataclass(frozen=True)
+class EndedAssociation:
+    association_id: str
+    called_ae_title: str
+
+
+@dataclass(frozen=True)
+class OwnerEnded:
+    """What became of the associations of a process that ended: see :meth:`Journal.end_owned`."""
+
+    aborted: list[EndedAssociation]
+    released: list[str]
+
+
+#: States in which an association holds one of the ``max_associations`` places.
+_HOLDING_A_PLACE = (AssociationState.OPEN, AssociationState.RELEASING)
+
+
 class AssociationNotOpen(JournalError):
     """An instance arrived for an association that is no longer open (it was aborted)."""
+
+
+def _add_owner_column(db: sqlite3.Connection) -> None:
+    """Journals written before worker processes existed have no ``owner`` column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
+    if "owner" not in columns:
+        db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -151,6 +178,7 @@ class Journal:
     def open(cls, path: Path) -> Journal:
         try:
             db = connect_durable(path, _SCHEMA)
+            _add_owner_column(db)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         return cls(db)
@@ -172,12 +200,23 @@ class Journal:
 
     # -- associations -------------------------------------------------------------------------
 
-    def begin_association(self, record: AssociationRecord) -> None:
+    def begin_association(self, record: AssociationRecord, *, limit: int) -> bool:
+        """Record an admitted association, unless ``limit`` associations are open already.
+
+        The count and the insert are one transaction, so several processes admitting at once
+        never go over the limit together. The association belongs to this process (see
+        :meth:`end_owned`). Returns False, recording nothing, when the limit is reached.
+        """
         with self._transaction() as cur:
+            (count,) = cur.execute(
+                "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", _HOLDING_A_PLACE
+            ).fetchone()
+            if count >= limit:
+                return False
             cur.execute(
                 "INSERT INTO associations (association_id, called_ae_title, calling_ae_title,"
-                " remote_host, remote_port, pipeline, started_at, state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " remote_host, remote_port, pipeline, started_at, state, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.association_id,
                     record.called_ae_title,
@@ -187,8 +226,21 @@ class Journal:
                     record.pipeline,
                     _ts(record.started_at),
                     AssociationState.OPEN,
+                    os.getpid(),
                 ),
             )
+        return True
+
+    def open_count(self) -> int:
+        """Associations holding a place under the association limit, in every process."""
+        with self._lock:
+            try:
+                (count,) = self._db.execute(
+                    "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", _HOLDING_A_PLACE
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc}") from exc
+        return int(count)
 
     def mark_releasing(self, association_id: str, released_at: datetime) -> None:
         """The sender asked to release: recorded before the answer goes out."""
@@ -264,6 +316,40 @@ class Journal:
             )
         return ids
 
+    def end_owned(self, owner: int, cleanup_after: datetime) -> OwnerEnded:
+        """The process ``owner`` ended: its associations end as they would after a crash.
+
+        ``releasing`` ones count as released, open ones as aborted (as in
+        :meth:`abort_all_open`). Returns the aborted ones, and every released one of the owner
+        (it may have ended before handing them on).
+        """
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE associations SET state = ? WHERE owner = ? AND state = ?",
+                (AssociationState.RELEASED, owner, AssociationState.RELEASING),
+            )
+            aborted = [
+                EndedAssociation(row[0], row[1])
+                for row in cur.execute(
+                    "SELECT association_id, called_ae_title FROM associations"
+                    " WHERE owner = ? AND state = ?",
+                    (owner, AssociationState.OPEN),
+                )
+            ]
+            cur.execute(
+                "UPDATE associations SET state = ?, cleanup_after = ?"
+                " WHERE owner = ? AND state = ?",
+                (AssociationState.ABORTED, _ts(cleanup_after), owner, AssociationState.OPEN),
+            )
+            released = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT association_id FROM associations WHERE owner = ? AND state = ?",
+                    (owner, AssociationState.RELEASED),
+                )
+            ]
+        return OwnerEnded(aborted, released)
+
     def association(self, association_id: str) -> AssociationRecord:
         with self._lock:
             row = self._db.execute(
@@ -285,6 +371,17 @@ class Journal:
             state=AssociationState(row[7]),
             released_at=None if row[8] is None else datetime.fromisoformat(row[8]),
         )
+
+    def state(self, association_id: str) -> AssociationState | None:
+        """The association's state, or None once it is forgotten (or was never known)."""
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT state FROM associations WHERE association_id = ?", (association_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc}") from exc
+        return None if row is None else AssociationState(row[0])
 
     def associations_in_state(self, state: AssociationState) -> list[str]:
         with self._lock:

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom import dimse_messages as pynetdicom_dimse_messages
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_RELEASE
@@ -25,16 +27,15 @@ from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
 from gateway.errors import InstanceRejected, JournalError
 from gateway.logs import fields
-from gateway.metrics import IngestMetrics
+from gateway.metrics import ListenerCounters
 from gateway.prompt_dul import start_acceptor
 from gateway.settings import AESettings, GatewaySettings
-from ingest.dicom_codes import NO_REASON_GIVEN, Reject
+from ingest.dicom_codes import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationNotOpen, AssociationRecord, Journal, SpooledInstance
 from ingest.part10 import data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.spool import Spool
-from ingest.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,14 @@ class AssociationTable:
         self.lock = threading.Lock()
         self._active: dict[int, tuple[Association, ActiveAssociation]] = {}
 
-    def count(self) -> int:
-        """Admitted associations whose thread is alive; call with ``lock`` held."""
-        return sum(1 for assoc, _ in self._active.values() if assoc.is_alive())
-
     def alive(self) -> int:
+        """Admitted associations whose thread is alive."""
         with self.lock:
-            return self.count()
+            return sum(1 for assoc, _ in self._active.values() if assoc.is_alive())
 
     def add(self, assoc: Association, active: ActiveAssociation) -> None:
-        self._active[id(assoc)] = (assoc, active)
+        with self.lock:
+            self._active[id(assoc)] = (assoc, active)
 
     def get(self, assoc: Association) -> ActiveAssociation | None:
         with self.lock:
@@ -104,14 +103,20 @@ class AssociationTable:
             return [self._active.pop(key)[1] for key in dead]
 
 
+class ReleasedSink(Protocol):
+    """Takes released associations on to storage: the uploader, or the parent of a worker."""
+
+    def submit(self, association_id: str) -> None: ...
+
+
 @dataclass
 class IngestContext:
     settings: GatewaySettings
     journal: Journal
     spool: Spool
-    uploader: Uploader
+    uploader: ReleasedSink
     incoming: IncomingFiles
-    metrics: IngestMetrics
+    metrics: ListenerCounters
     table: AssociationTable = field(default_factory=AssociationTable)
 
 
@@ -167,41 +172,42 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
     for stale in ctx.table.reap():
         _finish_aborted(ctx, stale, "association thread ended without release")
     try:
-        with ctx.table.lock:
-            decision = decide(
-                request,
-                ctx.settings.ingest,
-                ctx.settings.sources,
-                ctx.table.count(),
-                ctx.spool.usage(),
-            )
-            if isinstance(decision, Admit):
-                active = ActiveAssociation(
-                    association_id=new_association_id(),
-                    ae=decision.ae,
-                    calling_ae_title=request.calling_ae_title,
-                    remote_host=request.remote_host,
-                    remote_port=port,
-                    started_at=datetime.now(UTC),
-                )
-                ctx.table.add(assoc, active)
+        decision = decide(
+            request,
+            ctx.settings.ingest,
+            ctx.settings.sources,
+            ctx.journal.open_count(),
+            ctx.spool.usage(),
+        )
         if isinstance(decision, Admit):
-            ctx.spool.open_association(active.association_id)
-            ctx.journal.begin_association(
-                AssociationRecord(
-                    association_id=active.association_id,
-                    called_ae_title=request.called_ae_title,
-                    calling_ae_title=request.calling_ae_title,
-                    remote_host=request.remote_host,
-                    remote_port=port,
-                    pipeline=decision.ae.pipeline,
-                    started_at=active.started_at,
-                )
+            active = ActiveAssociation(
+                association_id=new_association_id(),
+                ae=decision.ae,
+                calling_ae_title=request.calling_ae_title,
+                remote_host=request.remote_host,
+                remote_port=port,
+                started_at=datetime.now(UTC),
             )
+            ctx.spool.open_association(active.association_id)
+            record = AssociationRecord(
+                association_id=active.association_id,
+                called_ae_title=request.called_ae_title,
+                calling_ae_title=request.calling_ae_title,
+                remote_host=request.remote_host,
+                remote_port=port,
+                pipeline=decision.ae.pipeline,
+                started_at=active.started_at,
+            )
+            # The count above was a first look; this one, in the admitting transaction, is
+            # the one that holds when several associations (or worker processes) race.
+            if ctx.journal.begin_association(record, limit=ctx.settings.ingest.max_associations):
+                ctx.table.add(assoc, active)
+            else:
+                ctx.spool.remove_association(active.association_id)
+                decision = TOO_MANY_ASSOCIATIONS
     except (JournalError, OSError) as exc:
         # pynetdicom swallows handler exceptions and goes on to accept; fail closed instead.
         log.error("cannot admit association from %s: %s", request.remote_host, exc)
-        ctx.table.pop(assoc)
         _reject(ctx, assoc, request, NO_REASON_GIVEN)
         return
     if not isinstance(decision, Admit):
@@ -420,6 +426,21 @@ def handle_rejected(event: evt.Event, ctx: IngestContext) -> None:
         _finish_aborted(ctx, active, "rejected-by-pynetdicom")
 
 
+def configure_pynetdicom(incoming: IncomingFiles) -> None:
+    """Process-wide pynetdicom switches the SCP depends on.
+
+    - Stream each data set to a file instead of memory, keeping the bytes as received.
+    - Accept every storage SOP class, private and unknown ones too, in the sender's first
+      proposed transfer syntax, so nothing is ever converted.
+    - Create those files with :class:`IncomingFiles` (pynetdicom offers no hook for this, so
+      its module-level factory is replaced): on the spool's filesystem, and a full disk fails
+      one C-STORE instead of killing the association.
+    """
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
+    pynetdicom_dimse_messages.NamedTemporaryFile = incoming  # type: ignore[attr-defined, assignment]
+
+
 def build_ae(settings: GatewaySettings) -> AE:
     ingest = settings.ingest
     ae = AE(ae_title=ingest.ae[0].ae_title)
@@ -435,10 +456,9 @@ def build_ae(settings: GatewaySettings) -> AE:
     return ae
 
 
-def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
-    """Listen; each association runs on its own thread until the server is shut down."""
-    ae = build_ae(ctx.settings)
-    handlers: list[Any] = [
+def scp_handlers(ctx: IngestContext) -> list[Any]:
+    """The event handlers that tie pynetdicom's associations to ingest."""
+    return [
         (evt.EVT_CONN_OPEN, handle_conn_open),
         (evt.EVT_REQUESTED, handle_requested, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
@@ -448,4 +468,30 @@ def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
         (evt.EVT_ABORTED, handle_aborted, [ctx]),
         (evt.EVT_REJECTED, handle_rejected, [ctx]),
     ]
-    return start_acceptor(ae, (ctx.settings.ingest.host, ctx.settings.ingest.port), handlers)
+
+
+def listen_address(settings: GatewaySettings) -> tuple[str, int]:
+    return settings.ingest.host, settings.ingest.port
+
+
+def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
+    """Listen; each association runs on its own thread until the server is shut down."""
+    return start_acceptor(build_ae(ctx.settings), listen_address(ctx.settings), scp_handlers(ctx))
+
+
+def stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_seconds: float) -> None:
+    """Stop accepting, give admitted associations the grace period, then abort what is left.
+
+    Connections that never became an association (port probes, garbage) are not waited for:
+    pynetdicom keeps their threads until its ACSE timeout although nothing can come of them.
+    """
+    server.shutdown()
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and ctx.table.alive() > 0:
+        time.sleep(0.05)
+    for assoc in server.active_associations:
+        if ctx.table.get(assoc) is not None:
+            log.warning("association still open at the end of the grace period: aborting it")
+        assoc.abort()
+    for stale in ctx.table.reap():
+        log.warning("association %s ended without a release", stale.association_id)

@@ -182,6 +182,12 @@ class Uploader:
             log.error("association %s: cannot record that it failed: %s", association_id, exc)
 
     def _store_association(self, association_id: str) -> None:
+        state = self._journal.state(association_id)
+        if state is not AssociationState.RELEASED:
+            # Handed on twice (when a worker process ends, its releases are handed on again
+            # in case it could not): the first time stored it, and it may even be gone.
+            log.debug("association %s is %s: nothing to store", association_id, state)
+            return
         association = self._journal.association(association_id)
         instances = self._journal.instances(association_id)
         pending = [i for i in instances if i.sha256 is None]

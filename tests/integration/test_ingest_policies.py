@@ -73,10 +73,13 @@ def scu() -> Iterator[AE]:
     ae.shutdown()
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_association_limit_counts_real_associations_not_port_probes(
-    ingest: Ingest, scu: AE
+    ingest: Ingest, scu: AE, workers: int
 ) -> None:
-    gateway = ingest.start(max_associations=2)
+    # With two worker processes the two held associations are on different workers (the
+    # main process hands each connection to the one with fewer): the limit is global.
+    gateway = ingest.start(max_associations=2, workers=workers)
     # Port probes of a load balancer: TCP connections that never send an A-ASSOCIATE-RQ.
     probes = [socket.create_connection((gateway.host, gateway.port)) for _ in range(3)]
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,12 +12,16 @@ import pytest
 
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
 from contracts.keys import new_association_id, object_key
+from gateway.errors import JournalError
 from ingest.announcement import released_event
 from ingest.journal import (
     AssociationNotOpen,
     AssociationRecord,
     AssociationState,
+    EndedAssociation,
     Journal,
+    OutboxEvent,
+    OwnerEnded,
     SpooledInstance,
     StoredObject,
 )
@@ -28,19 +34,21 @@ def journal(tmp_path: Path) -> Journal:
     return Journal.open(tmp_path / "journal.sqlite3")
 
 
+def record(association_id: str) -> AssociationRecord:
+    return AssociationRecord(
+        association_id=association_id,
+        called_ae_title="GATEWAY",
+        calling_ae_title="CT01",
+        remote_host="127.0.0.1",
+        remote_port=40000,
+        pipeline="lung",
+        started_at=STARTED,
+    )
+
+
 def begin(journal: Journal) -> str:
     association_id = new_association_id()
-    journal.begin_association(
-        AssociationRecord(
-            association_id=association_id,
-            called_ae_title="GATEWAY",
-            calling_ae_title="CT01",
-            remote_host="127.0.0.1",
-            remote_port=40000,
-            pipeline="lung",
-            started_at=STARTED,
-        )
-    )
+    assert journal.begin_association(record(association_id), limit=1000)
     return association_id
 
 
@@ -169,3 +177,63 @@ def test_no_instance_is_added_once_the_release_is_requested(journal: Journal) ->
     journal.mark_releasing(aid, STARTED)
     with pytest.raises(AssociationNotOpen):
         journal.add_instance(instance(aid, "1.2.3.4.1", 1))
+
+
+def test_the_limit_counts_open_and_releasing_associations(journal: Journal) -> None:
+    first, second = begin(journal), begin(journal)
+    journal.mark_releasing(second, STARTED)
+    assert journal.open_count() == 2
+    third = new_association_id()
+    assert not journal.begin_association(record(third), limit=2)
+    with pytest.raises(JournalError, match="not in the journal"):
+        journal.association(third)  # a refused admission records nothing
+    journal.mark_aborted(first, STARTED)
+    assert journal.begin_association(record(third), limit=2)
+    assert journal.open_count() == 2
+
+
+def test_a_second_process_sees_the_same_limit(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    one, other = Journal.open(path), Journal.open(path)  # two connections, as two processes
+    begin(one)
+    assert not other.begin_association(record(new_association_id()), limit=1)
+    assert other.open_count() == 1
+
+
+def test_an_ended_owner_aborts_what_it_had_open_and_hands_on_its_releases(
+    journal: Journal,
+) -> None:
+    opened, releasing, released, announced = (begin(journal) for _ in range(4))
+    journal.mark_releasing(releasing, STARTED)
+    journal.mark_released(released, STARTED)
+    journal.mark_released(announced, STARTED)
+    journal.announce(OutboxEvent("e", announced, "association.released.lung", "x", b"{}"), STARTED)
+    assert journal.end_owned(os.getpid() + 1, STARTED) == OwnerEnded([], [])
+    ended = journal.end_owned(os.getpid(), STARTED)
+    assert ended.aborted == [EndedAssociation(opened, "GATEWAY")]
+    assert sorted(ended.released) == sorted([releasing, released])
+    assert journal.association(opened).state is AssociationState.ABORTED
+    assert journal.aborted_due(STARTED) == [opened]
+    assert journal.open_count() == 0
+
+
+def test_a_journal_from_before_worker_processes_gets_the_owner_column(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE associations (association_id TEXT PRIMARY KEY, called_ae_title TEXT"
+        " NOT NULL, calling_ae_title TEXT NOT NULL, remote_host TEXT NOT NULL, remote_port"
+        " INTEGER NOT NULL, pipeline TEXT NOT NULL, started_at TEXT NOT NULL, state TEXT NOT"
+        " NULL, released_at TEXT, cleanup_after TEXT)"
+    )
+    old.execute(
+        "INSERT INTO associations VALUES ('a', 'GATEWAY', 'CT01', 'h', 1, 'p', ?, 'open',"
+        " NULL, NULL)",
+        (STARTED.isoformat(),),
+    )
+    old.commit()
+    old.close()
+    journal = Journal.open(path)
+    begin(journal)
+    assert journal.open_count() == 2
+    assert journal.abort_all_open(STARTED) != []

@@ -40,7 +40,8 @@ def announced(tmp_path: Path) -> tuple[Journal, str]:
     association_id = new_association_id()
     now = datetime.now(UTC)
     journal.begin_association(
-        AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now)
+        AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now),
+        limit=1,
     )
     journal.mark_released(association_id, now)
     journal.announce(

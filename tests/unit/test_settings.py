@@ -48,6 +48,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(None)
     assert settings.ingest.port == 11112
     assert settings.ingest.max_associations == 25
+    assert settings.ingest.workers == 1
     assert [ae.ae_title for ae in settings.ingest.ae] == ["GATEWAY"]
     assert settings.broker.exchange == "dicom-gateway"
 
@@ -78,6 +79,8 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     [
         ("[ingest]\nmax_associations = 0\n", "ingest.max_associations"),
         ("[ingest]\nmax_associations = 1001\n", "ingest.max_associations"),
+        ("[ingest]\nworkers = 0\n", "ingest.workers"),
+        ("[ingest]\nworkers = 33\n", "ingest.workers"),
         ("[ingest]\nimplementation_class_uid = 'not.a.uid'\n", "ingest.implementation_class_uid"),
         (
             "[ingest]\nimplementation_version_name = '12345678901234567'\n",

@@ -1,0 +1,173 @@
+"""A worker process and its parent talk over a Unix socket pair.
+
+The parent sends connections: one byte with the connection's descriptor attached
+(``SCM_RIGHTS``). The worker answers with one JSON object per line:
+
+- ``{"ready": true}``: the worker takes connections.
+- ``{"closed": true}``: a connection it was handed has ended.
+- ``{"released": ID}``: an association is released and recorded; the parent uploads it.
+- ``{"counter": NAME, "labels": [...], "amount": N}``: one of the listener's counters moved.
+
+Lines are written whole under a lock, so the threads of a worker never interleave them, and
+in order, so a release arrives after the counts of its instances.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from gateway.metrics import LISTENER_COUNTERS, Increment, ListenerCounters
+
+log = logging.getLogger(__name__)
+
+#: Longer lines are not ours (a counter line is under 200 bytes).
+MAX_LINE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Ready:
+    pass
+
+
+@dataclass(frozen=True)
+class Closed:
+    pass
+
+
+@dataclass(frozen=True)
+class Released:
+    association_id: str
+
+
+@dataclass(frozen=True)
+class CounterMoved:
+    counter: str
+    labels: tuple[str, ...]
+    amount: float
+
+
+Message = Ready | Closed | Released | CounterMoved
+
+
+def parse_message(line: bytes) -> Message:
+    """Decode one line; raises :class:`ValueError` saying what is wrong with it."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ValueError(f"line of {len(line)} bytes")
+    document = json.loads(line)
+    if isinstance(document, dict):
+        if document.get("ready") is True:
+            return Ready()
+        if document.get("closed") is True:
+            return Closed()
+        released = document.get("released")
+        if isinstance(released, str) and released:
+            return Released(released)
+        counter = document.get("counter")
+        labels = document.get("labels")
+        amount = document.get("amount")
+        if (
+            counter in LISTENER_COUNTERS
+            and isinstance(labels, list)
+            and all(isinstance(label, str) for label in labels)
+            and isinstance(amount, int | float)
+            and not isinstance(amount, bool)
+            and amount >= 0
+        ):
+            return CounterMoved(str(counter), tuple(labels), float(amount))
+    raise ValueError(f"not a message: {line[:200]!r}")
+
+
+class Channel:
+    """The worker's end: thread-safe, whole lines."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def send(self, document: dict[str, object]) -> bool:
+        """Whether the line went out; False once the parent is gone (it stops the worker too).
+
+        Never raises: it is called from pynetdicom's handlers, after the work it reports is
+        done and recorded, and must not turn that into a failure answered to the sender.
+        """
+        line = json.dumps(document, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            if self._broken:
+                return False
+            try:
+                self._sock.sendall(line)
+            except OSError as exc:
+                self._broken = True
+                log.error("cannot reach the ingest parent process: %s", exc)
+                return False
+        return True
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def hand_over(channel: socket.socket, connection: socket.socket) -> None:
+    """Send ``connection`` to the worker at the other end; raises :class:`OSError`."""
+    socket.send_fds(channel, [b"c"], [connection.fileno()])
+
+
+def receive_connections(channel: socket.socket) -> Iterator[socket.socket]:
+    """The connections the parent hands over, until it closes its end (or is gone)."""
+    while True:
+        try:
+            data, fds, _flags, _address = socket.recv_fds(channel, 64, 64)
+        except OSError:
+            return
+        for fd in fds:
+            yield socket.socket(fileno=fd)
+        if not data and not fds:
+            return
+
+
+class _ForwardedIncrement:
+    def __init__(self, channel: Channel, counter: str, labels: tuple[str, ...]) -> None:
+        self._channel = channel
+        self._counter = counter
+        self._labels = labels
+
+    def inc(self, amount: float = 1) -> None:
+        self._channel.send(
+            {"counter": self._counter, "labels": list(self._labels), "amount": amount}
+        )
+
+
+class _ForwardedCounter:
+    def __init__(self, channel: Channel, counter: str) -> None:
+        self._channel = channel
+        self._counter = counter
+
+    def labels(self, *labelvalues: str) -> Increment:
+        return _ForwardedIncrement(self._channel, self._counter, labelvalues)
+
+
+def forwarded_counters(channel: Channel) -> ListenerCounters:
+    """Counters that count in the parent's registry (the one ``/metrics`` shows)."""
+    return ListenerCounters(
+        **{name: _ForwardedCounter(channel, name) for name in LISTENER_COUNTERS}
+    )
+
+
+class ForwardedReleases:
+    """Hands released associations to the parent's uploader."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    def submit(self, association_id: str) -> None:
+        if not self._channel.send({"released": association_id}):
+            log.error(
+                "association %s: released and recorded, but the parent is gone; the next "
+                "start uploads and announces it",
+                association_id,
+            )

@@ -1,0 +1,84 @@
+"""Where ingest's worker processes get their connections from.
+
+With worker processes the parent alone listens and accepts, and hands each connection to the
+worker with the fewest open ones (:mod:`ingest.workers`): connections spread evenly, whereas
+workers accepting on a shared socket (or ``SO_REUSEPORT``) take them as chance has it, and
+three associations on one worker and one on the other are then as slow as one process. A
+worker serves what it is handed with :class:`HandedConnectionsServer`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from gateway.prompt_dul import PromptRequestHandler
+
+
+def open_listener(host: str, port: int, backlog: int) -> socket.socket:
+    """Bind and listen; raises :class:`OSError` (the port is in use, say)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
+class HandedConnectionsServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server for connections accepted elsewhere; it has no socket.
+
+    ``on_closed`` is called once for every connection handed to :meth:`take`, when it has
+    ended, so that the parent knows how many each worker has.
+    """
+
+    def __init__(self, *args: Any, on_closed: Callable[[], None], **kwargs: Any) -> None:
+        self._on_closed = on_closed
+        self._taking = True
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.socket is not None:  # the unbound socket socketserver made; not needed
+            self.socket.close()
+
+    def server_activate(self) -> None:
+        """Nothing to listen on."""
+
+    def server_close(self) -> None:
+        """Nothing to close: each connection closes with its association."""
+
+    def shutdown(self) -> None:
+        """Take no more connections (there is no ``serve_forever`` loop to stop)."""
+        self._taking = False
+        self.ae._servers.remove(self)
+
+    def take(self, connection: socket.socket) -> None:
+        """Serve a connection on a thread of its own, as if this server had accepted it."""
+        address = None
+        if self._taking:
+            try:
+                address = connection.getpeername()
+            except OSError:  # the peer is gone already
+                address = None
+        if address is None:
+            connection.close()
+            self._on_closed()
+            return
+        self.process_request(connection, address)
+
+    def process_request_thread(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._on_closed()
+
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
+    ) -> None:
+        # Always the prompt handler (as make_acceptor gives), to get at its association.
+        handler = PromptRequestHandler(request, client_address, self)
+        # The association runs on a thread of its own; this connection's thread waits for it
+        # so that ``on_closed`` comes when the connection is over, however it ended.
+        if handler.association is not None:
+            handler.association.join()

@@ -1,0 +1,134 @@
+"""One ingest worker process: the DICOM listener's work for the connections its parent hands it.
+
+Started by :mod:`ingest.workers` as ``python -m ingest.worker``, with its end of a socket pair
+as an inherited descriptor and a start-up document on stdin: the settings (the parent's,
+built once), the log level and the descriptor's number. It admits, receives and spools
+associations exactly as a single-process ingest does, in the shared journal; what the parent
+does for all workers (uploads, events, ``/metrics``, spool maintenance) it is told over the
+socket pair (:mod:`ingest.channel`).
+
+It stops on SIGTERM or SIGINT like the single-process service (the grace period, then
+aborting what is still open), and on its own when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.logs import configure_logging
+from gateway.prompt_dul import make_acceptor
+from gateway.settings import GatewaySettings
+from gateway.stop_signals import block_stop_signals
+from ingest.channel import Channel, ForwardedReleases, forwarded_counters, receive_connections
+from ingest.incoming import IncomingFiles
+from ingest.journal import Journal
+from ingest.listener import HandedConnectionsServer
+from ingest.scp import (
+    IngestContext,
+    build_ae,
+    configure_pynetdicom,
+    listen_address,
+    scp_handlers,
+    stop_scp,
+)
+from ingest.spool import Spool
+
+log = logging.getLogger(__name__)
+
+#: How often a worker looks whether its parent is still there while it waits for a signal.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def start_document(settings: GatewaySettings, log_level: str, channel_fd: int) -> bytes:
+    """What the parent writes to a worker's stdin."""
+    return json.dumps(
+        {
+            "settings": settings.model_dump(mode="json"),
+            "log_level": log_level,
+            "channel_fd": channel_fd,
+        }
+    ).encode()
+
+
+def _take_connections(
+    channel: socket.socket, server: HandedConnectionsServer, parent_gone: threading.Event
+) -> None:
+    for connection in receive_connections(channel):
+        server.take(connection)
+    parent_gone.set()
+
+
+def serve(start: dict[str, Any]) -> int:
+    stop_signals = block_stop_signals()
+    settings = GatewaySettings.model_validate(start["settings"])
+    configure_logging(str(start["log_level"]), settings.log_format)
+    channel_socket = socket.socket(fileno=int(start["channel_fd"]))
+    channel = Channel(channel_socket)
+    spool = Spool(settings.ingest.spool_dir)
+    incoming = IncomingFiles(spool.incoming)
+    configure_pynetdicom(incoming)
+    with ExitStack() as stack:
+        stack.callback(channel.close)
+        journal = Journal.open(spool.journal_path)
+        stack.callback(journal.close)
+        ctx = IngestContext(
+            settings=settings,
+            journal=journal,
+            spool=spool,
+            uploader=ForwardedReleases(channel),
+            incoming=incoming,
+            metrics=forwarded_counters(channel),
+        )
+        server = make_acceptor(
+            build_ae(settings),
+            listen_address(settings),
+            scp_handlers(ctx),
+            HandedConnectionsServer,
+            on_closed=lambda: channel.send({"closed": True}),
+        )
+        parent_gone = threading.Event()
+        threading.Thread(
+            target=_take_connections,
+            args=(channel_socket, server, parent_gone),
+            name="connections",
+            daemon=True,
+        ).start()
+        grace = settings.ingest.shutdown_grace_seconds
+        try:
+            channel.send({"ready": True})
+            while True:
+                received = signal.sigtimedwait(stop_signals, PARENT_CHECK_SECONDS)
+                if received is not None and received.si_signo in stop_signals:
+                    name = signal.Signals(received.si_signo).name
+                    log.debug("ingest worker: %s, stopping", name)
+                    break
+                if parent_gone.is_set():
+                    # Nobody would upload what is released now, and the next start counts
+                    # whatever is open as aborted: abort it at once rather than write on
+                    # while that start cleans up.
+                    log.error("ingest worker: the parent process is gone, aborting and stopping")
+                    grace = 0.0
+                    break
+        finally:
+            stop_scp(server, ctx, grace)
+    return 0
+
+
+def main() -> int:
+    try:
+        return serve(json.loads(sys.stdin.buffer.read()))
+    except GatewayError as exc:
+        log.error("ingest worker cannot run: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

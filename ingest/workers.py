@@ -1,0 +1,253 @@
+"""Ingest's worker processes, seen from the parent: start them, feed them, replace them.
+
+With ``ingest.workers`` above 1, associations are received by that many processes
+(:mod:`ingest.worker`), so that concurrent associations use more than one core. The parent
+accepts every connection and hands it to the worker with the fewest open connections (see
+:mod:`ingest.listener` for why). It keeps what there is one of: the journal's recovery at
+start, the uploader, the event relay, spool maintenance and ``/metrics``.
+
+The association limit stays global: each worker admits in a journal transaction that counts
+every open association (:meth:`~ingest.journal.Journal.begin_association`). When a worker
+ends, for whatever reason, its open associations end as after a crash: aborted (their peers'
+connections closed with the process), releases it had recorded handed on, and a new worker
+takes its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from gateway.errors import GatewayError, JournalError
+from gateway.metrics import ListenerCounters
+from gateway.settings import GatewaySettings
+from ingest.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
+from ingest.journal import Journal
+from ingest.scp import ReleasedSink
+from ingest.worker import start_document
+
+log = logging.getLogger(__name__)
+
+#: How long a worker may take from start to accepting associations.
+START_TIMEOUT_SECONDS = 30.0
+#: How long after the grace period a stopping worker is waited for before it is killed.
+STOP_MARGIN_SECONDS = 10.0
+#: A worker that ends within this time of its start is replaced only after the delay below,
+#: so that one that cannot run does not spin.
+SHORT_LIFE_SECONDS = 10.0
+RESTART_DELAY_SECONDS = 5.0
+
+
+#: How often the accepting thread looks whether it should stop.
+ACCEPT_POLL_SECONDS = 0.5
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    ready: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    #: The parent's end of the socket pair while the worker runs; guarded by the pool's lock.
+    channel: socket.socket | None = None
+    #: Connections handed over and not yet closed; guarded by the pool's lock.
+    connections: int = 0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        listening: socket.socket,
+        journal: Journal,
+        releases: ReleasedSink,
+        counters: ListenerCounters,
+    ) -> None:
+        self._settings = settings
+        self._listening = listening
+        self._journal = journal
+        self._releases = releases
+        self._counters = counters
+        self._log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._slots = [_Slot(i) for i in range(settings.ingest.workers)]
+        self._accepting = threading.Thread(target=self._accept, name="ingest-accept")
+
+    def start(self) -> None:
+        """Start every worker and wait until each accepts; raises :class:`GatewayError`."""
+        for slot in self._slots:
+            slot.thread = threading.Thread(
+                target=self._supervise, args=(slot,), name=f"ingest-worker-{slot.index}"
+            )
+            slot.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        for slot in self._slots:
+            if not slot.ready.wait(max(0.0, deadline - time.monotonic())):
+                raise GatewayError(
+                    f"ingest worker {slot.index} did not start within {START_TIMEOUT_SECONDS:g} s"
+                )
+        self._accepting.start()
+
+    def running(self) -> int:
+        """Workers that are accepting associations now."""
+        return sum(
+            1
+            for slot in self._slots
+            if slot.ready.is_set() and slot.process is not None and slot.process.poll() is None
+        )
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self._slots if s.process is not None]
+
+    def stop(self, grace_seconds: float) -> None:
+        """Stop accepting, SIGTERM every worker (each has the grace period), kill what
+        outlives it."""
+        self._stopping.set()
+        if self._accepting.is_alive():
+            self._accepting.join()
+        for slot in self._slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds + STOP_MARGIN_SECONDS
+        for slot in self._slots:
+            if slot.thread is None:
+                continue
+            slot.thread.join(max(0.0, deadline - time.monotonic()))
+            if slot.thread.is_alive() and slot.process is not None:
+                log.warning("ingest worker %d did not stop in time: killing it", slot.index)
+                slot.process.kill()
+                slot.thread.join()
+
+    # -- accepting ----------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        self._listening.settimeout(ACCEPT_POLL_SECONDS)
+        while not self._stopping.is_set():
+            try:
+                connection, address = self._listening.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:  # e.g. out of descriptors: the connection waits in the queue
+                log.error("ingest cannot accept a connection: %s", exc)
+                self._stopping.wait(ACCEPT_POLL_SECONDS)
+                continue
+            with connection:
+                if not self._hand_over(connection):
+                    log.error(
+                        "no ingest worker is running: connection from %s:%d closed", *address[:2]
+                    )
+
+    def _hand_over(self, connection: socket.socket) -> bool:
+        """To the running worker with the fewest connections; False if none would take it."""
+        with self._lock:
+            candidates = sorted(
+                (s for s in self._slots if s.ready.is_set() and s.channel is not None),
+                key=lambda s: s.connections,
+            )
+            for slot in candidates:
+                assert slot.channel is not None  # see the filter above
+                try:
+                    hand_over(slot.channel, connection)
+                except OSError as exc:  # it is ending; its supervisor will see that
+                    log.warning("ingest worker %d cannot take a connection: %s", slot.index, exc)
+                    continue
+                slot.connections += 1
+                return True
+        return False
+
+    # -- one thread per slot ----------------------------------------------------------------
+
+    def _supervise(self, slot: _Slot) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._run_one(slot)
+            except OSError as exc:
+                log.error("ingest worker %d cannot be started: %s", slot.index, exc)
+            if self._stopping.is_set():
+                return
+            lived = time.monotonic() - slot.started
+            delay = RESTART_DELAY_SECONDS if lived < SHORT_LIFE_SECONDS else 0.0
+            log.warning("starting a new ingest worker %d in %.0f s", slot.index, delay)
+            self._stopping.wait(delay)
+
+    def _run_one(self, slot: _Slot) -> None:
+        parent_end, child_end = socket.socketpair()
+        with parent_end:
+            with child_end:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "ingest.worker"],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(child_end.fileno(),),
+                )
+                document = start_document(self._settings, self._log_level, child_end.fileno())
+            slot.process, slot.started = process, time.monotonic()
+            with self._lock:
+                slot.channel, slot.connections = parent_end, 0
+            log.info("ingest worker %d started (pid %d)", slot.index, process.pid)
+            try:
+                assert process.stdin is not None  # stdin=PIPE
+                with process.stdin:
+                    process.stdin.write(document)
+                with parent_end.makefile("rb") as lines:
+                    for line in lines:
+                        self._take(slot, line)
+            except OSError as exc:  # it ended before reading its start-up document
+                log.error("ingest worker %d: %s", slot.index, exc)
+            finally:
+                with self._lock:
+                    slot.channel = None
+                slot.ready.clear()
+                status = process.wait()
+                self._ended(slot, process.pid, status)
+
+    def _take(self, slot: _Slot, line: bytes) -> None:
+        try:
+            message = parse_message(line)
+        except ValueError as exc:
+            log.error("ingest worker %d sent something unexpected: %s", slot.index, exc)
+            return
+        match message:
+            case Ready():
+                slot.ready.set()
+            case Closed():
+                with self._lock:
+                    slot.connections = max(0, slot.connections - 1)
+            case Released(association_id):
+                self._releases.submit(association_id)
+            case CounterMoved(counter, labels, amount):
+                try:
+                    getattr(self._counters, counter).labels(*labels).inc(amount)
+                except ValueError as exc:  # the wrong number of labels for that counter
+                    log.error("ingest worker %d: counter %s: %s", slot.index, counter, exc)
+
+    def _ended(self, slot: _Slot, pid: int, status: int) -> None:
+        """The worker is gone: its associations end as they would after a crash."""
+        if status != 0 or not self._stopping.is_set():
+            log.error("ingest worker %d (pid %d) ended with status %d", slot.index, pid, status)
+        cleanup_after = datetime.now(UTC) + timedelta(
+            seconds=self._settings.ingest.aborted_cleanup_seconds
+        )
+        try:
+            ended = self._journal.end_owned(pid, cleanup_after)
+        except JournalError as exc:
+            log.error(
+                "ingest worker %d: its associations could not be ended (%s); they count "
+                "against the association limit until the next start",
+                slot.index,
+                exc,
+            )
+            return
+        for aborted in ended.aborted:
+            log.warning("association %s aborted: its ingest worker ended", aborted.association_id)
+            self._counters.associations_ended.labels(aborted.called_ae_title, "aborted").inc()
+        for association_id in ended.released:
+            self._releases.submit(association_id)

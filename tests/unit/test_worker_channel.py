@@ -1,0 +1,122 @@
+"""What ingest's worker processes and their parent say to each other (real socket pairs)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.metrics import IngestMetrics
+from ingest.channel import (
+    MAX_LINE_BYTES,
+    Channel,
+    Closed,
+    CounterMoved,
+    ForwardedReleases,
+    Message,
+    Ready,
+    Released,
+    forwarded_counters,
+    hand_over,
+    parse_message,
+    receive_connections,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"ready": true}\n', Ready()),
+        (b'{"closed": true}\n', Closed()),
+        (b'{"released": "a-b"}\n', Released("a-b")),
+        (
+            b'{"counter": "received_bytes", "labels": ["GATEWAY"], "amount": 512}\n',
+            CounterMoved("received_bytes", ("GATEWAY",), 512.0),
+        ),
+        (
+            b'{"counter": "associations_ended", "labels": ["GW", "aborted"], "amount": 1.0}',
+            CounterMoved("associations_ended", ("GW", "aborted"), 1.0),
+        ),
+    ],
+)
+def test_messages_are_read(line: bytes, message: Message) -> None:
+    assert parse_message(line) == message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[1, 2]", id="not-an-object"),
+        pytest.param(b'{"ready": 1}', id="ready-not-true"),
+        pytest.param(b'{"released": ""}', id="empty-id"),
+        pytest.param(b'{"released": 7}', id="id-not-text"),
+        pytest.param(
+            b'{"counter": "events_published", "labels": [], "amount": 1}', id="not-a-listener-one"
+        ),
+        pytest.param(b'{"counter": "__class__", "labels": [], "amount": 1}', id="attribute-name"),
+        pytest.param(
+            b'{"counter": "received_bytes", "labels": [1], "amount": 1}', id="label-not-text"
+        ),
+        pytest.param(b'{"counter": "received_bytes", "labels": [], "amount": -1}', id="negative"),
+        pytest.param(
+            b'{"counter": "received_bytes", "labels": [], "amount": true}', id="boolean-amount"
+        ),
+        pytest.param(b'{"released": "' + b"x" * MAX_LINE_BYTES + b'"}', id="too-long"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+    ],
+)
+def test_anything_else_is_refused(line: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 (each case has its own message)
+        parse_message(line)
+
+
+def test_forwarded_counts_arrive_as_the_parents_counter_would_take_them() -> None:
+    worker_end, parent_end = socket.socketpair()
+    with worker_end, parent_end:
+        channel = Channel(worker_end)
+        counters = forwarded_counters(channel)
+        counters.instances_received.labels("GATEWAY").inc()
+        counters.received_bytes.labels("GATEWAY").inc(1234)
+        ForwardedReleases(channel).submit("assoc-1")
+        worker_end.shutdown(socket.SHUT_WR)
+        lines = parent_end.makefile("rb").readlines()
+    messages = [parse_message(line) for line in lines]
+    assert messages == [
+        CounterMoved("instances_received", ("GATEWAY",), 1.0),
+        CounterMoved("received_bytes", ("GATEWAY",), 1234.0),
+        Released("assoc-1"),
+    ]
+    # Every listener counter of the parent takes the labels the worker sends.
+    parent = IngestMetrics.register(CollectorRegistry()).listener_counters()
+    for message in messages:
+        if isinstance(message, CounterMoved):
+            getattr(parent, message.counter).labels(*message.labels).inc(message.amount)
+
+
+def test_a_send_after_the_parent_is_gone_is_reported_not_raised() -> None:
+    worker_end, parent_end = socket.socketpair()
+    parent_end.close()
+    with worker_end:
+        channel = Channel(worker_end)
+        assert not channel.send({"closed": True})
+        assert not channel.send({"closed": True})  # and stays so, without trying again
+
+
+def test_connections_are_handed_over_and_usable_on_the_other_side() -> None:
+    parent_end, worker_end = socket.socketpair()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            hand_over(parent_end, accepted)
+        parent_end.close()  # the parent's copy is closed; the worker's stays open
+        (received,) = list(receive_connections(worker_end))
+        with client, received:
+            client.sendall(b"ping")
+            assert received.recv(4) == b"ping"
+            received.sendall(json.dumps({"ok": True}).encode())
+            assert client.recv(64) == b'{"ok": true}'
+    worker_end.close()
