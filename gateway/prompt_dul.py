@@ -11,14 +11,18 @@ Here, with pynetdicom's own state machine, PDU codec and DIMSE code unchanged:
 
 * the DUL thread waits in ``poll()`` on its socket *and* a wake-up pipe, which the other
   threads write whenever they queue a primitive to send, or kill the DUL;
-* an acceptor's association thread waits on the DIMSE message queue rather than sleeping
-  (a requestor's keeps pynetdicom's: its user pauses that thread for every request it sends,
-  and a thread in a longer wait would only be slower to pause);
+* an acceptor's association thread waits on the DIMSE message queue rather than sleeping,
+  and the DUL wakes it when the peer's release or abort arrives, when it is killed and when
+  it ends (a requestor's keeps pynetdicom's: its user pauses that thread for every request
+  it sends, and a thread in a longer wait would only be slower to pause);
 * the socket reads a PDU with as few ``recv_into`` calls as the kernel allows, where
   pynetdicom reads 4 KiB per call and appends each piece (64 calls for a 256 KiB PDU).
 
-Both waits are bounded by :data:`WAIT_SECONDS`, so pynetdicom's timers (ARTIM, network
-timeout), its kill flags and a peer's A-RELEASE or A-ABORT are still seen within that time.
+Both waits are bounded by :data:`WAIT_SECONDS` (and the DUL's by the ARTIM timer), so
+pynetdicom's timers are still looked at. Two faults of pynetdicom's state machine are also
+contained here: a late primitive of ours after the connection ended, and an exception
+escaping the DUL thread (see :class:`_EndingTolerantStateMachine` and
+:meth:`PromptDUL.run_reactor`).
 Acceptors get these classes from :func:`start_acceptor`, requestors from :class:`PromptAE`;
 nothing in pynetdicom is patched.
 """
@@ -26,11 +30,13 @@ nothing in pynetdicom is patched.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import select
 import ssl
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -38,6 +44,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.transport import (
     AddressInformation,
     AssociationSocket,
@@ -45,11 +52,18 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-#: Longest wait before pynetdicom's reactors look at their timers and flags again.
-WAIT_SECONDS = 0.01
+log = logging.getLogger(__name__)
+
+#: Longest wait of an idle association's two threads before they look at pynetdicom's timers
+#: and flags again; everything else they wait for wakes them at once. Short waits cost CPU in
+#: proportion to the number of open associations: at 10 ms, 1,000 idle associations woke
+#: 200,000 times a second and the service stopped answering.
+WAIT_SECONDS = 0.5
 #: A PDU's first read buffer; larger PDUs grow it as their bytes arrive. Ingest accepts
 #: 256 KiB PDUs by default, so one read usually takes a whole PDU.
 FIRST_READ_BYTES = 1024 * 1024
+#: Connections the kernel keeps waiting to be accepted (it caps this at ``somaxconn``).
+LISTEN_BACKLOG = 1024
 #: State 13: the DUL waits for the peer to close; pynetdicom drains the socket there itself.
 _CLOSING = "Sta13"
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
@@ -87,11 +101,45 @@ class _Waker:
             os.close(self._write_end)
 
 
+#: Events that our own side raises by queueing a primitive (PS3.8 9.2.1).
+_LOCAL_EVENTS = frozenset({"Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+#: No connection, or waiting for the peer to close it: nothing can be sent any more.
+_ENDED_STATES = frozenset({"Sta1", _CLOSING})
+
+
+class _EndingTolerantStateMachine(StateMachine):
+    """pynetdicom's state machine, letting a late primitive of ours pass when it is over.
+
+    When a peer's garbage or abort ends the association while our association thread is still
+    answering it (say, accepting the association), our answer reaches the state machine in
+    Sta13; pynetdicom raises InvalidEventError for it and its DUL thread dies with the
+    connection still open. Dropping the answer is all there is to do. Any other invalid event
+    still raises, as in pynetdicom.
+    """
+
+    def do_action(self, event: str) -> None:
+        state = self.current_state
+        if (
+            (event, state) not in TRANSITION_TABLE
+            and event in _LOCAL_EVENTS
+            and state in _ENDED_STATES
+        ):
+            # The event stands for the primitive at the head of the queue (pynetdicom peeks
+            # at it and leaves taking it to the action): take it, or it comes round again.
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get(block=False)
+            return
+        super().do_action(event)
+
+
 class PromptDUL(DULServiceProvider):
     """A DUL provider that waits for data or for work instead of sleeping between looks."""
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
+        self.state_machine = _EndingTolerantStateMachine(self)
+        # The association thread looks for the peer's release and abort in this queue.
+        self.to_user_queue = _NotifyingQueue(self._wake_association)
         # Made when the thread starts and closed when it ends: an association that never
         # starts (AE.associate can fail after making the socket) must not hold a pipe.
         self._waker: _Waker | None = None
@@ -111,13 +159,36 @@ class PromptDUL(DULServiceProvider):
         waker = self._waker
         if waker is not None:
             waker.wake()
+        self._wake_association()
 
     def run_reactor(self) -> None:
         self._waker = _Waker()
         try:
             super().run_reactor()
+        except Exception as exc:  # noqa: BLE001 (the thread's boundary: see below)
+            # pynetdicom lets some errors escape its state machine (a peer's request with an
+            # even presentation context ID, say); its thread would die with the connection
+            # still open and the peer waiting for an answer that never comes.
+            log.warning(
+                "connection ended: pynetdicom could not handle the peer's data: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            self._end_connection()
         finally:
             self._waker.close()
+            self._wake_association()  # it checks whether this thread still runs
+
+    def _end_connection(self) -> None:
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        if self.socket is not None:
+            self.socket.close()
+
+    def _wake_association(self) -> None:
+        dimse = getattr(self.assoc, "dimse", None)
+        if isinstance(dimse, PromptDIMSE):
+            dimse.wake()
 
     def _is_transport_event(self) -> bool:
         """Wait until the peer sent data or our user queued a primitive, then act on it.
@@ -162,15 +233,48 @@ class PromptDUL(DULServiceProvider):
         except (OSError, ValueError):
             return set()  # closed under us: pynetdicom's own check reports it
         poller.register(waker.fileno, select.POLLIN)
-        return {fd for fd, _ in poller.poll(WAIT_SECONDS * 1000)}
+        # The ARTIM timer (a peer that sends no request, or does not close) runs here.
+        timeout = WAIT_SECONDS
+        if self.artim_timer._start_time is not None:
+            timeout = max(0.0, min(timeout, self.artim_timer.remaining))
+        return {fd for fd, _ in poller.poll(timeout * 1000)}
+
+
+class _NotifyingQueue(queue.Queue[Any]):
+    """A queue that calls ``on_put`` after each put."""
+
+    def __init__(self, on_put: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_put = on_put
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._on_put()
+
+
+#: Put on the DIMSE message queue to end the association thread's wait without a message.
+#: Made at run time so that it is not the same object as any ``(None, None)`` constant,
+#: such as what pynetdicom returns when its own wait times out.
+_WAKE: tuple[None, None] = tuple([None, None])  # type: ignore[assignment]
 
 
 class PromptDIMSE(DIMSEServiceProvider):
-    """The association thread waits on the message queue instead of sleeping."""
+    """The association thread waits on the message queue instead of sleeping.
+
+    Besides messages, the DUL wakes it (:meth:`wake`) when the peer's release or abort
+    arrives, when the DUL is killed and when it ends; its timers (the network timeout) are
+    looked at after :data:`WAIT_SECONDS` at the latest.
+    """
+
+    def wake(self) -> None:
+        self.msg_queue.put(_WAKE)
 
     def get_msg(self, block: bool = False) -> Any:
         if block:
-            return super().get_msg(block=True)
+            while True:
+                message = super().get_msg(block=True)
+                if message is not _WAKE:
+                    return message
         # pynetdicom's reactor asks without blocking, once per loop; waiting here (bounded)
         # hands it a message as soon as the DUL thread has decoded one.
         try:
@@ -180,7 +284,29 @@ class PromptDIMSE(DIMSEServiceProvider):
 
 
 class PromptSocket(AssociationSocket):
-    """A connection that reads each PDU into one buffer."""
+    """A connection that reads each PDU into one buffer, and asks ``poll()`` whether data is
+    waiting."""
+
+    @property
+    def ready(self) -> bool:
+        """pynetdicom's check, with ``poll()`` where pynetdicom uses ``select()``.
+
+        ``select()`` refuses descriptors above 1023, which a gateway serving hundreds of
+        associations reaches; pynetdicom then takes the connection for closed (Evt17).
+        """
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        # An SSLSocket may hold decrypted bytes that poll() cannot see (as pynetdicom says).
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        poller = select.poll()
+        try:
+            poller.register(sock, _READABLE)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # transport connection closed
+            return False
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes``, or fewer if the peer closed the connection (as pynetdicom).
@@ -287,6 +413,12 @@ def make_acceptor(
     return server
 
 
+class _ListeningServer(ThreadedAssociationServer):
+    # socketserver's default of 5 waiting connections makes the kernel drop the SYNs of a
+    # burst of senders, who then wait a second or more to retry.
+    request_queue_size = LISTEN_BACKLOG
+
+
 def start_acceptor(
     ae: AE,
     address: tuple[str, int],
@@ -294,9 +426,7 @@ def start_acceptor(
     ssl_context: ssl.SSLContext | None = None,
 ) -> ThreadedAssociationServer:
     """``ae.start_server(address, block=False, ...)`` with :class:`PromptRequestHandler`."""
-    server = make_acceptor(
-        ae, address, evt_handlers, ThreadedAssociationServer, ssl_context=ssl_context
-    )
+    server = make_acceptor(ae, address, evt_handlers, _ListeningServer, ssl_context=ssl_context)
     name = f"AcceptorServer@{datetime.now():%Y%m%d%H%M%S}"
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server

@@ -28,6 +28,7 @@ from gateway.errors import BrokerUnavailable, GatewayError, JournalError, Storag
 from gateway.loop_thread import LoopThread
 from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore, open_store
+from gateway.prompt_dul import LISTEN_BACKLOG
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
@@ -36,7 +37,7 @@ from ingest.journal import Journal
 from ingest.listener import open_listener
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
-from ingest.scp import IngestContext, configure_pynetdicom, start_scp, stop_scp
+from ingest.scp import IngestContext, configure_pynetdicom, reconcile, start_scp, stop_scp
 from ingest.spool import Spool
 from ingest.uploader import Uploader
 from ingest.workers import WorkerPool
@@ -48,8 +49,6 @@ SERVICE = "ingest"
 
 #: How often aborted associations with a delayed cleanup and dead transfers are looked at.
 MAINTENANCE_INTERVAL_SECONDS = 5.0
-#: Connections waiting to be accepted by the worker processes before the kernel refuses more.
-LISTEN_BACKLOG = 1024
 #: How long ``/readyz`` waits for the event bus to answer.
 READINESS_TIMEOUT_SECONDS = 5.0
 
@@ -67,6 +66,7 @@ def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
         try:
             _remove_due_aborted(ctx.journal, ctx.spool)
             ctx.spool.clear_incoming(older_than=stale_after)
+            reconcile(ctx)
         except (JournalError, OSError) as exc:
             log.error("spool maintenance failed, retrying later: %s", exc)
 

@@ -14,11 +14,12 @@ in order, so a release arrives after the counts of its instances.
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gateway.metrics import LISTENER_COUNTERS, Increment, ListenerCounters
@@ -109,25 +110,48 @@ class Channel:
         return True
 
     def close(self) -> None:
-        self._sock.close()
+        with self._lock:
+            self._broken = True  # later sends (a connection ending late) are dropped quietly
+            self._sock.close()
+
+
+#: The byte that travels with each handed-over connection's descriptor.
+_CONNECTION = b"c"
 
 
 def hand_over(channel: socket.socket, connection: socket.socket) -> None:
-    """Send ``connection`` to the worker at the other end; raises :class:`OSError`."""
-    socket.send_fds(channel, [b"c"], [connection.fileno()])
+    """Send ``connection`` to the worker at the other end, without waiting.
+
+    Raises :class:`OSError`: :class:`BlockingIOError` when the worker has not read what it
+    was sent before.
+    """
+    # Not socket.send_fds: it drops its flags argument (Python 3.11).
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [connection.fileno()]))
+    channel.sendmsg([_CONNECTION], [rights], socket.MSG_DONTWAIT)
 
 
-def receive_connections(channel: socket.socket) -> Iterator[socket.socket]:
-    """The connections the parent hands over, until it closes its end (or is gone)."""
+def receive_connections(
+    channel: socket.socket, lost: Callable[[int], None]
+) -> Iterator[socket.socket]:
+    """The connections the parent hands over, until it closes its end (or is gone).
+
+    ``lost(n)``: n connections were sent but their descriptors did not arrive (this process
+    had no descriptor left for them, say); they are closed, and the parent must be told.
+    """
     while True:
         try:
-            data, fds, _flags, _address = socket.recv_fds(channel, 64, 64)
-        except OSError:
+            data, fds, flags, _address = socket.recv_fds(channel, 64, 64)
+        except OSError as exc:
+            log.error("ingest worker: cannot receive connections: %s", exc)
+            return
+        if not data:
             return
         for fd in fds:
             yield socket.socket(fileno=fd)
-        if not data and not fds:
-            return
+        missing = data.count(_CONNECTION) - len(fds)
+        if missing > 0 or flags & socket.MSG_CTRUNC:
+            log.error("ingest worker: %d connections were lost on their way here", missing)
+            lost(max(missing, 0))
 
 
 class _ForwardedIncrement:

@@ -206,8 +206,12 @@ class Journal:
         The count and the insert are one transaction, so several processes admitting at once
         never go over the limit together. The association belongs to this process (see
         :meth:`end_owned`). Returns False, recording nothing, when the limit is reached.
+
+        Not fsynced on its own (as :meth:`add_instance`): the association only counts once
+        its release is recorded, durably and with this row; after a crash before that, a
+        spool directory without its row is removed at start-up.
         """
-        with self._transaction() as cur:
+        with self._transaction(durable_with_next=True) as cur:
             (count,) = cur.execute(
                 "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", _HOLDING_A_PLACE
             ).fetchone()
@@ -257,7 +261,9 @@ class Journal:
             )
 
     def mark_released(self, association_id: str, released_at: datetime) -> None:
-        with self._transaction() as cur:
+        """After the A-RELEASE-RP. Not fsynced on its own: lost in a crash, the association
+        is ``releasing`` again, which a restart takes for released too."""
+        with self._transaction(durable_with_next=True) as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, released_at = COALESCE(released_at, ?)"
                 " WHERE association_id = ? AND state IN (?, ?)",
@@ -271,6 +277,8 @@ class Journal:
             )
 
     def mark_aborted(self, association_id: str, cleanup_after: datetime) -> None:
+        """Fsynced: a ``releasing`` association that then aborted would otherwise count as
+        released after a crash, and be handed on."""
         with self._transaction() as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, cleanup_after = ?"
@@ -315,6 +323,32 @@ class Journal:
                 (AssociationState.ABORTED, _ts(cleanup_after), AssociationState.OPEN),
             )
         return ids
+
+    def holding(self, owner: int) -> list[tuple[str, AssociationState]]:
+        """The associations of process ``owner`` that hold a place (open or releasing)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT association_id, state FROM associations"
+                    " WHERE owner = ? AND state IN (?, ?)",
+                    (owner, *_HOLDING_A_PLACE),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc}") from exc
+        return [(row[0], AssociationState(row[1])) for row in rows]
+
+    def owners_holding(self) -> set[int]:
+        """Every process that holds a place (rows from before owners were recorded: none)."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT DISTINCT owner FROM associations"
+                    " WHERE owner IS NOT NULL AND state IN (?, ?)",
+                    _HOLDING_A_PLACE,
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc}") from exc
+        return {int(row[0]) for row in rows}
 
     def end_owned(self, owner: int, cleanup_after: datetime) -> OwnerEnded:
         """The process ``owner`` ended: its associations end as they would after a crash.

@@ -9,7 +9,9 @@ worker serves what it is handed with :class:`HandedConnectionsServer`.
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +19,16 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.prompt_dul import PromptRequestHandler
 
+log = logging.getLogger(__name__)
+
 
 def open_listener(host: str, port: int, backlog: int) -> socket.socket:
     """Bind and listen; raises :class:`OSError` (the port is in use, say)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=backlog)
+    # "::" takes IPv4 senders too, as the single-process listener does (Linux's default).
+    return socket.create_server(
+        (host, port), family=family, backlog=backlog, dualstack_ipv6=host == "::"
+    )
 
 
 class HandedConnectionsServer(ThreadedAssociationServer):
@@ -31,9 +38,15 @@ class HandedConnectionsServer(ThreadedAssociationServer):
     ended, so that the parent knows how many each worker has.
     """
 
+    #: As pynetdicom's association threads: a worker that stops does not wait for its peers.
+    daemon_threads = True
+
     def __init__(self, *args: Any, on_closed: Callable[[], None], **kwargs: Any) -> None:
         self._on_closed = on_closed
         self._taking = True
+        # ``take`` and ``shutdown`` in turn: once shut down, no connection starts a thread that
+        # the shutdown's look at the open associations could miss.
+        self._taking_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
@@ -48,22 +61,22 @@ class HandedConnectionsServer(ThreadedAssociationServer):
 
     def shutdown(self) -> None:
         """Take no more connections (there is no ``serve_forever`` loop to stop)."""
-        self._taking = False
+        with self._taking_lock:
+            self._taking = False
         self.ae._servers.remove(self)
 
     def take(self, connection: socket.socket) -> None:
         """Serve a connection on a thread of its own, as if this server had accepted it."""
-        address = None
-        if self._taking:
-            try:
-                address = connection.getpeername()
-            except OSError:  # the peer is gone already
-                address = None
-        if address is None:
-            connection.close()
-            self._on_closed()
-            return
-        self.process_request(connection, address)
+        with self._taking_lock:
+            if self._taking:
+                try:
+                    self.process_request(connection, connection.getpeername())
+                except (OSError, RuntimeError) as exc:  # peer gone; no thread to be had
+                    log.warning("a handed-over connection cannot be served: %s", exc)
+                else:
+                    return
+        connection.close()
+        self._on_closed()
 
     def process_request_thread(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
@@ -76,7 +89,8 @@ class HandedConnectionsServer(ThreadedAssociationServer):
     def finish_request(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
     ) -> None:
-        # Always the prompt handler (as make_acceptor gives), to get at its association.
+        # The prompt handler that make_acceptor configures, named here to reach its
+        # association (socketserver's RequestHandlerClass is typed too loosely for that).
         handler = PromptRequestHandler(request, client_address, self)
         # The association runs on a thread of its own; this connection's thread waits for it
         # so that ``on_closed`` comes when the connection is over, however it ended.

@@ -7,6 +7,7 @@ argument list), as pynetdicom intends. They run on the association's own thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,13 @@ from gateway.prompt_dul import start_acceptor
 from gateway.settings import AESettings, GatewaySettings
 from ingest.dicom_codes import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.incoming import IncomingFiles
-from ingest.journal import AssociationNotOpen, AssociationRecord, Journal, SpooledInstance
+from ingest.journal import (
+    AssociationNotOpen,
+    AssociationRecord,
+    AssociationState,
+    Journal,
+    SpooledInstance,
+)
 from ingest.part10 import data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.spool import Spool
@@ -62,6 +69,8 @@ class ActiveAssociation:
     instances: int = 0
     bytes: int = 0
     next_seq: int = 0
+    #: Its release is recorded and the A-RELEASE-RP going out: it is ours to finish.
+    releasing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take_seq(self) -> int:
@@ -95,6 +104,10 @@ class AssociationTable:
         with self.lock:
             entry = self._active.pop(id(assoc), None)
         return None if entry is None else entry[1]
+
+    def association_ids(self) -> set[str]:
+        with self.lock:
+            return {active.association_id for _, active in self._active.values()}
 
     def reap(self) -> list[ActiveAssociation]:
         """Entries whose thread ended without a release or abort event reaching us."""
@@ -198,16 +211,20 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
                 pipeline=decision.ae.pipeline,
                 started_at=active.started_at,
             )
+            # In the table before the journal: see reconcile().
+            ctx.table.add(assoc, active)
             # The count above was a first look; this one, in the admitting transaction, is
             # the one that holds when several associations (or worker processes) race.
-            if ctx.journal.begin_association(record, limit=ctx.settings.ingest.max_associations):
-                ctx.table.add(assoc, active)
-            else:
+            if not ctx.journal.begin_association(
+                record, limit=ctx.settings.ingest.max_associations
+            ):
+                ctx.table.pop(assoc)
                 ctx.spool.remove_association(active.association_id)
                 decision = TOO_MANY_ASSOCIATIONS
     except (JournalError, OSError) as exc:
         # pynetdicom swallows handler exceptions and goes on to accept; fail closed instead.
         log.error("cannot admit association from %s: %s", request.remote_host, exc)
+        ctx.table.pop(assoc)
         _reject(ctx, assoc, request, NO_REASON_GIVEN)
         return
     if not isinstance(decision, Admit):
@@ -369,19 +386,24 @@ def handle_acse_recv(event: evt.Event, ctx: IngestContext) -> None:
             "association %s: cannot record the release, aborting: %s", active.association_id, exc
         )
         event.assoc.abort()
+        return
+    active.releasing = True
 
 
 def handle_released(event: evt.Event, ctx: IngestContext) -> None:
-    active = ctx.table.pop(event.assoc)
+    # Out of the table only once the journal says what became of it (see reconcile).
+    active = ctx.table.get(event.assoc)
     if active is None:
         return
     try:
         ctx.journal.mark_released(active.association_id, datetime.now(UTC))
     except JournalError as exc:
-        # It stays "releasing" in the journal: the next start uploads and announces it.
+        # It stays "releasing" in the journal: reconcile() records it later.
         log.error("association %s: cannot record the release: %s", active.association_id, exc)
+        ctx.table.pop(event.assoc)
         _log_end(ctx, active, "released-but-not-recorded")
         return
+    ctx.table.pop(event.assoc)
     _log_end(ctx, active, "released")
     ctx.uploader.submit(active.association_id)
 
@@ -414,16 +436,18 @@ def _discard_partial_data_set(assoc: Association) -> None:
 
 def handle_aborted(event: evt.Event, ctx: IngestContext) -> None:
     _discard_partial_data_set(event.assoc)
-    active = ctx.table.pop(event.assoc)
+    active = ctx.table.get(event.assoc)
     if active is not None:
         _finish_aborted(ctx, active, "aborted")
+        ctx.table.pop(event.assoc)
 
 
 def handle_rejected(event: evt.Event, ctx: IngestContext) -> None:
     """pynetdicom itself rejected an association we had admitted (its own flood guard)."""
-    active = ctx.table.pop(event.assoc)
+    active = ctx.table.get(event.assoc)
     if active is not None:
         _finish_aborted(ctx, active, "rejected-by-pynetdicom")
+        ctx.table.pop(event.assoc)
 
 
 def configure_pynetdicom(incoming: IncomingFiles) -> None:
@@ -479,6 +503,31 @@ def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
     return start_acceptor(build_ae(ctx.settings), listen_address(ctx.settings), scp_handlers(ctx))
 
 
+def reconcile(ctx: IngestContext) -> None:
+    """Settle this process's journal rows that hold a place but whose association is gone.
+
+    A journal write that failed when an association ended (release or abort) leaves its row
+    open, and open rows count against ``max_associations``. Rows are read before the table,
+    and admission adds to the table before the journal, so a row being admitted right now is
+    never taken for one that is gone.
+    """
+    holding = ctx.journal.holding(os.getpid())
+    present = ctx.table.association_ids()
+    cleanup_after = datetime.now(UTC) + timedelta(
+        seconds=ctx.settings.ingest.aborted_cleanup_seconds
+    )
+    for association_id, state in holding:
+        if association_id in present:
+            continue
+        if state is AssociationState.RELEASING:
+            log.warning("association %s: its release is recorded now", association_id)
+            ctx.journal.mark_released(association_id, datetime.now(UTC))
+            ctx.uploader.submit(association_id)
+        else:
+            log.warning("association %s: its abort is recorded now", association_id)
+            ctx.journal.mark_aborted(association_id, cleanup_after)
+
+
 def stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_seconds: float) -> None:
     """Stop accepting, give admitted associations the grace period, then abort what is left.
 
@@ -490,7 +539,11 @@ def stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_second
     while time.monotonic() < deadline and ctx.table.alive() > 0:
         time.sleep(0.05)
     for assoc in server.active_associations:
-        if ctx.table.get(assoc) is not None:
+        active = ctx.table.get(assoc)
+        if active is not None and active.releasing:
+            # The sender may have its A-RELEASE-RP already; the release ends it at once.
+            continue
+        if active is not None:
             log.warning("association still open at the end of the grace period: aborting it")
         assoc.abort()
     for stale in ctx.table.reap():

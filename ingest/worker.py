@@ -19,10 +19,11 @@ import signal
 import socket
 import sys
 import threading
+import time
 from contextlib import ExitStack
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, JournalError
 from gateway.logs import configure_logging
 from gateway.prompt_dul import make_acceptor
 from gateway.settings import GatewaySettings
@@ -36,6 +37,7 @@ from ingest.scp import (
     build_ae,
     configure_pynetdicom,
     listen_address,
+    reconcile,
     scp_handlers,
     stop_scp,
 )
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: How often a worker looks whether its parent is still there while it waits for a signal.
 PARENT_CHECK_SECONDS = 1.0
+#: How often it settles journal rows whose association ended without being recorded.
+RECONCILE_SECONDS = 5.0
 
 
 def start_document(settings: GatewaySettings, log_level: str, channel_fd: int) -> bytes:
@@ -59,11 +63,20 @@ def start_document(settings: GatewaySettings, log_level: str, channel_fd: int) -
 
 
 def _take_connections(
-    channel: socket.socket, server: HandedConnectionsServer, parent_gone: threading.Event
+    channel_socket: socket.socket,
+    channel: Channel,
+    server: HandedConnectionsServer,
+    parent_gone: threading.Event,
 ) -> None:
-    for connection in receive_connections(channel):
-        server.take(connection)
-    parent_gone.set()
+    def lost(count: int) -> None:
+        for _ in range(count):  # so that the parent's count of our connections stays true
+            channel.send({"closed": True})
+
+    try:
+        for connection in receive_connections(channel_socket, lost):
+            server.take(connection)
+    finally:
+        parent_gone.set()
 
 
 def serve(start: dict[str, Any]) -> int:
@@ -97,23 +110,30 @@ def serve(start: dict[str, Any]) -> int:
         parent_gone = threading.Event()
         threading.Thread(
             target=_take_connections,
-            args=(channel_socket, server, parent_gone),
+            args=(channel_socket, channel, server, parent_gone),
             name="connections",
             daemon=True,
         ).start()
         grace = settings.ingest.shutdown_grace_seconds
         try:
             channel.send({"ready": True})
+            reconciled = time.monotonic()
             while True:
                 received = signal.sigtimedwait(stop_signals, PARENT_CHECK_SECONDS)
+                if time.monotonic() - reconciled >= RECONCILE_SECONDS:
+                    reconciled = time.monotonic()
+                    try:
+                        reconcile(ctx)
+                    except JournalError as exc:
+                        log.error("ingest worker: journal rows not settled, retrying: %s", exc)
                 if received is not None and received.si_signo in stop_signals:
                     name = signal.Signals(received.si_signo).name
                     log.debug("ingest worker: %s, stopping", name)
                     break
                 if parent_gone.is_set():
-                    # Nobody would upload what is released now, and the next start counts
-                    # whatever is open as aborted: abort it at once rather than write on
-                    # while that start cleans up.
+                    # The next start counts whatever is still open as aborted and cleans up
+                    # after it: abort open associations now rather than write on meanwhile.
+                    # (Those whose release is under way finish it: see stop_scp.)
                     log.error("ingest worker: the parent process is gone, aborting and stopping")
                     grace = 0.0
                     break

@@ -16,6 +16,8 @@ takes its place.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
 import socket
 import subprocess
@@ -47,6 +49,10 @@ RESTART_DELAY_SECONDS = 5.0
 
 #: How often the accepting thread looks whether it should stop.
 ACCEPT_POLL_SECONDS = 0.5
+#: How long a connection may wait for a worker with room for it before it is closed.
+HAND_OVER_SECONDS = 30.0
+#: How often it looks for associations of ended workers that are still open in the journal.
+SETTLE_SECONDS = 10.0
 
 
 @dataclass
@@ -105,15 +111,15 @@ class WorkerPool:
             if slot.ready.is_set() and slot.process is not None and slot.process.poll() is None
         )
 
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._slots if s.process is not None]
-
     def stop(self, grace_seconds: float) -> None:
         """Stop accepting, SIGTERM every worker (each has the grace period), kill what
         outlives it."""
         self._stopping.set()
         if self._accepting.is_alive():
             self._accepting.join()
+        # Connections that arrive from now on are refused at once rather than completed by
+        # the kernel into the backlog and reset when the process ends.
+        self._listening.close()
         for slot in self._slots:
             if slot.process is not None and slot.process.poll() is None:
                 slot.process.send_signal(signal.SIGTERM)
@@ -131,7 +137,11 @@ class WorkerPool:
 
     def _accept(self) -> None:
         self._listening.settimeout(ACCEPT_POLL_SECONDS)
+        settled = time.monotonic()
         while not self._stopping.is_set():
+            if time.monotonic() - settled >= SETTLE_SECONDS:
+                settled = time.monotonic()
+                self._settle_dead_owners()
             try:
                 connection, address = self._listening.accept()
             except TimeoutError:
@@ -146,23 +156,79 @@ class WorkerPool:
                         "no ingest worker is running: connection from %s:%d closed", *address[:2]
                     )
 
-    def _hand_over(self, connection: socket.socket) -> bool:
-        """To the running worker with the fewest connections; False if none would take it."""
+    def _settle_dead_owners(self) -> None:
+        """End the associations of processes that are gone but still hold places.
+
+        A worker's end normally does this at once (:meth:`_ended`); this catches what that
+        could not record (a journal write that failed).
+        """
         with self._lock:
-            candidates = sorted(
-                (s for s in self._slots if s.ready.is_set() and s.channel is not None),
-                key=lambda s: s.connections,
-            )
-            for slot in candidates:
-                assert slot.channel is not None  # see the filter above
+            alive = {
+                s.process.pid
+                for s in self._slots
+                if s.process is not None and s.process.returncode is None
+            }
+        cleanup_after = datetime.now(UTC) + timedelta(
+            seconds=self._settings.ingest.aborted_cleanup_seconds
+        )
+        try:
+            for owner in self._journal.owners_holding() - alive - {os.getpid()}:
+                ended = self._journal.end_owned(owner, cleanup_after)
+                for aborted in ended.aborted:
+                    log.warning(
+                        "association %s aborted: its process %d is gone",
+                        aborted.association_id,
+                        owner,
+                    )
+                for association_id in ended.released:
+                    self._releases.submit(association_id)
+        except JournalError as exc:
+            log.error("associations of ended workers not settled, retrying: %s", exc)
+
+    def _hand_over(self, connection: socket.socket) -> bool:
+        """To the running worker with the fewest connections; False if none would take it.
+
+        A send never blocks: when every worker has as many connections waiting to be read
+        as its socket holds (a burst of senders), this waits until one has room, up to
+        :data:`HAND_OVER_SECONDS`; meanwhile new connections wait in the kernel's backlog.
+        Sends happen outside the lock, which the supervisors need for the workers' news.
+        """
+        deadline = time.monotonic() + HAND_OVER_SECONDS
+        while not self._stopping.is_set():
+            busy: list[socket.socket] = []
+            for slot, channel in self._by_load():
+                with self._lock:  # counted first: its "closed" may come before we go on
+                    slot.connections += 1
                 try:
-                    hand_over(slot.channel, connection)
-                except OSError as exc:  # it is ending; its supervisor will see that
-                    log.warning("ingest worker %d cannot take a connection: %s", slot.index, exc)
-                    continue
-                slot.connections += 1
-                return True
+                    hand_over(channel, connection)
+                except OSError as exc:
+                    with self._lock:
+                        slot.connections = max(0, slot.connections - 1)
+                    if isinstance(exc, BlockingIOError):
+                        busy.append(channel)
+                    else:  # it is ending; its supervisor deals with that
+                        log.warning(
+                            "ingest worker %d cannot take a connection: %s", slot.index, exc
+                        )
+                else:
+                    return True
+            remaining = deadline - time.monotonic()
+            if not busy or remaining <= 0:
+                return False
+            poller = select.poll()
+            for channel in busy:
+                poller.register(channel, select.POLLOUT)
+            poller.poll(min(remaining, ACCEPT_POLL_SECONDS) * 1000)
         return False
+
+    def _by_load(self) -> list[tuple[_Slot, socket.socket]]:
+        """The running workers and their channels, fewest connections first."""
+        with self._lock:
+            running = [
+                (s, s.channel) for s in self._slots if s.ready.is_set() and s.channel is not None
+            ]
+            running.sort(key=lambda entry: entry[0].connections)
+        return [(slot, channel) for slot, channel in running if channel is not None]
 
     # -- one thread per slot ----------------------------------------------------------------
 
@@ -180,6 +246,7 @@ class WorkerPool:
             self._stopping.wait(delay)
 
     def _run_one(self, slot: _Slot) -> None:
+        slot.started = time.monotonic()  # also for a start that fails: see _supervise
         parent_end, child_end = socket.socketpair()
         with parent_end:
             with child_end:
@@ -189,7 +256,7 @@ class WorkerPool:
                     pass_fds=(child_end.fileno(),),
                 )
                 document = start_document(self._settings, self._log_level, child_end.fileno())
-            slot.process, slot.started = process, time.monotonic()
+            slot.process = process
             with self._lock:
                 slot.channel, slot.connections = parent_end, 0
             log.info("ingest worker %d started (pid %d)", slot.index, process.pid)
@@ -200,7 +267,7 @@ class WorkerPool:
                 with parent_end.makefile("rb") as lines:
                     for line in lines:
                         self._take(slot, line)
-            except OSError as exc:  # it ended before reading its start-up document
+            except OSError as exc:  # it ended before reading its start-up document, or our end
                 log.error("ingest worker %d: %s", slot.index, exc)
             finally:
                 with self._lock:

@@ -118,12 +118,19 @@ class Ingest:
         client = self.s3.client()
         if not client.bucket_exists(self.bucket):
             return {}
+        names = [item.object_name for item in client.list_objects(self.bucket, recursive=True)]
+        return self.objects_named([name for name in names if name is not None])
+
+    def objects_named(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Only these objects (each must exist)."""
+        if self.embedded:
+            return {key: (self.object_root / key).read_bytes() for key in keys}
+        client = self.s3.client()
         result = {}
-        for item in client.list_objects(self.bucket, recursive=True):
-            assert item.object_name is not None
-            response = client.get_object(self.bucket, item.object_name)
+        for key in keys:
+            response = client.get_object(self.bucket, key)
             try:
-                result[item.object_name] = response.read()
+                result[key] = response.read()
             finally:
                 response.close()
                 response.release_conn()

@@ -21,6 +21,7 @@ from tests.support import dcmtk
 from tests.support.factories import Instance, ct_series, data_set_bytes, file_meta_length
 from tests.support.gateway import GatewayProcess
 from tests.support.net import wait_until
+from tests.support.proc import child_pids
 
 WORKERS = 2
 
@@ -35,16 +36,8 @@ def scu() -> Iterator[AE]:
 
 
 def worker_pids(gateway: GatewayProcess) -> set[int]:
-    """The gateway's child processes (its workers), from ``/proc``."""
-    children = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # it has just gone
-        if int(text[text.rindex(")") + 2 :].split()[1]) == gateway.pid:
-            children.add(int(stat.parent.name))
-    return children
+    assert gateway.pid is not None
+    return child_pids(gateway.pid)
 
 
 def open_owners(ingest: Ingest) -> list[int]:

@@ -164,6 +164,21 @@ def test_socket_returns_what_arrived_when_the_peer_closes() -> None:
         assert wrapped.recv(10) == bytearray(b"abc")
 
 
+def test_readiness_is_seen_on_descriptors_above_select_s_limit() -> None:
+    """A gateway with hundreds of associations has descriptors above 1023."""
+    ours, peer = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(ours.fileno(), 1500))  # needs RLIMIT_NOFILE > 1500
+    ours.close()
+    with high, peer:
+        wrapped = _reader(high)
+        wrapped._is_connected = True
+        # (Taking it for closed would reach for the association's event queue, which this
+        # bare socket has not: the test would fail with an AttributeError.)
+        assert not wrapped.ready
+        peer.sendall(b"x")
+        assert wrapped.ready
+
+
 def test_an_announced_length_is_not_allocated_before_the_bytes_arrive() -> None:
     """A hostile header may claim 2 GiB; memory follows what was sent, not what was claimed."""
     ours, peer = socket.socketpair()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 
@@ -106,6 +107,7 @@ def test_a_send_after_the_parent_is_gone_is_reported_not_raised() -> None:
 
 
 def test_connections_are_handed_over_and_usable_on_the_other_side() -> None:
+    lost: list[int] = []
     parent_end, worker_end = socket.socketpair()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
@@ -113,10 +115,35 @@ def test_connections_are_handed_over_and_usable_on_the_other_side() -> None:
         with accepted:
             hand_over(parent_end, accepted)
         parent_end.close()  # the parent's copy is closed; the worker's stays open
-        (received,) = list(receive_connections(worker_end))
+        (received,) = list(receive_connections(worker_end, lost.append))
         with client, received:
             client.sendall(b"ping")
             assert received.recv(4) == b"ping"
             received.sendall(json.dumps({"ok": True}).encode())
             assert client.recv(64) == b'{"ok": true}'
     worker_end.close()
+    assert lost == []
+
+
+def test_a_connection_whose_descriptor_did_not_arrive_is_reported_lost() -> None:
+    lost: list[int] = []
+    parent_end, worker_end = socket.socketpair()
+    with parent_end, worker_end:
+        parent_end.sendall(b"c")  # the byte of a hand-over, its descriptor dropped
+        parent_end.shutdown(socket.SHUT_WR)
+        assert list(receive_connections(worker_end, lost.append)) == []
+    assert lost == [1]
+
+
+def test_a_worker_that_does_not_read_makes_the_hand_over_fail_at_once() -> None:
+    parent_end, worker_end = socket.socketpair()
+    with parent_end, worker_end, socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        parent_end.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # fill what the worker does not read
+            while True:
+                parent_end.send(b"x" * 65536)
+        parent_end.setblocking(True)  # as the pool's end is: hand_over must not wait anyway
+        with client, accepted, pytest.raises(BlockingIOError):
+            hand_over(parent_end, accepted)

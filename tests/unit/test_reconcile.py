@@ -1,0 +1,68 @@
+"""Journal rows whose association ended without the end being recorded are settled later."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+from prometheus_client import CollectorRegistry
+from pynetdicom.association import Association
+
+from contracts.keys import new_association_id
+from gateway.metrics import IngestMetrics
+from gateway.settings import AESettings, GatewaySettings
+from ingest.incoming import IncomingFiles
+from ingest.journal import AssociationRecord, AssociationState, Journal
+from ingest.scp import ActiveAssociation, IngestContext, reconcile
+from ingest.spool import Spool
+
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class Submitted(list[str]):
+    def submit(self, association_id: str) -> None:
+        self.append(association_id)
+
+
+def context(tmp_path: Path, submitted: Submitted) -> IngestContext:
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    return IngestContext(
+        settings=GatewaySettings(),
+        journal=Journal.open(spool.journal_path),
+        spool=spool,
+        uploader=submitted,
+        incoming=IncomingFiles(spool.incoming),
+        metrics=IngestMetrics.register(CollectorRegistry()).listener_counters(),
+    )
+
+
+def begin(ctx: IngestContext) -> str:
+    association_id = new_association_id()
+    record = AssociationRecord(association_id, "GATEWAY", "CT01", "h", 1, "default", STARTED)
+    assert ctx.journal.begin_association(record, limit=100)
+    return association_id
+
+
+def test_rows_of_ended_associations_are_settled_and_live_ones_left_alone(
+    tmp_path: Path,
+) -> None:
+    submitted = Submitted()
+    ctx = context(tmp_path, submitted)
+    live, lost_abort, lost_release = begin(ctx), begin(ctx), begin(ctx)
+    ctx.journal.mark_releasing(lost_release, STARTED)
+    ctx.table.add(
+        cast(Association, object()),
+        ActiveAssociation(live, AESettings(ae_title="GATEWAY"), "CT01", "h", 1, STARTED),
+    )
+    reconcile(ctx)
+    assert ctx.journal.state(live) is AssociationState.OPEN
+    assert ctx.journal.state(lost_abort) is AssociationState.ABORTED
+    assert ctx.journal.state(lost_release) is AssociationState.RELEASED
+    assert submitted == [lost_release]
+    assert ctx.journal.holding(os.getpid()) == [(live, AssociationState.OPEN)]
+    assert ctx.journal.owners_holding() == {os.getpid()}
+    reconcile(ctx)  # nothing more to do
+    assert submitted == [lost_release]
