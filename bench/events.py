@@ -110,6 +110,11 @@ class Bus:
     def wait_for_count(self, count: int, timeout: float, what: str) -> list[Message]:
         return self.wait_for(lambda messages: len(messages) >= count, timeout, what)
 
+    def count(self) -> int:
+        """Messages so far."""
+        with self._changed:
+            return len(self._messages)
+
 
 class LocalLogBus(Bus):
     def __init__(self, path: Path, binding: str) -> None:

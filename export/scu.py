@@ -20,8 +20,10 @@ from export import backpressure
 from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
 from gateway.dicom_codes import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.dicom_socket import handle_conn_open
+from gateway.errors import ConfigError
 from gateway.prompt_dul import PromptAE
 from gateway.settings import DestinationSettings, ExportSettings
+from gateway.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,16 @@ def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> AE:
 
 
 def _associate(ae: AE, destination: DestinationSettings, handlers: list[Any]) -> Association:
+    """Raises ConfigError when the destination's TLS files cannot be loaded."""
+    tls = destination.tls
     return ae.associate(
-        destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=handlers
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        evt_handlers=handlers,
+        tls_args=None
+        if tls is None
+        else (client_context(tls, destination.name), tls.server_name or destination.host),
     )
 
 
@@ -86,6 +96,9 @@ def send_batch(
     outcome = BatchOutcome()
     try:
         assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
+    except ConfigError as exc:  # retrying cannot mend a configuration
+        outcome.retry, outcome.error, outcome.permanent = list(instances), str(exc), True
+        return outcome
     except (OSError, RuntimeError) as exc:
         outcome.retry = list(instances)
         outcome.error = f"cannot connect: {exc}"
@@ -159,6 +172,8 @@ def echo(
     ae.add_requested_context(VERIFICATION_SOP_CLASS)
     try:
         assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
+    except ConfigError as exc:
+        return str(exc)
     except (OSError, RuntimeError) as exc:
         return f"cannot connect: {exc}"
     if not assoc.is_established:

@@ -34,6 +34,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -308,6 +309,18 @@ class PromptSocket(AssociationSocket):
             self.event_queue.put("Evt17")  # transport connection closed
             return False
 
+    def _shutdown_socket(self) -> None:
+        """pynetdicom's, except that the socket is closed even when ``shutdown()`` fails, as it
+        does for a connection never made (refused, or a failed TLS handshake): pynetdicom
+        then left the descriptor open until garbage collection."""
+        sock = self.socket
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            sock.close()
+
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes``, or fewer if the peer closed the connection (as pynetdicom).
 
@@ -413,10 +426,26 @@ def make_acceptor(
     return server
 
 
+def wrap_accepted(context: ssl.SSLContext | None, connection: socket.socket) -> socket.socket:
+    """An accepted connection, with TLS if ``context``; the handshake is left to its first read.
+
+    That read happens on the connection's own thread. pynetdicom shakes hands in the thread
+    that accepts, so one peer that never finishes its handshake stopped every other one.
+    """
+    if context is None:
+        return connection
+    return context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+
+
 class _ListeningServer(ThreadedAssociationServer):
     # socketserver's default of 5 waiting connections makes the kernel drop the SYNs of a
     # burst of senders, who then wait a second or more to retry.
     request_queue_size = LISTEN_BACKLOG
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None  # listening
+        connection, address = self.socket.accept()
+        return wrap_accepted(self.ssl_context, connection), address
 
 
 def start_acceptor(

@@ -76,6 +76,41 @@ class SourceSettings(_Section):
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
 
+class TlsServerSettings(_Section):
+    """DICOM TLS on the listener (PS3.15 B.1): our certificate, and what peers must show."""
+
+    certificate: Path
+    private_key: Path
+    #: CA certificates (PEM) that peers' certificates are checked against.
+    client_ca: Path | None = None
+    #: Refuse peers without a certificate signed by ``client_ca``.
+    require_client_certificate: bool = False
+
+    @model_validator(mode="after")
+    def _client_ca_for_required_certificates(self) -> TlsServerSettings:
+        if self.require_client_certificate and self.client_ca is None:
+            raise ValueError("require_client_certificate needs client_ca")
+        return self
+
+
+class TlsClientSettings(_Section):
+    """DICOM TLS to a destination: what its certificate must be signed by, and ours if asked."""
+
+    #: CA certificates (PEM) the destination's certificate must be signed by; empty: the
+    #: system's trusted CAs.
+    ca: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+    #: The name the destination's certificate must carry; empty: the destination's host.
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _certificate_with_its_key(self) -> TlsClientSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give certificate and private_key together, or neither")
+        return self
+
+
 class IngestSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=1, le=65535)
@@ -96,6 +131,8 @@ class IngestSettings(_Section):
     network_timeout_seconds: float = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     instance_name: str = Field(default="dicom-gateway", min_length=1, max_length=128)
+    #: DICOM TLS on the listener; none: plain TCP.
+    tls: TlsServerSettings | None = None
     ae: tuple[AESettings, ...] = (AESettings(ae_title="GATEWAY"),)
 
     @field_validator("implementation_class_uid")
@@ -159,6 +196,8 @@ class DestinationSettings(_Section):
     ae_title: AETitle
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    #: DICOM TLS to this destination; none: plain TCP.
+    tls: TlsClientSettings | None = None
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
 

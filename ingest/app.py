@@ -37,7 +37,14 @@ from ingest.journal import Journal
 from ingest.listener import open_listener
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
-from ingest.scp import IngestContext, configure_pynetdicom, reconcile, start_scp, stop_scp
+from ingest.scp import (
+    IngestContext,
+    configure_pynetdicom,
+    listener_tls,
+    reconcile,
+    start_scp,
+    stop_scp,
+)
 from ingest.spool import Spool
 from ingest.uploader import Uploader
 from ingest.workers import WorkerPool
@@ -259,6 +266,7 @@ def _listen_in_workers(
     ctx: IngestContext, stack: ExitStack, checks: Checks, metrics: IngestMetrics
 ) -> None:
     settings = ctx.settings.ingest
+    listener_tls(ctx.settings)  # a TLS file that cannot be loaded stops the start here
     try:
         listening = open_listener(settings.host, settings.port, LISTEN_BACKLOG)
     except OSError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.prompt_dul import PromptRequestHandler
+from gateway.prompt_dul import PromptRequestHandler, wrap_accepted
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ class HandedConnectionsServer(ThreadedAssociationServer):
         with self._taking_lock:
             if self._taking:
                 try:
-                    self.process_request(connection, connection.getpeername())
+                    address = connection.getpeername()
+                    connection = wrap_accepted(self.ssl_context, connection)
+                    self.process_request(connection, address)
                 except (OSError, RuntimeError) as exc:  # peer gone; no thread to be had
                     log.warning("a handed-over connection cannot be served: %s", exc)
                 else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from gateway.logs import fields
 from gateway.metrics import ListenerCounters
 from gateway.prompt_dul import start_acceptor
 from gateway.settings import AESettings, GatewaySettings
+from gateway.tls import server_context
 from ingest.dicom_codes import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.incoming import IncomingFiles
 from ingest.journal import (
@@ -498,9 +500,20 @@ def listen_address(settings: GatewaySettings) -> tuple[str, int]:
     return settings.ingest.host, settings.ingest.port
 
 
+def listener_tls(settings: GatewaySettings) -> ssl.SSLContext | None:
+    """The listener's TLS context, if TLS is configured; raises ConfigError."""
+    tls = settings.ingest.tls
+    return None if tls is None else server_context(tls)
+
+
 def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
     """Listen; each association runs on its own thread until the server is shut down."""
-    return start_acceptor(build_ae(ctx.settings), listen_address(ctx.settings), scp_handlers(ctx))
+    return start_acceptor(
+        build_ae(ctx.settings),
+        listen_address(ctx.settings),
+        scp_handlers(ctx),
+        listener_tls(ctx.settings),
+    )
 
 
 def reconcile(ctx: IngestContext) -> None:

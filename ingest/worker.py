@@ -37,6 +37,7 @@ from ingest.scp import (
     build_ae,
     configure_pynetdicom,
     listen_address,
+    listener_tls,
     reconcile,
     scp_handlers,
     stop_scp,
@@ -105,6 +106,7 @@ def serve(start: dict[str, Any]) -> int:
             listen_address(settings),
             scp_handlers(ctx),
             HandedConnectionsServer,
+            ssl_context=listener_tls(settings),
             on_closed=lambda: channel.send({"closed": True}),
         )
         parent_gone = threading.Event()

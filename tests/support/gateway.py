@@ -62,6 +62,16 @@ class GatewayProcess:
         self.host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         ae_titles = [str(ae["ae_title"]) for ae in ingest.get("ae", ())]
         self.called_ae = ae_titles[0] if ae_titles else "GATEWAY"
+        # With TLS the probe shows the listener's own certificate as its client certificate
+        # (signed by the CA that client certificates must be signed by, if one is set).
+        tls = ingest.get("tls")
+        self.probe_args: tuple[str, ...] = ()
+        if tls:
+            trusted = tls.get("client_ca") or tls["certificate"]
+            self.probe_args = (
+                *("+tls", str(tls["private_key"]), str(tls["certificate"]), "-pw"),
+                *("+cf", str(trusted)),
+            )
         sources = config.get("sources", ())
         # The probe calls as a configured source, so that reject_unknown_sources does not
         # turn it away; a rejection would still prove that the SCP is up.
@@ -147,7 +157,7 @@ class GatewayProcess:
             self.port,
             called_ae=self.called_ae,
             calling_ae=self.probe_calling_ae,
-            extra_args=("--abort", "-to", "2", "-ta", "5"),
+            extra_args=("--abort", "-to", "2", "-ta", "5", *self.probe_args),
             timeout=15,
         )
         return result.ok or result.rejection is not None

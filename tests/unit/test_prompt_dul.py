@@ -11,7 +11,6 @@ import gc
 import os
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -38,6 +37,7 @@ from gateway.prompt_dul import (
 )
 from gateway_client.testing import wait_until
 from tests.support.factories import ct_series
+from tests.support.pki import self_signed
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -215,16 +215,8 @@ def test_a_wake_up_after_close_writes_nowhere() -> None:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost, made by the openssl command line tool."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    """(key, certificate) of a self-signed certificate for localhost."""
+    cert, key = self_signed(tmp_path)
     return key, cert
 
 

@@ -81,6 +81,16 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("[ingest]\nmax_associations = 1001\n", "ingest.max_associations"),
         ("[ingest]\nworkers = 0\n", "ingest.workers"),
         ("[ingest]\nworkers = 33\n", "ingest.workers"),
+        (
+            "[ingest.tls]\ncertificate = 'c.pem'\nprivate_key = 'k.pem'\n"
+            "require_client_certificate = true\n",
+            "ingest.tls",
+        ),
+        (
+            "[[export.destinations]]\nname = 'x'\nae_title = 'X'\nhost = 'h'\nport = 1\n"
+            "tls = { certificate = 'c.pem' }\n",
+            "export.destinations.0.tls",
+        ),
         ("[ingest]\nimplementation_class_uid = 'not.a.uid'\n", "ingest.implementation_class_uid"),
         (
             "[ingest]\nimplementation_version_name = '12345678901234567'\n",
