@@ -13,7 +13,13 @@ def tune(sock: socket.socket) -> None:
 
 
 def handle_conn_open(event: evt.Event) -> None:
-    """EVT_CONN_OPEN handler: tune the association's socket as soon as it exists."""
+    """EVT_CONN_OPEN handler: tune the association's socket as soon as it exists.
+
+    It also gets the network timeout as its own: pynetdicom reads a PDU (and a TLS handshake)
+    with a blocking call once the first bytes are there, and a peer that stops half-way held
+    that connection's threads, and its association's place, for ever.
+    """
     raw = getattr(event.assoc.dul.socket, "socket", None)
     if isinstance(raw, socket.socket):
         tune(raw)
+        raw.settimeout(event.assoc.network_timeout)
