@@ -8,6 +8,7 @@ AMQP binding (``cloudEvents_`` or ``cloudEvents:`` application properties), so p
 republish either way.
 """
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -53,6 +54,14 @@ _LIBRARY_DECODE_ERRORS: Final = (
     OSError,
     RecursionError,
 )
+
+# The characters a URI reference may hold (RFC 3986 section 2: unreserved, reserved, and
+# percent-encoded octets). CloudEvents requires ``source`` to be a URI reference; this checks its
+# characters, not its grammar, which is enough to keep spaces, control characters and raw
+# non-ASCII text out.
+_URI_REFERENCE: Final = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+# Media types whose content is JSON: the only data an event of ours carries.
+_JSON_MEDIA_TYPE: Final = re.compile(r"(?:application|text)/json|[a-z0-9.+-]+/[a-z0-9.+-]*\+json")
 
 #: Namespace of the name-based (version 5) UUIDs that identify export completions: the id of the
 #: completion of export ``E`` is ``uuid5(EXPORT_COMPLETED_ID_NAMESPACE, E)``.
@@ -170,9 +179,7 @@ def association_released_from_event(event: CloudEvent) -> AssociationReleased:
         raise InvalidEvent(
             f"event type is {event.get_type()!r}, expected {ASSOCIATION_RELEASED_TYPE!r}"
         )
-    data = event.get_data()
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"event data must be a JSON object, got {type(data).__name__}")
+    data = _object_data(event)
     try:
         released = AssociationReleased.model_validate(data)
     except ValidationError as exc:
@@ -228,13 +235,25 @@ def _build(
 def _data(event: CloudEvent, event_type: str, model: type[_M]) -> _M:
     if event.get_type() != event_type:
         raise InvalidEvent(f"event type is {event.get_type()!r}, expected {event_type!r}")
-    data = event.get_data()
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"event data must be a JSON object, got {type(data).__name__}")
+    data = _object_data(event)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidEvent(f"invalid {event_type} data: {_describe(exc)}") from exc
+
+
+def _object_data(event: CloudEvent) -> dict[str, Any]:
+    """The event's data, which every event of ours has as a JSON object."""
+    content_type = event.get_datacontenttype()
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if content_type is not None and not _JSON_MEDIA_TYPE.fullmatch(media_type):
+        # In structured mode the library reads "data" as JSON whatever the event says it is;
+        # an event that calls its data something else contradicts itself.
+        raise InvalidEvent(f"event data content type is {content_type!r}, not JSON")
+    data = event.get_data()
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"event data must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _describe(exc: ValidationError) -> str:
@@ -256,6 +275,10 @@ def _strict_event(
         raise InvalidEvent(
             f"specversion is {attributes['specversion']!r}, expected {SPECVERSION_V1_0!r}"
         )
+    source = attributes["source"]
+    # The library checks that source is a non-empty string; it must also be a URI reference.
+    if isinstance(source, str) and source and not _URI_REFERENCE.fullmatch(source):
+        raise InvalidEvent(f"source {source[:200]!r} is not a URI reference")
     try:
         return CloudEvent(attributes, data)
     except CloudEventValidationError as exc:

@@ -16,7 +16,12 @@ import logging
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+    ConsumerTag,
+)
 
 from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
 from export.consumer import ExportConsumer
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 RECONNECT_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
 #: How often the local intake looks for new requests while idle.
 LOCAL_POLL_SECONDS = 0.2
+#: How long stopping waits for the broker to confirm that no more requests come.
+CANCEL_TIMEOUT_SECONDS = 5.0
 #: The log line that says export is attached to its queue (the tests wait for it).
 CONSUMING = "export consuming"
 
@@ -90,8 +97,30 @@ async def _consume_amqp(
     )
     await stop.wait()
     consumer.detach()
-    await queue.cancel(tag)
+    await _stop_consuming(connection, queue, tag)
     await consumer.finish()
+
+
+async def _stop_consuming(
+    connection: AbstractRobustConnection, queue: AbstractQueue, tag: ConsumerTag
+) -> None:
+    """Ask the broker for no more requests, without waiting for a broker that is away.
+
+    aio-pika's robust channel would wait for the connection to come back before cancelling,
+    and hold up the shutdown for as long as the broker stays away; a lost connection has
+    ended the consumer on the broker's side already.
+    """
+    if not connection.connected.is_set():
+        log.info("RabbitMQ is away: stopping without cancelling the consumer")
+        return
+    try:
+        await asyncio.wait_for(queue.cancel(tag), CANCEL_TIMEOUT_SECONDS)
+    except (
+        TimeoutError,
+        aiormq.exceptions.AMQPError,
+        aio_pika.exceptions.ChannelInvalidStateError,
+    ) as exc:
+        log.warning("consumer not cancelled (%r); stopping anyway", exc)
 
 
 async def consume_local(

@@ -20,6 +20,9 @@ class Status(IntEnum):
     WARNING_DATA_SET_MISMATCH = 0xB007
     #: Refused: out of resources (the spool could not take the instance).
     OUT_OF_RESOURCES = 0xA700
+    #: Error: data set does not match SOP class (its SOP Class or Instance UID is not the
+    #: command's Affected one, as dcmtk's storescp answers too).
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     #: Error: cannot understand (the data set could not be parsed or names invalid UIDs).
     CANNOT_UNDERSTAND = 0xC000
 

@@ -246,10 +246,14 @@ class Journal:
                 raise JournalError(f"journal read failed: {exc}") from exc
         return int(count)
 
-    def mark_releasing(self, association_id: str, released_at: datetime) -> None:
-        """The sender asked to release: recorded before the answer goes out."""
+    def mark_releasing(self, association_id: str, released_at: datetime) -> bool:
+        """The sender asked to release: recorded before the answer goes out.
+
+        False if the association is no longer open (aborted meanwhile by a restarted parent
+        or by the settling of a dead worker's rows): its release must not be confirmed.
+        """
         with self._transaction() as cur:
-            cur.execute(
+            updated = cur.execute(
                 "UPDATE associations SET state = ?, released_at = ?"
                 " WHERE association_id = ? AND state = ?",
                 (
@@ -259,6 +263,8 @@ class Journal:
                     AssociationState.OPEN,
                 ),
             )
+            recorded = updated.rowcount == 1  # read before the commit resets it
+        return recorded
 
     def mark_released(self, association_id: str, released_at: datetime) -> None:
         """After the A-RELEASE-RP. Not fsynced on its own: lost in a crash, the association

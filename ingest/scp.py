@@ -42,7 +42,7 @@ from ingest.journal import (
     Journal,
     SpooledInstance,
 )
-from ingest.part10 import data_set_offset, read_identity
+from ingest.part10 import check_well_formed, data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.spool import Spool
 
@@ -264,6 +264,9 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
         _check_transfer_syntax(transfer_syntax)
         with received.open("rb") as data:
             offset = data_set_offset(data)
+            # Before the identity: a data set cut short or with lying lengths must not be
+            # answered with success, and pydicom then only reads what is well-formed.
+            check_well_formed(data, offset, transfer_syntax)
             identity = read_identity(
                 data,
                 offset,
@@ -381,11 +384,20 @@ def handle_acse_recv(event: evt.Event, ctx: IngestContext) -> None:
     if active is None:
         return
     try:
-        ctx.journal.mark_releasing(active.association_id, datetime.now(UTC))
+        recorded = ctx.journal.mark_releasing(active.association_id, datetime.now(UTC))
     except JournalError as exc:
         # Without a durable record the release must not be confirmed.
         log.error(
             "association %s: cannot record the release, aborting: %s", active.association_id, exc
+        )
+        event.assoc.abort()
+        return
+    if not recorded:
+        # The journal already counts it as aborted, its files perhaps gone: confirming the
+        # release would tell the sender that instances which will never be handed on are safe.
+        log.warning(
+            "association %s: release requested after the journal had ended it, aborting",
+            active.association_id,
         )
         event.assoc.abort()
         return

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from contracts.cloudevent import export_completed_event_id
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.integration.conftest import Ingest
+from tests.integration.conftest import RABBITMQ_S3, Ingest
 from tests.integration.export_harness import (
     EXPORT_DEFAULTS,
     Export,
@@ -30,7 +30,8 @@ from tests.support.factories import (
     ct_series,
     derived_uid,
 )
-from tests.support.net import free_port
+from tests.support.link import Link
+from tests.support.net import free_port, wait_until
 
 CONTEXTS = [
     (CT_IMAGE_STORAGE, [ExplicitVRLittleEndian]),
@@ -207,3 +208,24 @@ def test_completions_of_requests_finishing_together_are_all_published(export: Ex
         assert sorted(completed(m).export_id for m in messages) == sorted(
             r.export_id for r in requests
         )
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+def test_sigterm_while_the_broker_is_away_stops_promptly(export: Export, ingest: Ingest) -> None:
+    host, _, rest = ingest.amqp_url.split("@")[-1].partition(":")
+    with Link(host, int(rest.partition("/")[0] or 5672)) as broker:
+        config = export.config([destination("pacs", free_port())], shutdown_grace_seconds=1)
+        credentials, _, path = ingest.amqp_url.partition("@")
+        config["broker"]["url"] = f"{credentials}@{broker.endpoint}/{path.partition('/')[2]}"
+        process = export.start(config)
+        broker.cut()
+        # The consumer sees its connection go, and starts reconnecting.
+        wait_until(
+            lambda: "Reconnecting" in process.log_text() or "not reachable" in process.log_text(),
+            30,
+            "the consumer reconnecting",
+        )
+        signalled = time.monotonic()
+        assert process.terminate(timeout=30) == 0
+    # Nothing is in flight: there is nothing to wait for but the broker, which may never return.
+    assert time.monotonic() - signalled < 5

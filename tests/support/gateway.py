@@ -105,6 +105,8 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
                 env=self._environment(),
+                # A group of its own (with its worker processes): kill_all() ends them at once.
+                start_new_session=True,
             )
         try:
             wait_until(self._answers, self.startup_timeout, f"{self.service} ready")
@@ -134,6 +136,14 @@ class GatewayProcess:
         process = self._require_process()
         if process.poll() is None:
             process.kill()
+        return process.wait()
+
+    def kill_all(self) -> int:
+        """SIGKILL the process and its worker processes at the same moment (the machine or
+        the container going down); returns the main process's exit code."""
+        process = self._require_process()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
         return process.wait()
 
     def log_text(self) -> str:

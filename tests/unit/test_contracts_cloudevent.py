@@ -226,6 +226,30 @@ BINARY = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
             "'source' must not be None or empty",
         ),
         (
+            _structured(structured_fields(source="dicom gateway://gw-1")),
+            CONTENT_TYPE_STRUCTURED,
+            {},
+            "is not a URI reference",
+        ),
+        (
+            _structured(structured_fields(source="dicom-gateway://gw-ü/AE")),
+            CONTENT_TYPE_STRUCTURED,
+            {},
+            "is not a URI reference",
+        ),
+        (
+            b"{}",
+            "application/json",
+            rabbitmq_headers(**{"ce-source": "/pipelines/\x00lung"}),
+            "is not a URI reference",
+        ),
+        (
+            b"{}",
+            "application/json",
+            rabbitmq_headers(**{"ce-source": "/pipelines/100%"}),
+            "is not a URI reference",
+        ),
+        (
             _structured(structured_fields(time="yesterday")),
             CONTENT_TYPE_STRUCTURED,
             {},
@@ -300,4 +324,38 @@ def test_association_released_from_event_rejects_an_id_other_than_the_associatio
     body = _structured(structured_fields(id="another-id"))
     parsed = parse_event(body, content_type=CONTENT_TYPE_STRUCTURED, headers={})
     with pytest.raises(InvalidEvent, match="is not the association id"):
+        association_released_from_event(parsed)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/pipelines/lung",
+        "urn:uuid:3f1c2b9e",
+        "dicom-gateway://gw%20one/AE?x=1#f",
+        "a:b@c[1]!$&'()*+,;=",
+    ],
+)
+def test_parse_event_takes_any_uri_reference_as_source(source: str) -> None:
+    body = _structured(structured_fields(source=source))
+    parsed = parse_event(body, content_type=CONTENT_TYPE_STRUCTURED, headers={})
+    assert parsed.get_source() == source
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "text/json", "application/x-data+json"]
+)
+def test_data_of_any_json_media_type_is_read(content_type: str) -> None:
+    body = _structured(structured_fields(datacontenttype=content_type))
+    parsed = parse_event(body, content_type=CONTENT_TYPE_STRUCTURED, headers={})
+    assert association_released_from_event(parsed) == DATA
+
+
+@pytest.mark.parametrize("content_type", ["application/xml", "text/plain", "application/jsonx"])
+def test_data_said_to_be_other_than_json_is_rejected(content_type: str) -> None:
+    """The JSON event format reads "data" as JSON whatever the event calls it; such an event
+    contradicts itself and is not one of ours."""
+    body = _structured(structured_fields(datacontenttype=content_type))
+    parsed = parse_event(body, content_type=CONTENT_TYPE_STRUCTURED, headers={})
+    with pytest.raises(InvalidEvent, match="not JSON"):
         association_released_from_event(parsed)

@@ -27,6 +27,7 @@ def test_reject_triples(reject: Reject, triple: tuple[int, int, int]) -> None:
 
 def test_failure_statuses_are_in_their_ranges() -> None:
     assert Status.OUT_OF_RESOURCES & 0xFF00 == 0xA700
+    assert Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS & 0xFF00 == 0xA900
     assert Status.CANNOT_UNDERSTAND & 0xF000 == 0xC000
 
 

@@ -172,6 +172,17 @@ def test_an_abort_after_the_release_request_still_aborts(journal: Journal) -> No
     assert journal.association(aid).state is AssociationState.ABORTED
 
 
+def test_a_release_is_recorded_only_while_the_association_is_open(journal: Journal) -> None:
+    # A restarted parent (or the settling of a dead worker's rows) may have aborted the row
+    # while its connection still lives: that release must not be confirmed to the sender.
+    opened, aborted = begin(journal), begin(journal)
+    journal.mark_aborted(aborted, STARTED)
+    assert journal.mark_releasing(opened, STARTED)
+    assert not journal.mark_releasing(opened, STARTED)  # already releasing
+    assert not journal.mark_releasing(aborted, STARTED)
+    assert journal.association(aborted).state is AssociationState.ABORTED
+
+
 def test_no_instance_is_added_once_the_release_is_requested(journal: Journal) -> None:
     aid = begin(journal)
     journal.mark_releasing(aid, STARTED)

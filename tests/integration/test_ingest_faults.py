@@ -1,0 +1,443 @@
+"""Randomized fault injection on ingest: nothing a sender saw released is lost or altered,
+nothing aborted is handed on, nothing is left behind.
+
+Several senders keep sending associations (1 to 4 small instances each, one in six aborted by
+the sender) while the test, in an order drawn from a seed, cuts RabbitMQ, S3 or both (TCP
+links it stops and restores), kills the ingest service with SIGKILL at three kinds of moment
+(an association mid-C-STORE; a released association not yet stored in S3; an event stored but
+not yet published) and restarts it, and fills the spool's filesystem past its reserve. Then,
+with every service back, it reconciles what each sender saw with what reached the broker and
+the bucket. The seed is printed; a failure names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from contracts import AssociationReleased
+from gateway.dicom_codes import Status
+from ingest.journal import AssociationState
+from tests.integration.conftest import RABBITMQ_S3, Ingest, released
+from tests.support.amqp import ReceivedMessage
+from tests.support.factories import ct_series, data_set_bytes, file_meta_length
+from tests.support.gateway import GatewayProcess
+from tests.support.link import Link
+from tests.support.net import wait_until
+from tests.support.raw_scu import Aborted, DataSet, RawAssociation, Rejected
+
+SENDERS = 4
+#: A share of the associations that the sender aborts after its last C-STORE.
+SENDER_ABORTS = 1 / 6
+#: Every step of a sender's association (associate, each C-STORE, release) is answered within
+#: this, or the sender gives up on the association.
+STEP_SECONDS = 20.0
+#: A-ASSOCIATE-RJ rejected-transient / service-provider (presentation) / temporary congestion.
+SPOOL_FULL = (2, 3, 1)
+#: How long a fault waits for the moment it needs (traffic makes it come within a second).
+MOMENT_SECONDS = 20.0
+#: Once every fault is over, how long the gateway may take to hand everything on.
+SETTLE_SECONDS = 120.0
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+class Fault(StrEnum):
+    CUT_BROKER = "cut-broker"
+    CUT_STORAGE = "cut-storage"
+    CUT_BOTH = "cut-both"
+    KILL_MID_STORE = "kill-mid-store"
+    KILL_BEFORE_UPLOAD = "kill-before-upload"
+    KILL_BEFORE_PUBLISH = "kill-before-publish"
+    SPOOL_FULL = "spool-full"
+
+
+#: Each fault this many times, in an order drawn from the seed.
+ROUNDS_EACH = 2
+
+
+class Outcome(StrEnum):
+    """What a sender saw of one association."""
+
+    RELEASED = "released"  # A-RELEASE-RP received: must be handed on, once
+    RELEASE_UNANSWERED = "release-unanswered"  # A-RELEASE-RQ sent, then the connection ended
+    ABORTED = "aborted"  # the sender aborted
+    BROKEN = "broken"  # the connection ended before the release was asked for
+    REJECTED = "rejected"  # A-ASSOCIATE-RJ
+    NOT_CONNECTED = "not-connected"  # the port refused or dropped the connection
+
+
+@dataclass
+class Sent:
+    calling: str
+    data_sets: list[DataSet]
+    outcome: Outcome = Outcome.BROKEN
+    detail: str = ""
+
+
+@dataclass
+class Traffic:
+    """The senders, on an event loop thread of their own, and what each of them saw."""
+
+    host: str
+    port: int
+    inbox: Path
+    seed: int
+    sent: list[Sent] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="senders")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=3 * STEP_SECONDS)
+        assert not self._thread.is_alive(), "a sender did not finish its association"
+
+    def count(self, outcome: Outcome, detail: str = "") -> int:
+        with self._lock:
+            return sum(s.outcome == outcome and detail in s.detail for s in self.sent)
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._sender(index) for index in range(SENDERS)))
+
+    async def _sender(self, index: int) -> None:
+        rng = random.Random(f"{self.seed}-{index}")
+        number = 0
+        while not self.stop.is_set():
+            number += 1
+            sent = Sent(f"FAULT{index}-{number}", self._data_sets(index, number, rng))
+            await self._associate(sent, abort=rng.random() < SENDER_ABORTS)
+            with self._lock:
+                self.sent.append(sent)
+            if sent.outcome in (Outcome.REJECTED, Outcome.NOT_CONNECTED):
+                await asyncio.sleep(0.1)  # a modality's retry pause, not a readiness wait
+
+    def _data_sets(self, index: int, number: int, rng: random.Random) -> list[DataSet]:
+        directory = self.inbox / f"{index}-{number}"
+        directory.mkdir()
+        series = ct_series(
+            directory,
+            rng.randint(1, 4),
+            rows=8,
+            cols=8,
+            transfer_syntax=ImplicitVRLittleEndian,
+            seed=self.seed * 1_000_000 + index * 100_000 + number,
+        )
+        return [
+            DataSet(s.uids.sop_class, s.uids.sop_instance, data_set_bytes(s.path)) for s in series
+        ]
+
+    async def _associate(self, sent: Sent, *, abort: bool) -> None:
+        try:
+            association = await asyncio.wait_for(
+                RawAssociation.open(
+                    self.host, self.port, "GATEWAY", sent.calling, [CT_IMAGE_STORAGE]
+                ),
+                STEP_SECONDS,
+            )
+        except Rejected as exc:
+            sent.outcome, sent.detail = Outcome.REJECTED, str(exc.rejection)
+            return
+        except (Aborted, OSError, TimeoutError) as exc:
+            sent.outcome, sent.detail = Outcome.NOT_CONNECTED, repr(exc)
+            return
+        release_asked = False
+        try:
+            for data_set in sent.data_sets:
+                status = await asyncio.wait_for(association.store(data_set), STEP_SECONDS)
+                with self._lock:
+                    self.statuses[status] += 1
+                if status != Status.SUCCESS:
+                    abort = True
+                    break
+            if abort:
+                await association.abort()
+                sent.outcome = Outcome.ABORTED
+                return
+            release_asked = True
+            await asyncio.wait_for(association.release(), STEP_SECONDS)
+            sent.outcome = Outcome.RELEASED
+        except (Aborted, OSError, TimeoutError) as exc:
+            await association.close()
+            sent.outcome = Outcome.RELEASE_UNANSWERED if release_asked else Outcome.BROKEN
+            sent.detail = repr(exc)
+
+
+@dataclass(frozen=True)
+class JournalSnapshot:
+    """What the journal held when the service was killed."""
+
+    mid_store: int  # open associations with instances
+    before_upload: int  # released associations with instances not yet in S3
+    before_publish: int  # events not yet published
+
+    def shows(self, fault: Fault) -> bool:
+        return {
+            Fault.KILL_MID_STORE: self.mid_store,
+            Fault.KILL_BEFORE_UPLOAD: self.before_upload,
+            Fault.KILL_BEFORE_PUBLISH: self.before_publish,
+        }[fault] > 0
+
+
+def journal_snapshot(journal: Path) -> JournalSnapshot:
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+
+        def count(sql: str, *args: str) -> int:
+            return int(db.execute(sql, args).fetchone()[0])
+
+        per_association = (
+            "SELECT COUNT(DISTINCT a.association_id) FROM associations a"
+            " JOIN instances i ON i.association_id = a.association_id WHERE "
+        )
+        return JournalSnapshot(
+            mid_store=count(per_association + "a.state = ?", AssociationState.OPEN),
+            before_upload=count(
+                per_association + "a.state IN (?, ?) AND i.sha256 IS NULL",
+                AssociationState.RELEASING,
+                AssociationState.RELEASED,
+            ),
+            before_publish=count("SELECT COUNT(*) FROM outbox"),
+        )
+
+
+def journal_rows(journal: Path) -> int:
+    """Rows left in the journal: none once everything is handed on or cleaned up."""
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5) as db:
+        return sum(
+            int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+            for table in ("associations", "instances", "outbox")
+        )
+
+
+@dataclass
+class Faults:
+    """Inflicts each fault on the running gateway and records what the kills caught."""
+
+    gateway: GatewayProcess
+    broker: Link
+    storage: Link
+    journal: Path
+    filler: Path
+    traffic: Traffic
+    rng: random.Random
+    kills: list[tuple[Fault, JournalSnapshot]] = field(default_factory=list)
+
+    def inflict(self, fault: Fault) -> None:
+        match fault:
+            case Fault.CUT_BROKER:
+                self._outage(self.broker)
+            case Fault.CUT_STORAGE:
+                self._outage(self.storage)
+            case Fault.CUT_BOTH:
+                self._outage(self.broker, self.storage)
+            case Fault.KILL_MID_STORE:
+                self._kill(fault, lambda s: s.mid_store > 0)
+            case Fault.KILL_BEFORE_UPLOAD:
+                # With S3 cut, released associations wait for their upload.
+                self.storage.cut()
+                self._kill(fault, lambda s: s.before_upload > 0)
+                self.pause()
+                self.storage.restore()
+            case Fault.KILL_BEFORE_PUBLISH:
+                # With RabbitMQ cut, stored associations' events wait in the outbox.
+                self.broker.cut()
+                self._kill(fault, lambda s: s.before_publish > 0)
+                self.pause()
+                self.broker.restore()
+            case Fault.SPOOL_FULL:
+                self._fill_spool()
+
+    def pause(self) -> None:
+        """Let the senders go on for a random while: traffic between and during the faults,
+        not a wait for readiness."""
+        time.sleep(self.rng.uniform(0.3, 1.2))
+
+    def _outage(self, *links: Link) -> None:
+        for link in links:
+            link.cut()
+        self.pause()
+        for link in links:
+            link.restore()
+
+    def _kill(self, fault: Fault, moment: Callable[[JournalSnapshot], bool]) -> None:
+        wait_until(
+            lambda: moment(journal_snapshot(self.journal)), MOMENT_SECONDS, f"a moment to {fault}"
+        )
+        self.gateway.kill_all()
+        # The journal as the crash left it: what the restart has to recover.
+        self.kills.append((fault, journal_snapshot(self.journal)))
+        self.gateway.start()
+
+    def _fill_spool(self) -> None:
+        rejected_before = self.traffic.count(Outcome.REJECTED, str(SPOOL_FULL))
+        room = _reserve_margin(self.filler.parent)
+        with self.filler.open("wb") as filler:
+            os.posix_fallocate(filler.fileno(), 0, 2 * room)
+        try:
+            wait_until(
+                lambda: self.traffic.count(Outcome.REJECTED, str(SPOOL_FULL)) > rejected_before,
+                MOMENT_SECONDS,
+                "an association turned away while the spool is full",
+            )
+        finally:
+            self.filler.unlink()
+
+
+def _reserve_margin(directory: Path) -> int:
+    """Bytes between the free space at the test's start and the reserve it configures: a
+    filler of twice this takes the spool past its reserve, and the test's own traffic (a few
+    MB) does not."""
+    return min(shutil.disk_usage(directory).free // 8, 1 << 30)
+
+
+@pytest.fixture
+def links(ingest: Ingest) -> Iterator[tuple[Link, Link]]:
+    broker_host, _, broker_port = ingest.amqp_url.split("@")[-1].rstrip("/").partition(":")
+    storage_host, storage_port = ingest.s3.endpoint.rsplit(":", 1)
+    with (
+        Link(broker_host, int(broker_port.partition("/")[0] or 5672)) as broker,
+        Link(storage_host, int(storage_port)) as storage,
+    ):
+        yield broker, storage
+
+
+def start_through(ingest: Ingest, links: tuple[Link, Link], workers: int) -> GatewayProcess:
+    """A gateway that reaches RabbitMQ and S3 through the links, with the reserve set so that
+    the spool counts as full once its filesystem's free space drops by the margin."""
+    broker, storage = links
+    reserve = shutil.disk_usage(ingest.workdir).free - _reserve_margin(ingest.workdir)
+    config = ingest.config(
+        workers=workers, reserved_storage_gb=reserve / 2**30, storage_watermark_percent=100
+    )
+    credentials, _, rest = ingest.amqp_url.partition("@")
+    config["broker"]["url"] = f"{credentials}@{broker.endpoint}/{rest.partition('/')[2]}"
+    config["storage"]["endpoint"] = storage.endpoint
+    return ingest.start(config)
+
+
+@dataclass
+class Announced:
+    """What reached the broker: each event id once, and how many were published twice."""
+
+    by_id: dict[str, AssociationReleased]
+    ids_by_calling: dict[str, set[str]]
+    published_twice: int
+
+    @classmethod
+    def of(cls, messages: list[ReceivedMessage]) -> Announced:
+        by_id: dict[str, AssociationReleased] = {}
+        ids_by_calling: dict[str, set[str]] = {}
+        for message in messages:
+            data = released(message)
+            assert message.message_id == data.association_id
+            by_id[data.association_id] = data
+            ids_by_calling.setdefault(data.calling_ae_title, set()).add(data.association_id)
+        return cls(by_id, ids_by_calling, len(messages) - len(by_id))
+
+
+def check_each_association(sent: dict[str, Sent], announced: Announced, summary: str) -> None:
+    """Released: one event id; release unanswered: at most one; anything else: none. An
+    event lists exactly the instances the sender sent."""
+    assert set(announced.ids_by_calling) <= set(sent), f"events nobody sent for: {summary}"
+    for calling, record in sent.items():
+        ids = announced.ids_by_calling.get(calling, set())
+        if record.outcome is Outcome.RELEASED:
+            assert len(ids) == 1, f"{calling} released, event ids {ids}: {summary}"
+        elif record.outcome is Outcome.RELEASE_UNANSWERED:
+            assert len(ids) <= 1, f"{calling} has event ids {ids}: {summary}"
+        else:
+            assert not ids, f"{calling} {record.outcome} {record.detail}, announced: {summary}"
+        for association_id in ids:
+            assert [i.sop_instance_uid for i in announced.by_id[association_id].instances] == [
+                d.sop_instance_uid for d in record.data_sets
+            ], f"{calling}: instances differ: {summary}"
+
+
+def check_the_bucket(
+    ingest: Ingest, sent: dict[str, Sent], announced: Announced, summary: str
+) -> None:
+    """Every object an event names, byte for byte as sent, and no other object."""
+    expected = {d.sop_instance_uid: d.encoded for s in sent.values() for d in s.data_sets}
+    keys = {i.object_key for data in announced.by_id.values() for i in data.instances}
+    objects = ingest.objects()
+    assert set(objects) == keys, f"orphan or missing objects: {summary}"
+    for key, stored in objects.items():
+        uid = key.rsplit("/", 1)[1].removesuffix(".dcm")
+        assert stored[file_meta_length(stored) :] == expected[uid], f"{key} altered: {summary}"
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(
+    ingest: Ingest, inbox: Path, links: tuple[Link, Link], workers: int
+) -> None:
+    seed = random.SystemRandom().randrange(1_000_000)
+    print(f"fault seed {seed}")
+    rng = random.Random(seed)
+    gateway = start_through(ingest, links, workers)
+    journal = ingest.workdir / "spool" / "journal.sqlite3"
+    schedule = [fault for fault in Fault for _ in range(ROUNDS_EACH)]
+    rng.shuffle(schedule)
+
+    with ingest.events() as events:
+        traffic = Traffic(gateway.host, gateway.port, inbox, seed)
+        faults = Faults(gateway, *links, journal, ingest.workdir / "filler", traffic, rng)
+        traffic.start()
+        try:
+            for fault in schedule:
+                faults.pause()
+                faults.inflict(fault)
+            faults.pause()
+        finally:
+            traffic.finish()
+        faults_over = time.monotonic()
+        try:
+            wait_until(lambda: journal_rows(journal) == 0, SETTLE_SECONDS, "all handed on")
+        except TimeoutError:
+            raise AssertionError(
+                f"seed {seed}: the journal still holds {journal_snapshot(journal)} "
+                f"after {SETTLE_SECONDS:g} s\n{gateway.log_tail()}"
+            ) from None
+        settled_after = time.monotonic() - faults_over
+        announced = Announced.of(events.wait_for(len(events.messages)))
+        events.assert_quiet(3)
+
+    sent = {s.calling: s for s in traffic.sent}
+    outcomes = Counter(s.outcome for s in sent.values())
+    summary = (
+        f"seed {seed}: senders {dict(outcomes)}, statuses {dict(traffic.statuses)}, "
+        f"{len(announced.by_id)} event ids, {announced.published_twice} published twice, "
+        f"all handed on {settled_after:.1f} s after the last fault, "
+        f"kills {[(f.value, s) for f, s in faults.kills]}"
+    )
+    print(summary)
+    check_each_association(sent, announced, summary)
+    check_the_bucket(ingest, sent, announced, summary)
+    assert ingest.spool_files() == [], summary
+
+    # The faults happened where they were meant to, and the traffic saw them.
+    assert set(traffic.statuses) == {Status.SUCCESS}, summary
+    for fault, snapshot in faults.kills:
+        assert snapshot.shows(fault), f"{fault} killed at {snapshot}: {summary}"
+    assert outcomes[Outcome.RELEASED] >= 50, summary
+    assert outcomes[Outcome.ABORTED] > 0, summary
+    assert outcomes[Outcome.BROKEN] > 0, summary
+    assert traffic.count(Outcome.REJECTED, str(SPOOL_FULL)) >= ROUNDS_EACH, summary
