@@ -87,7 +87,11 @@ class Spool:
         now = time.time()
         removed = 0
         for leftover in self.incoming.iterdir():
-            if older_than is None or now - leftover.stat().st_mtime > older_than:
+            try:
+                modified = leftover.stat().st_mtime
+            except FileNotFoundError:
+                continue  # adopted into its association (or removed) since it was listed
+            if older_than is None or now - modified > older_than:
                 leftover.unlink(missing_ok=True)
                 removed += 1
         return removed
