@@ -7,6 +7,7 @@ be read or does not hold what it should is a configuration error, named with its
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.settings import TlsClientSettings, TlsServerSettings
@@ -16,13 +17,7 @@ def server_context(settings: TlsServerSettings) -> ssl.SSLContext:
     """For the listener: our certificate; peers' certificates checked as configured."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(settings.certificate, settings.private_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"ingest.tls: cannot load certificate {settings.certificate} with private key "
-            f"{settings.private_key}: {exc}"
-        ) from exc
+    _load_chain(context, settings.certificate, settings.private_key, "ingest.tls")
     if settings.client_ca is not None:
         try:
             context.load_verify_locations(cafile=settings.client_ca)
@@ -49,11 +44,16 @@ def client_context(settings: TlsClientSettings, destination: str) -> ssl.SSLCont
         ) from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.certificate is not None and settings.private_key is not None:
-        try:
-            context.load_cert_chain(settings.certificate, settings.private_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"destination {destination}: cannot load tls.certificate "
-                f"{settings.certificate}: {exc}"
-            ) from exc
+        _load_chain(
+            context, settings.certificate, settings.private_key, f"destination {destination}: tls"
+        )
     return context
+
+
+def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path, where: str) -> None:
+    try:
+        context.load_cert_chain(certificate, private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{where}: cannot load certificate {certificate} with private key {private_key}: {exc}"
+        ) from exc
