@@ -22,6 +22,7 @@ from gateway.dicom_codes import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Sta
 from gateway.dicom_socket import handle_conn_open
 from gateway.errors import ConfigError
 from gateway.prompt_dul import PromptAE
+from gateway.reactor_hold import has_ended, requests_in_a_row
 from gateway.settings import DestinationSettings, ExportSettings
 from gateway.tls import client_context
 
@@ -113,22 +114,30 @@ def send_batch(
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
         }
-        for index, instance in enumerate(instances):
-            if not assoc.is_established:
-                outcome.retry += instances[index:]
-                outcome.error = outcome.error or "association ended before every instance was sent"
-                break
-            result = _send_one(assoc, instance, accepted)
-            if result is None:
-                # No status: the destination may or may not have it. Sending it again is
-                # harmless (same SOP Instance UID), reporting it as sent would not be.
-                outcome.retry.append(instance)
-                outcome.error = "no C-STORE response from the destination"
-            else:
-                outcome.results.append(result)
+        with requests_in_a_row(assoc):
+            for index, instance in enumerate(instances):
+                if has_ended(assoc):
+                    outcome.retry += instances[index:]
+                    outcome.error = (
+                        outcome.error or "association ended before every instance was sent"
+                    )
+                    break
+                result = _send_one(assoc, instance, accepted)
+                if result is None:
+                    # No status: the destination may or may not have it. Sending it again is
+                    # harmless (same SOP Instance UID), reporting it as sent would not be.
+                    outcome.retry.append(instance)
+                    outcome.error = "no C-STORE response from the destination"
+                else:
+                    outcome.results.append(result)
     finally:
         if assoc.is_established:
-            assoc.release()
+            # The reactor, held until now, may not have seen the peer's abort yet; an abort
+            # also stops this association's threads.
+            if has_ended(assoc):
+                assoc.abort()
+            else:
+                assoc.release()
     return outcome
 
 

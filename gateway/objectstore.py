@@ -32,6 +32,7 @@ PARALLEL_PARTS = 2
 #: (4 x 100 MB instances peaked at 207 MB RSS; one at a time: 115 MB, at the same MB/s received).
 MULTIPART_UPLOADS = 1
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
+DOWNLOAD_CHUNK = 1024 * 1024
 
 
 class Readable(Protocol):
@@ -103,14 +104,25 @@ class S3Store:
             raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
 
     def download(self, key: str, target: Path) -> None:
+        # One GET, streamed to the file: minio-py's fget_object asks for the object's metadata
+        # first, a second round trip that took 500 CT slices from 1.0 s to 1.6 s (8 at a time).
+        # A body cut short raises (urllib3 checks its length against Content-Length).
+        response = None
         try:
-            self._client.fget_object(self._bucket, key, str(target))
+            response = self._client.get_object(self._bucket, key)
+            with target.open("wb") as file:
+                for chunk in response.stream(DOWNLOAD_CHUNK):
+                    file.write(chunk)
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectMissing(f"no object {key} in bucket {self._bucket}") from exc
             raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
 
     def keys(self, prefix: str) -> list[str]:
         try:

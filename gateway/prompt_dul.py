@@ -16,7 +16,9 @@ Here, with pynetdicom's own state machine, PDU codec and DIMSE code unchanged:
   it ends (a requestor's keeps pynetdicom's: its user pauses that thread for every request
   it sends, and a thread in a longer wait would only be slower to pause);
 * the socket reads a PDU with as few ``recv_into`` calls as the kernel allows, where
-  pynetdicom reads 4 KiB per call and appends each piece (64 calls for a 256 KiB PDU).
+  pynetdicom reads 4 KiB per call and appends each piece (64 calls for a 256 KiB PDU);
+* consecutive fragments of an outgoing data set cross to the DUL thread as one
+  :class:`~gateway.pdata_run.PDataRun`, already encoded, and leave in one write.
 
 Both waits are bounded by :data:`WAIT_SECONDS` (and the DUL's by the ARTIM timer), so
 pynetdicom's timers are still looked at. Two faults of pynetdicom's state machine are also
@@ -41,7 +43,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
@@ -52,6 +54,9 @@ from pynetdicom.transport import (
     RequestHandler,
     ThreadedAssociationServer,
 )
+
+from gateway.pdata_run import PDataRun, data_set_fragment, is_last
+from gateway.reactor_hold import HoldableCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,9 @@ class _Waker:
 _LOCAL_EVENTS = frozenset({"Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 #: No connection, or waiting for the peer to close it: nothing can be sent any more.
 _ENDED_STATES = frozenset({"Sta1", _CLOSING})
+#: The states where a P-DATA request (Evt9) is sent as P-DATA-TF: DT-1 in Sta6, AR-7 in Sta8;
+#: neither changes the state.
+_SENDS_P_DATA = frozenset({"Sta6", "Sta8"})
 
 
 class _EndingTolerantStateMachine(StateMachine):
@@ -130,7 +138,19 @@ class _EndingTolerantStateMachine(StateMachine):
             with contextlib.suppress(queue.Empty):
                 self.dul.to_provider_queue.get(block=False)
             return
+        if event == "Evt9" and state in _SENDS_P_DATA and self._next_is_run():
+            # DT-1 or AR-7 for PDUs encoded in advance: send them, stay in this state.
+            run = cast(PDataRun, self.dul.to_provider_queue.get(block=False))
+            if self.dul.socket is not None:
+                self.dul.socket.send(run.encoded())
+            return
         super().do_action(event)
+
+    def _next_is_run(self) -> bool:
+        try:
+            return isinstance(self.dul.to_provider_queue.queue[0], PDataRun)
+        except IndexError:
+            return False
 
 
 class PromptDUL(DULServiceProvider):
@@ -146,8 +166,33 @@ class PromptDUL(DULServiceProvider):
         self._waker: _Waker | None = None
         #: True while this thread may be in (or about to enter) its wait; see _is_transport_event.
         self._may_be_waiting = False
+        #: Data set fragments collected in the sending thread, not yet queued.
+        self._run: PDataRun | None = None
+        self._run_lock = threading.Lock()
 
     def send_pdu(self, primitive: Any) -> None:
+        """Queue ``primitive``, collecting a data set's fragments into runs (pdata_run.py).
+
+        A run is queued when its data set's last fragment arrives, when it is full, or before
+        any other primitive (an abort from another thread, say), so the order is kept.
+        """
+        fragment = data_set_fragment(primitive)
+        with self._run_lock:
+            if fragment is not None:
+                run = self._run or PDataRun()
+                run.add(*fragment)
+                if is_last(fragment[1]) or run.full:
+                    self._run = None
+                    self._queue(run)
+                else:
+                    self._run = run
+                return
+            if self._run is not None:
+                self._queue(self._run)
+                self._run = None
+            self._queue(primitive)
+
+    def _queue(self, primitive: Any) -> None:
         super().send_pdu(primitive)
         # A data set goes out as many PDUs in a row; only a waiting thread needs a wake-up.
         waker = self._waker
@@ -321,6 +366,19 @@ class PromptSocket(AssociationSocket):
         with contextlib.suppress(OSError):
             sock.close()
 
+    def send(self, bytestream: bytes) -> None:
+        """pynetdicom's, with the rest of a partial write taken as a view, not a copy (a run of
+        PDUs is 256 KiB)."""
+        sock = self.socket
+        try:
+            with memoryview(bytestream) as view:
+                sent = 0
+                while sent < len(view) and sock is not None:
+                    sent += sock.send(view[sent:])
+            evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+        except OSError:
+            self.event_queue.put("Evt17")  # transport connection closed
+
     def recv(self, nr_bytes: int) -> bytearray:
         """Read ``nr_bytes``, or fewer if the peer closed the connection (as pynetdicom).
 
@@ -365,7 +423,8 @@ def make_prompt(assoc: Association) -> None:
 
 
 class PromptAE(AE):
-    """An AE whose requested associations get the prompt DUL and socket.
+    """An AE whose requested associations get the prompt DUL and socket, and a reactor
+    checkpoint that can be held across a batch of requests (gateway/reactor_hold.py).
 
     ``AE.associate`` makes the association, then asks this method for its socket before
     anything has started: the one place to give it other providers without redoing
@@ -379,6 +438,7 @@ class PromptAE(AE):
         tls_args: tuple[ssl.SSLContext, str] | None,
     ) -> AssociationSocket:
         assoc.dul = PromptDUL(assoc)
+        assoc._reactor_checkpoint = HoldableCheckpoint()
         _reset_timers(assoc)
         sock = PromptSocket(assoc, address=address)
         sock.tls_args = tls_args

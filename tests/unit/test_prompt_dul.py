@@ -24,7 +24,7 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
-from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
+from gateway.dicom_codes import Status
 from gateway.prompt_dul import (
     FIRST_READ_BYTES,
     PromptAE,
@@ -36,22 +36,16 @@ from gateway.prompt_dul import (
     start_acceptor,
 )
 from gateway_client.testing import wait_until
+from tests.support import loopback
 from tests.support.factories import ct_series
+from tests.support.loopback import CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN
 from tests.support.pki import self_signed
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
 @pytest.fixture
 def acceptor() -> Iterator[tuple[ThreadedAssociationServer, list[object], int]]:
     """An acceptor for echo and CT storage that records what each association ran on."""
     seen: list[object] = []
-    ae = AE(ae_title="ACCEPTOR")
-    ae.maximum_pdu_size = 16384  # small PDUs: one data set spans many of them
-    ae.network_timeout = 0.5
-    ae.add_supported_context(VERIFICATION_SOP_CLASS)
-    ae.add_supported_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
 
     def on_store(event: evt.Event) -> int:
         assoc = event.assoc
@@ -60,18 +54,12 @@ def acceptor() -> Iterator[tuple[ThreadedAssociationServer, list[object], int]]:
         return Status.SUCCESS
 
     handlers = [(evt.EVT_C_ECHO, lambda _event: Status.SUCCESS), (evt.EVT_C_STORE, on_store)]
-    server = start_acceptor(ae, ("127.0.0.1", 0), handlers)
-    try:
+    with loopback.acceptor(handlers, network_timeout=0.5) as server:
         yield server, seen, server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def _requestor() -> AE:
-    ae = AE(ae_title="REQUESTOR")
-    ae.add_requested_context(VERIFICATION_SOP_CLASS)
-    ae.add_requested_context(CT_IMAGE_STORAGE, EXPLICIT_VR_LITTLE_ENDIAN)
-    return ae
+    return loopback.requestor(AE())
 
 
 def test_stores_over_many_pdus_on_the_prompt_providers(
