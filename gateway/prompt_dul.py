@@ -45,7 +45,6 @@ from typing import Any, TypeVar, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.transport import (
@@ -57,6 +56,7 @@ from pynetdicom.transport import (
 
 from gateway.pdata_run import PDataRun, data_set_fragment, is_last
 from gateway.reactor_hold import HoldableCheckpoint
+from gateway.store_messages import StoreDIMSE
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,9 @@ class _NotifyingQueue(queue.Queue[Any]):
 _WAKE: tuple[None, None] = tuple([None, None])  # type: ignore[assignment]
 
 
-class PromptDIMSE(DIMSEServiceProvider):
-    """The association thread waits on the message queue instead of sleeping.
+class PromptDIMSE(StoreDIMSE):
+    """The association thread waits on the message queue instead of sleeping (and C-STORE
+    responses are encoded directly: gateway/store_messages.py).
 
     Besides messages, the DUL wakes it (:meth:`wake`) when the peer's release or abort
     arrives, when the DUL is killed and when it ends; its timers (the network timeout) are
@@ -423,8 +424,9 @@ def make_prompt(assoc: Association) -> None:
 
 
 class PromptAE(AE):
-    """An AE whose requested associations get the prompt DUL and socket, and a reactor
-    checkpoint that can be held across a batch of requests (gateway/reactor_hold.py).
+    """An AE whose requested associations get the prompt DUL and socket, C-STORE requests
+    encoded directly (gateway/store_messages.py), and a reactor checkpoint that can be held
+    across a batch of requests (gateway/reactor_hold.py).
 
     ``AE.associate`` makes the association, then asks this method for its socket before
     anything has started: the one place to give it other providers without redoing
@@ -438,6 +440,7 @@ class PromptAE(AE):
         tls_args: tuple[ssl.SSLContext, str] | None,
     ) -> AssociationSocket:
         assoc.dul = PromptDUL(assoc)
+        assoc.dimse = StoreDIMSE(assoc)
         assoc._reactor_checkpoint = HoldableCheckpoint()
         _reset_timers(assoc)
         sock = PromptSocket(assoc, address=address)

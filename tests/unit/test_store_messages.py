@@ -1,0 +1,161 @@
+"""Directly encoded C-STORE messages are byte for byte what pynetdicom sends, fragment by
+fragment, and everything else is still left to pynetdicom."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pydicom.tag import Tag
+from pynetdicom import AE, evt
+from pynetdicom._globals import MODE_REQUESTOR
+from pynetdicom.association import Association
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.dsutils import encode as pynetdicom_encode
+
+from gateway.store_messages import StoreDIMSE, encode
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ODD_UID = "1.2.3.4.5"  # 9 characters: padded
+EVEN_UID = "1.2.3.4.56"  # 10 characters
+DATA_SET_OFFSET = 132
+
+
+def _request(
+    message_id: int = 7, priority: int = 2, sop_class: str = CT, sop_instance: str = ODD_UID
+) -> C_STORE:
+    primitive = C_STORE()
+    primitive.MessageID = message_id
+    primitive.Priority = priority
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    primitive._dataset_path = (Path("unused.dcm"), DATA_SET_OFFSET)
+    return primitive
+
+
+def _response(
+    status: int = 0x0000, sop_class: str | None = CT, sop_instance: str | None = EVEN_UID
+) -> C_STORE:
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.Status = status
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    return primitive
+
+
+def _pynetdicoms(primitive: C_STORE) -> bytes:
+    message = C_STORE_RQ() if primitive.MessageIDBeingRespondedTo is None else C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    encoded = pynetdicom_encode(message.command_set, True, True)
+    assert encoded is not None
+    return encoded
+
+
+@pytest.mark.parametrize(
+    "primitive",
+    [
+        _request(),
+        _request(message_id=1, priority=0, sop_instance=EVEN_UID),
+        _request(message_id=65535, priority=1, sop_class=ODD_UID),
+        _request(sop_instance="1." + "2" * 62),  # 64 characters, the longest UID
+        _response(),
+        _response(status=0xB000, sop_instance=ODD_UID),
+        _response(status=0xA900, sop_class=ODD_UID),
+        _response(status=0xC000, sop_class=None, sop_instance=None),
+        _response(status=0x0122, sop_class=None),
+    ],
+)
+def test_a_command_set_is_encoded_as_pynetdicom_encodes_it(primitive: C_STORE) -> None:
+    assert encode(primitive) == _pynetdicoms(primitive)
+
+
+def _with(primitive: C_STORE, **values: object) -> C_STORE:
+    for name, value in values.items():
+        setattr(primitive, name, value)
+    return primitive
+
+
+@pytest.mark.parametrize(
+    "primitive",
+    [
+        _with(_response(status=0xC000), ErrorComment="cannot understand"),
+        _with(_response(status=0xC000), OffendingElement=[Tag(0x0008, 0x0018)]),
+        _with(_request(), MoveOriginatorApplicationEntityTitle="MOVER"),
+        _with(_request(), MoveOriginatorMessageID=3),
+        _with(_request(), _dataset_path=None),  # a data set in memory
+        C_ECHO(),
+    ],
+)
+def test_what_is_not_encoded_here_is_left_to_pynetdicom(primitive: object) -> None:
+    assert encode(primitive) is None
+
+
+class _Sent:
+    """What a DIMSE provider hands its DUL: each primitive's presentation data values."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[int, bytes]] = []
+
+    def send_pdu(self, primitive: object) -> None:
+        self.values.extend(primitive.presentation_data_value_list)  # type: ignore[attr-defined]
+
+
+def _association(max_pdu_length: int) -> tuple[Association, _Sent]:
+    assoc = Association(AE(), MODE_REQUESTOR)
+    assoc.acceptor.maximum_length = max_pdu_length
+    sent = _Sent()
+    assoc.dul.send_pdu = sent.send_pdu  # type: ignore[method-assign]
+    return assoc, sent
+
+
+@pytest.mark.parametrize("max_pdu_length", [0, 4096, 16384, 16384 + 6])
+@pytest.mark.parametrize("data_set_length", [0, 1, 16378, 16379, 3 * 16378, 100_000])
+def test_a_request_from_a_file_goes_out_in_the_same_fragments(
+    tmp_path: Path, max_pdu_length: int, data_set_length: int
+) -> None:
+    stored = tmp_path / "instance.dcm"
+    stored.write_bytes(b"m" * DATA_SET_OFFSET + bytes(range(256)) * (data_set_length // 256 + 1))
+    with stored.open("r+b") as file:
+        file.truncate(DATA_SET_OFFSET + data_set_length)
+    primitive = _with(_request(), _dataset_path=(stored, DATA_SET_OFFSET))
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    expected = [
+        value
+        for pdata in message.encode_msg(3, max_pdu_length)
+        for value in pdata.presentation_data_value_list
+    ]
+    assoc, sent = _association(max_pdu_length)
+    StoreDIMSE(assoc).send_msg(primitive, 3)
+    assert sent.values == expected
+
+
+def test_a_response_goes_out_as_one_command_fragment() -> None:
+    assoc, sent = _association(16384)
+    StoreDIMSE(assoc).send_msg(_response(), 1)
+    assert sent.values == [(1, b"\x03" + _pynetdicoms(_response()))]
+
+
+def test_a_bound_sent_message_handler_gets_pynetdicom_s_own_message() -> None:
+    assoc, sent = _association(16384)
+    seen: list[object] = []
+    assoc.bind(evt.EVT_DIMSE_SENT, lambda event: seen.append(event.message))
+    StoreDIMSE(assoc).send_msg(_response(), 1)
+    assert [type(message) for message in seen] == [C_STORE_RSP]
+    assert sent.values == [(1, b"\x03" + _pynetdicoms(_response()))]
+
+
+def test_pynetdicom_s_info_log_gets_pynetdicom_s_own_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = tmp_path / "instance.dcm"
+    stored.write_bytes(b"m" * DATA_SET_OFFSET + b"data")
+    primitive = _with(_request(), _dataset_path=(stored, DATA_SET_OFFSET))
+    caplog.set_level(logging.INFO, logger="pynetdicom")
+    assoc, sent = _association(16384)
+    StoreDIMSE(assoc).send_msg(primitive, 1)
+    assert "Sending Store Request" in caplog.text
+    assert sent.values == [(1, b"\x03" + _pynetdicoms(primitive)), (1, b"\x02data")]
