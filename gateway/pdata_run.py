@@ -3,14 +3,15 @@
 pynetdicom turns a data set into one P-DATA primitive per fragment, and every fragment then
 crosses from the sending thread to the DUL thread through a queue, the state machine and the
 PDU encoder before its own ``send()``. Many peers accept only 16 KiB PDUs (dcmtk's default),
-so a 0.5 MB CT slice is 32 such crossings, and the SCU spent most of its time on them: a
-bare pynetdicom SCU sent the bench's CT series to ``storescp`` at a quarter of ``storescu``'s
-rate (docs/performance.md).
+so a 0.5 MB CT slice is 32 such crossings: collecting them took a bare pynetdicom SCU sending
+the bench's CT series to ``storescp`` from 194–229 to 238–295 instances/s (docs/performance.md).
 
 A :class:`PDataRun` collects the fragments of one data set in the sending thread, each
 encoded exactly as pynetdicom's ``P_DATA_TF`` encodes a single-PDV PDU, up to
 :data:`RUN_BYTES` at a time; the DUL thread then sends the run with one call. The PDUs on
-the wire are the same, in the same order: only the number of hand-overs changes.
+the wire are the same, in the same order: only the number of hand-overs changes. pynetdicom's
+``EVT_PDU_SENT`` is not triggered for the PDUs of a run (its own handler logs nothing for a
+P-DATA-TF, and nothing of ours listens to it).
 """
 
 from __future__ import annotations

@@ -371,10 +371,13 @@ class PromptSocket(AssociationSocket):
         """pynetdicom's, with the rest of a partial write taken as a view, not a copy (a run of
         PDUs is 256 KiB)."""
         sock = self.socket
+        if sock is None:
+            self.event_queue.put("Evt17")  # closed already: as pynetdicom's send fails then
+            return
         try:
             with memoryview(bytestream) as view:
                 sent = 0
-                while sent < len(view) and sock is not None:
+                while sent < len(view):
                     sent += sock.send(view[sent:])
             evt.trigger(self.assoc, evt.EVT_DATA_SENT, {"data": bytestream})
         except OSError:
