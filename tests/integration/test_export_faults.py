@@ -191,6 +191,9 @@ def test_random_faults_complete_every_request_and_report_only_what_arrived(
         def completed_ids() -> set[str]:
             return {completed(m).export_id for m in completions.messages}
 
+        def outstanding() -> set[str]:
+            return {r.export_id for r in requests} - completed_ids()
+
         for fault in schedule:
             put_back = process.log_text().count(PUT_BACK)
             if fault is Fault.CUT_STORAGE:
@@ -205,9 +208,17 @@ def test_random_faults_complete_every_request_and_report_only_what_arrived(
             ]
             export.publish(*batch)
             requests += batch
-            time.sleep(rng.uniform(0, 0.3))  # the fault comes while requests are under way
+            delay = rng.uniform(0, 0.3)  # the fault comes while requests are under way
             if fault is Fault.KILL:
-                outstanding_at_kills.append(len({r.export_id for r in requests} - completed_ids()))
+                # A round's requests can all be done within the delay; the kill then comes
+                # while the last one is still under way instead.
+                def moment_to_kill(until: float = time.monotonic() + delay) -> bool:
+                    return time.monotonic() >= until or len(outstanding()) <= 1
+
+                wait_until(moment_to_kill, 1.0, "the moment to kill", interval=0.002)
+                outstanding_at_kills.append(len(outstanding()))
+            else:
+                time.sleep(delay)
             _inflict(fault, rng, process, broker, storage, destinations, put_back)
         try:
             wait_until(
