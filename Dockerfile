@@ -25,6 +25,7 @@ COPY contracts ./contracts
 COPY gateway ./gateway
 COPY ingest ./ingest
 COPY export ./export
+COPY dicom_gateway ./dicom_gateway
 COPY gateway_client ./gateway_client
 # A regular (non-editable) install: the image must not depend on /src, which is not copied on.
 RUN /opt/dicom-gateway/bin/pip install .

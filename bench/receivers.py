@@ -21,7 +21,8 @@ from bench.integrity import dataset_digest
 from bench.processes import BenchError, Dcmtk, dcmtk_environment, peak_rss, stop, tree_peak_rss
 from gateway_client.testing import free_port, gateway_environment, http_get, to_toml, wait_until
 
-#: The repository root: put on the gateway's PYTHONPATH so that ``-m gateway`` runs this checkout.
+#: The repository root: put on the gateway's PYTHONPATH so that ``-m dicom_gateway`` runs
+#: this checkout.
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_SECONDS = 60.0
 
@@ -193,7 +194,7 @@ def _file_digest(path: Path) -> str:
 
 
 class GatewayProcess(_Process):
-    """``python -m gateway ingest|export --config gateway.toml`` in ``directory``."""
+    """``python -m dicom_gateway ingest|export --config gateway.toml`` in ``directory``."""
 
     def __init__(
         self,
@@ -213,7 +214,14 @@ class GatewayProcess(_Process):
 
     def _command(self) -> list[str]:
         self.config_path.write_text(to_toml(self.config))
-        return [sys.executable, "-m", "gateway", self.service, "--config", str(self.config_path)]
+        return [
+            sys.executable,
+            "-m",
+            "dicom_gateway",
+            self.service,
+            "--config",
+            str(self.config_path),
+        ]
 
     def _environment(self) -> dict[str, str]:
         environment = gateway_environment()  # without GATEWAY_*: only the file configures it

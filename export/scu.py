@@ -16,13 +16,13 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from contracts.export import InstanceOutcome, InstanceResult
-from export import backpressure
 from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
-from gateway.dicom_codes import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
-from gateway.dicom_socket import handle_conn_open
+from gateway.dicom_status import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.errors import ConfigError
-from gateway.prompt_dul import PromptAE
-from gateway.reactor_hold import has_ended, requests_in_a_row
+from gateway.netdicom import backpressure
+from gateway.netdicom.dicom_socket import handle_conn_open
+from gateway.netdicom.prompt_dul import PromptAE
+from gateway.netdicom.reactor_hold import has_ended, requests_in_a_row
 from gateway.settings import DestinationSettings, ExportSettings
 from gateway.tls import client_context
 

@@ -54,8 +54,8 @@ from yarl import URL
 
 from contracts.events import AssociationReleased
 from gateway.bus import dead_letter_queue
-from gateway.dicom_codes import STORED_WITH_WARNING, Status
-from gateway.dicom_socket import handle_conn_open
+from gateway.dicom_status import STORED_WITH_WARNING, Status
+from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.settings import GatewaySettings
 from gateway_client.client import PipelineClient
 
@@ -640,7 +640,7 @@ def running_gateway(
             cleanup.callback(delete_bucket, services.s3, settings.storage.bucket)
         with (directory / "gateway.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+                [sys.executable, "-m", "dicom_gateway", "serve", "--config", str(config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=directory,

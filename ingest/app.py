@@ -27,8 +27,8 @@ from gateway.bus import open_event_log, open_publisher
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.metrics import IngestMetrics
+from gateway.netdicom.prompt_dul import LISTEN_BACKLOG
 from gateway.objectstore import ObjectStore, open_store
-from gateway.prompt_dul import LISTEN_BACKLOG
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
@@ -47,7 +47,7 @@ from ingest.scp import (
 )
 from ingest.spool import Spool
 from ingest.uploader import Uploader
-from ingest.workers import WorkerPool
+from ingest.workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def run(settings: GatewaySettings) -> int:
             stack.callback(status.stop)
         stack.enter_context(running_ingest(settings, IngestMetrics.register(registry), checks))
         received = signal.sigwait(stop_signals)
-        while received not in stop_signals:  # as in gateway.serve: not one of ours
+        while received not in stop_signals:  # as in dicom_gateway.serve: not one of ours
             received = signal.sigwait(stop_signals)
         log.info("received %s: shutting down", signal.Signals(received).name)
     log.info("ingest stopped")

@@ -1,7 +1,7 @@
 """Where ingest's worker processes get their connections from.
 
 With worker processes the parent alone listens and accepts, and hands each connection to the
-worker with the fewest open ones (:mod:`ingest.workers`): connections spread evenly, whereas
+worker with the fewest open ones (:mod:`ingest.workers.pool`): connections spread evenly, whereas
 workers accepting on a shared socket (or ``SO_REUSEPORT``) take them as chance has it, and
 three associations on one worker and one on the other are then as slow as one process. A
 worker serves what it is handed with :class:`HandedConnectionsServer`.
@@ -17,7 +17,7 @@ from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.prompt_dul import PromptRequestHandler, wrap_accepted
+from gateway.netdicom.prompt_dul import PromptRequestHandler, wrap_accepted
 
 log = logging.getLogger(__name__)
 

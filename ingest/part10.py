@@ -28,7 +28,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from contracts.keys import is_valid_uid
-from gateway.dicom_codes import Status
+from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.settings import AESettings, IngestSettings, SourceSettings
-from ingest.dicom_codes import (
+from ingest.reject_reasons import (
     CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
     SPOOL_FULL,

@@ -25,15 +25,14 @@ from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from contracts.keys import is_valid_uid, new_association_id, object_key
-from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
-from gateway.dicom_socket import handle_conn_open
+from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
 from gateway.errors import InstanceRejected, JournalError
 from gateway.logs import fields
 from gateway.metrics import ListenerCounters
-from gateway.prompt_dul import start_acceptor
+from gateway.netdicom.dicom_socket import handle_conn_open
+from gateway.netdicom.prompt_dul import start_acceptor
 from gateway.settings import AESettings, GatewaySettings
 from gateway.tls import server_context
-from ingest.dicom_codes import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.incoming import IncomingFiles
 from ingest.journal import (
     AssociationNotOpen,
@@ -44,6 +43,7 @@ from ingest.journal import (
 )
 from ingest.part10 import check_well_formed, data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
+from ingest.reject_reasons import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """What the end-to-end export tests share.
 
-* :class:`ExportProcess` runs ``python -m gateway export --config ...`` and returns once its log
-  says it is consuming (export accepts no associations, so there is nothing to C-ECHO);
+* :class:`ExportProcess` runs ``python -m dicom_gateway export --config ...`` and returns once
+  its log says it is consuming (export accepts no associations, so there is nothing to C-ECHO);
   :func:`run_cli` runs the one-shot commands (``echo``, ``send``) with the same configuration.
 * :class:`Export` is one test's export set-up on top of the ingest harness: its own exchange
   (``ingest.exchange``) and bucket, its own request queue and dead-letter queue (deleted at the
@@ -117,8 +117,8 @@ class ExportProcess(GatewayProcess):
 def run_cli(
     config_path: Path, *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m gateway <args> --config <config_path>``, run to its end."""
-    command = [sys.executable, "-m", "gateway", *args, "--config", str(config_path)]
+    """``python -m dicom_gateway <args> --config <config_path>``, run to its end."""
+    command = [sys.executable, "-m", "dicom_gateway", *args, "--config", str(config_path)]
     try:
         return subprocess.run(
             command,

@@ -29,7 +29,7 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
 from contracts import AssociationReleased
-from gateway.dicom_codes import Status
+from gateway.dicom_status import Status
 from ingest.journal import AssociationState
 from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support.amqp import ReceivedMessage

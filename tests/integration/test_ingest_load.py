@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
-from gateway.dicom_codes import Status
+from gateway.dicom_status import Status
 from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
 from tests.support.gateway import GatewayProcess

@@ -229,7 +229,7 @@ def test_port_in_use_stops_start_up_with_a_clear_error(ingest: Ingest) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["PYTHONPATH"] = str(REPOSITORY_ROOT)
     second = subprocess.run(
-        [sys.executable, "-m", "gateway", "ingest", "--config", str(gateway.config_path)],
+        [sys.executable, "-m", "dicom_gateway", "ingest", "--config", str(gateway.config_path)],
         cwd=gateway.directory,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from gateway.dicom_codes import VERIFICATION_SOP_CLASS, Status
+from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
 from gateway_client.testing import free_port, http_get
 from tests.integration.conftest import Ingest, released
 from tests.support import dcmtk

@@ -107,7 +107,7 @@ def test_events_follow_prints_each_event_as_it_comes(ingest: Ingest, inbox: Path
     gateway = ingest.start()
     command = ["events", "--follow", "--config", str(gateway.config_path)]
     with subprocess.Popen(
-        [sys.executable, "-m", "gateway", *command],
+        [sys.executable, "-m", "dicom_gateway", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=gateway_environment(),

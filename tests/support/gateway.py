@@ -1,7 +1,7 @@
 """The real gateway as a subprocess, configured by a TOML file written from a dict.
 
 ``GatewayProcess(config, directory).start()`` writes ``directory/gateway.toml``, runs
-``python -m gateway ingest --config directory/gateway.toml`` with its output appended to
+``python -m dicom_gateway ingest --config directory/gateway.toml`` with its output appended to
 ``directory/gateway.log``, and returns once the SCP answers an association on its port. Tests
 crash it (:meth:`~GatewayProcess.kill`), stop it (:meth:`~GatewayProcess.terminate`) and start it
 again with the same configuration and directory.
@@ -24,7 +24,7 @@ from tests.support.dcmtk import echoscu
 from tests.support.net import wait_until
 from tests.support.services import S3Service
 
-#: The repository root, put on the child's PYTHONPATH so ``-m gateway`` works uninstalled too.
+#: The repository root, put on the child's PYTHONPATH so ``-m dicom_gateway`` works uninstalled too.
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -95,7 +95,14 @@ class GatewayProcess:
             raise RuntimeError(f"the gateway (pid {self.pid}) is already running")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(to_toml(self.config))
-        command = [sys.executable, "-m", "gateway", self.service, "--config", str(self.config_path)]
+        command = [
+            sys.executable,
+            "-m",
+            "dicom_gateway",
+            self.service,
+            "--config",
+            str(self.config_path),
+        ]
         with self.log_path.open("ab") as log:
             log.write(f"--- test harness: starting {' '.join(command)}\n".encode())
             log.flush()
@@ -185,7 +192,7 @@ def gateway_environment() -> dict[str, str]:
     """The environment of a gateway subprocess: only its TOML file configures it.
 
     GATEWAY_* settings of the caller's environment (GATEWAY_TEST_* included) are dropped, and
-    the repository is on the path so that ``-m gateway`` runs this checkout.
+    the repository is on the path so that ``-m dicom_gateway`` runs this checkout.
     """
     env = plugin_gateway_environment()
     python_path = [str(REPOSITORY_ROOT), *filter(None, [env.get("PYTHONPATH")])]

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
-from gateway.dicom_codes import VERIFICATION_SOP_CLASS
-from gateway.prompt_dul import start_acceptor
+from gateway.dicom_status import VERIFICATION_SOP_CLASS
+from gateway.netdicom.prompt_dul import start_acceptor
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"

@@ -26,7 +26,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.transport import AddressInformation
 
-from gateway.dicom_codes import VERIFICATION_SOP_CLASS
+from gateway.dicom_status import VERIFICATION_SOP_CLASS
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from export.backpressure import BoundedProviderQueue
+from gateway.netdicom.backpressure import BoundedProviderQueue
 
 
 class Worker:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import WaitProgress, main
+from dicom_gateway.cli import WaitProgress, main
 
 
 def test_invalid_configuration_exits_2_naming_the_field(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.dicom_codes import STORED_WITH_WARNING, Status
-from ingest.dicom_codes import (
+from gateway.dicom_status import STORED_WITH_WARNING, Status
+from ingest.reject_reasons import (
     CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
     SPOOL_FULL,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from dicom_gateway.serve import startup_lines
 from gateway.logs import JsonFormatter, fields
-from gateway.serve import startup_lines
 from gateway.settings import GatewaySettings
 
 

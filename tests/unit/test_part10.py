@@ -21,7 +21,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
-from gateway.dicom_codes import Status
+from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected
 from ingest.part10 import (
     MAX_SEQUENCE_DEPTH,

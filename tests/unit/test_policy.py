@@ -5,12 +5,6 @@ from __future__ import annotations
 import pytest
 
 from gateway.settings import AESettings, IngestSettings, SourceSettings
-from ingest.dicom_codes import (
-    CALLED_AE_NOT_RECOGNISED,
-    CALLING_AE_NOT_RECOGNISED,
-    SPOOL_FULL,
-    TOO_MANY_ASSOCIATIONS,
-)
 from ingest.policy import (
     Admit,
     AssociationRequest,
@@ -18,6 +12,12 @@ from ingest.policy import (
     SpoolUsage,
     decide,
     spool_has_room,
+)
+from ingest.reject_reasons import (
+    CALLED_AE_NOT_RECOGNISED,
+    CALLING_AE_NOT_RECOGNISED,
+    SPOOL_FULL,
+    TOO_MANY_ASSOCIATIONS,
 )
 
 GIB = 1024**3

@@ -24,8 +24,8 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
-from gateway.dicom_codes import Status
-from gateway.prompt_dul import (
+from gateway.dicom_status import Status
+from gateway.netdicom.prompt_dul import (
     FIRST_READ_BYTES,
     PromptAE,
     PromptDIMSE,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pynetdicom import evt
 
-from gateway.dicom_codes import Status
-from gateway.prompt_dul import PromptAE
-from gateway.reactor_hold import HoldableCheckpoint, has_ended, requests_in_a_row
+from gateway.dicom_status import Status
+from gateway.netdicom.prompt_dul import PromptAE
+from gateway.netdicom.reactor_hold import HoldableCheckpoint, has_ended, requests_in_a_row
 from gateway_client.testing import wait_until
 from tests.support import loopback
 from tests.support.factories import ct_series

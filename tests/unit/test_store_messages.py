@@ -15,7 +15,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode as pynetdicom_encode
 
-from gateway.store_messages import StoreDIMSE, encode
+from gateway.netdicom.store_messages import StoreDIMSE, encode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ODD_UID = "1.2.3.4.5"  # 9 characters: padded

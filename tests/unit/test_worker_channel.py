@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.metrics import IngestMetrics
-from ingest.channel import (
+from ingest.workers.channel import (
     MAX_LINE_BYTES,
     Channel,
     Closed,

@@ -1,7 +1,7 @@
 """Ingest's worker processes, seen from the parent: start them, feed them, replace them.
 
 With ``ingest.workers`` above 1, associations are received by that many processes
-(:mod:`ingest.worker`), so that concurrent associations use more than one core. The parent
+(:mod:`ingest.workers.child`), so that concurrent associations use more than one core. The parent
 accepts every connection and hands it to the worker with the fewest open connections (see
 :mod:`ingest.listener` for why). It keeps what there is one of: the journal's recovery at
 start, the uploader, the event relay, spool maintenance and ``/metrics``.
@@ -30,10 +30,10 @@ from datetime import UTC, datetime, timedelta
 from gateway.errors import GatewayError, JournalError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
-from ingest.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
 from ingest.journal import Journal
 from ingest.scp import ReleasedSink
-from ingest.worker import start_document
+from ingest.workers.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
+from ingest.workers.child import start_document
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class WorkerPool:
         with parent_end:
             with child_end:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "ingest.worker"],
+                    [sys.executable, "-m", "ingest.workers.child"],
                     stdin=subprocess.PIPE,
                     pass_fds=(child_end.fileno(),),
                 )

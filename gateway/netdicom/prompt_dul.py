@@ -18,7 +18,7 @@ Here, with pynetdicom's own state machine, PDU codec and DIMSE code unchanged:
 * the socket reads a PDU with as few ``recv_into`` calls as the kernel allows, where
   pynetdicom reads 4 KiB per call and appends each piece (64 calls for a 256 KiB PDU);
 * consecutive fragments of an outgoing data set cross to the DUL thread as one
-  :class:`~gateway.pdata_run.PDataRun`, already encoded, and leave in one write.
+  :class:`~gateway.netdicom.pdata_run.PDataRun`, already encoded, and leave in one write.
 
 Both waits are bounded by :data:`WAIT_SECONDS` (and the DUL's by the ARTIM timer), so
 pynetdicom's timers are still looked at. Two faults of pynetdicom's state machine are also
@@ -54,9 +54,9 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
-from gateway.pdata_run import PDataRun, data_set_fragment, is_last
-from gateway.reactor_hold import HoldableCheckpoint
-from gateway.store_messages import StoreDIMSE
+from gateway.netdicom.pdata_run import PDataRun, data_set_fragment, is_last
+from gateway.netdicom.reactor_hold import HoldableCheckpoint
+from gateway.netdicom.store_messages import StoreDIMSE
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ _WAKE: tuple[None, None] = tuple([None, None])  # type: ignore[assignment]
 
 class PromptDIMSE(StoreDIMSE):
     """The association thread waits on the message queue instead of sleeping (and C-STORE
-    responses are encoded directly: gateway/store_messages.py).
+    responses are encoded directly: gateway/netdicom/store_messages.py).
 
     Besides messages, the DUL wakes it (:meth:`wake`) when the peer's release or abort
     arrives, when the DUL is killed and when it ends; its timers (the network timeout) are
@@ -428,8 +428,8 @@ def make_prompt(assoc: Association) -> None:
 
 class PromptAE(AE):
     """An AE whose requested associations get the prompt DUL and socket, C-STORE requests
-    encoded directly (gateway/store_messages.py), and a reactor checkpoint that can be held
-    across a batch of requests (gateway/reactor_hold.py).
+    encoded directly (gateway/netdicom/store_messages.py), and a reactor checkpoint that can be held
+    across a batch of requests (gateway/netdicom/reactor_hold.py).
 
     ``AE.associate`` makes the association, then asks this method for its socket before
     anything has started: the one place to give it other providers without redoing

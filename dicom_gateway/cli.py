@@ -15,12 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from dicom_gateway.event_printer import print_events
+from dicom_gateway.serve import run as run_serve
 from export.app import run as run_export
 from export.commands import build_request, echo_destination, send_request, succeeded, summary
 from gateway.errors import ConfigError, GatewayError
-from gateway.event_printer import print_events
 from gateway.logs import configure_logging
-from gateway.serve import run as run_serve
 from gateway.settings import GatewaySettings, load_settings
 from ingest.app import run as run_ingest
 

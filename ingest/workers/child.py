@@ -1,11 +1,11 @@
 """One ingest worker process: the DICOM listener's work for the connections its parent hands it.
 
-Started by :mod:`ingest.workers` as ``python -m ingest.worker``, with its end of a socket pair
-as an inherited descriptor and a start-up document on stdin: the settings (the parent's,
+Started by :mod:`ingest.workers.pool` as ``python -m ingest.workers.child``, with its end of a
+socket pair as an inherited descriptor and a start-up document on stdin: the settings (the parent's,
 built once), the log level and the descriptor's number. It admits, receives and spools
 associations exactly as a single-process ingest does, in the shared journal; what the parent
 does for all workers (uploads, events, ``/metrics``, spool maintenance) it is told over the
-socket pair (:mod:`ingest.channel`).
+socket pair (:mod:`ingest.workers.channel`).
 
 It stops on SIGTERM or SIGINT like the single-process service (the grace period, then
 aborting what is still open), and on its own when the parent is gone.
@@ -25,10 +25,9 @@ from typing import Any
 
 from gateway.errors import GatewayError, JournalError
 from gateway.logs import configure_logging
-from gateway.prompt_dul import make_acceptor
+from gateway.netdicom.prompt_dul import make_acceptor
 from gateway.settings import GatewaySettings
 from gateway.stop_signals import block_stop_signals
-from ingest.channel import Channel, ForwardedReleases, forwarded_counters, receive_connections
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import HandedConnectionsServer
@@ -43,6 +42,12 @@ from ingest.scp import (
     stop_scp,
 )
 from ingest.spool import Spool
+from ingest.workers.channel import (
+    Channel,
+    ForwardedReleases,
+    forwarded_counters,
+    receive_connections,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import struct
 from pynetdicom.pdu_primitives import P_DATA
 
 #: Encoded PDUs one run holds at most (a single larger PDU makes a run of its own). With the
-#: outgoing queue bounded to 16 entries (export/backpressure.py), 4 MiB per association.
+#: outgoing queue bounded to 16 entries (gateway/netdicom/backpressure.py), 4 MiB per association.
 RUN_BYTES = 256 * 1024
 _P_DATA_TF = 0x04
 #: Message Control Header bits (PS3.8 E.2): set for a command fragment, set for the last one.

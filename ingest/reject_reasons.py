@@ -1,6 +1,6 @@
 """The A-ASSOCIATE-RJ codes ingest answers with (PS3.8 9.3.4), named once.
 
-Status words shared with export are in :mod:`gateway.dicom_codes`.
+Status words shared with export are in :mod:`gateway.dicom_status`.
 """
 
 from enum import IntEnum

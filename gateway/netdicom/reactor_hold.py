@@ -10,8 +10,9 @@ instance, about a fifth of export's time per CT slice sent to ``storescp``
 :func:`requests_in_a_row` keeps the reactor at its pause point for a whole batch. What the
 reactor would have noticed between two requests (the peer's abort, the connection's end) the
 caller asks :func:`has_ended` instead; within a request nothing changes, as pynetdicom's
-reactor is paused then anyway. Only associations made by :class:`gateway.prompt_dul.PromptAE`
-have the checkpoint this needs; for others the hold does nothing.
+reactor is paused then anyway. Only associations made by
+:class:`gateway.netdicom.prompt_dul.PromptAE` have the checkpoint this needs; for others the
+hold does nothing.
 """
 
 from __future__ import annotations
