@@ -19,7 +19,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from contracts.keys import parse_object_key
-from gateway.errors import ObjectMissing, StorageUnavailable
+from gateway.errors import ConfigError, ObjectMissing, StorageUnavailable
 from gateway.fsync import fsync_directory
 from gateway.settings import StorageSettings
 
@@ -65,14 +65,17 @@ class S3Store:
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
             maxsize=16,
         )
-        self._client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key,
-            secure=settings.secure,
-            region=settings.region,
-            http_client=http,
-        )
+        try:
+            self._client = Minio(
+                settings.endpoint,
+                access_key=settings.access_key,
+                secret_key=settings.secret_key,
+                secure=settings.secure,
+                region=settings.region,
+                http_client=http,
+            )
+        except ValueError as exc:  # an endpoint that is not host:port, say
+            raise ConfigError(f"storage endpoint {settings.endpoint!r}: {exc}") from exc
         self._bucket = settings.bucket
         self._multipart = threading.BoundedSemaphore(MULTIPART_UPLOADS)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -26,6 +26,8 @@ from gateway.errors import ConfigError
 #: Our own Implementation Class UID, under the UUID-derived root 2.25 (PS3.5 B.2).
 DEFAULT_IMPLEMENTATION_CLASS_UID = "2.25.161472372394163815240196838036926354915"
 DEFAULT_IMPLEMENTATION_VERSION_NAME = "DICOMGW_010"
+
+S = TypeVar("S", bound="TomlSettings")
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no '\'
 
@@ -44,6 +46,25 @@ AETitle = Annotated[str, Field(min_length=1, max_length=16)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TomlSettings(BaseSettings):
+    """Settings read from the environment, then from the TOML file :func:`load_from` names."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml_file = settings_cls.model_config.get("toml_file")
+        if toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
 
 
 class AESettings(_Section):
@@ -248,7 +269,7 @@ class ExportSettings(_Section):
         return self.retry_backoff_seconds[min(attempt, len(self.retry_backoff_seconds)) - 1]
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TomlSettings):
     """Everything the gateway can be told. Built by :func:`load_settings`."""
 
     model_config = SettingsConfigDict(
@@ -283,35 +304,27 @@ class GatewaySettings(BaseSettings):
                 )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
-        toml_file = settings_cls.model_config.get("toml_file")
-        if toml_file is not None:
-            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
-        return sources
-
 
 def load_settings(config_file: Path | None) -> GatewaySettings:
     """Build the settings from ``config_file`` (if any) and the environment.
 
     Raises :class:`ConfigError` naming every invalid field.
     """
+    return load_from(GatewaySettings, config_file)
+
+
+def load_from(settings_cls: type[S], config_file: Path | None) -> S:
+    """Build ``settings_cls`` from ``config_file`` (if any) and the environment.
+
+    Raises :class:`ConfigError` naming every invalid field.
+    """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"configuration file {config_file} does not exist")
-    settings_cls: type[GatewaySettings] = GatewaySettings
     if config_file is not None:
         settings_cls = type(
-            "GatewaySettingsFromFile",
-            (GatewaySettings,),
-            {"model_config": {**GatewaySettings.model_config, "toml_file": config_file}},
+            f"{settings_cls.__name__}FromFile",
+            (settings_cls,),
+            {"model_config": {**settings_cls.model_config, "toml_file": config_file}},
         )
     try:
         return settings_cls()
