@@ -21,6 +21,9 @@ It works on both buses the gateway can use, as its settings say: RabbitMQ (``[br
 or the local event log of ``dicom-gateway serve``; and on both storage backends (S3, files).
 
 - :mod:`gateway_client.client`: :class:`PipelineClient` and what it hands out.
+- :mod:`gateway_client.settings`: :class:`ClientSettings`, the ``[broker]`` and ``[storage]``
+  sections of the gateway's configuration (file and ``GATEWAY_*`` variables).
+- :mod:`gateway_client.errors`: what the client raises, all under ``GatewayError``.
 - :mod:`gateway_client.keys`: where derived objects are stored.
 - :mod:`gateway_client.transport`: the RabbitMQ and local-event-log topologies.
 - :mod:`gateway_client.testing` and :mod:`gateway_client.pytest_plugin`: a real gateway and its
@@ -37,32 +40,55 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway_client.client import (
+    from gateway_client.client import PipelineClient, ReceivedAssociation, Subscription
+    from gateway_client.errors import (
+        BrokerUnavailable,
         CompletionTimeout,
-        PipelineClient,
-        ReceivedAssociation,
-        Subscription,
+        ConfigError,
+        EventUnroutable,
+        GatewayError,
+        ObjectMissing,
+        StorageUnavailable,
     )
     from gateway_client.keys import (
         derived_association_id,
         derived_object_key,
         is_derived_association_id,
     )
+    from gateway_client.settings import BrokerSettings, ClientSettings, StorageSettings
 
 _WHERE = {
-    "CompletionTimeout": "gateway_client.client",
     "PipelineClient": "gateway_client.client",
     "ReceivedAssociation": "gateway_client.client",
     "Subscription": "gateway_client.client",
+    "BrokerUnavailable": "gateway_client.errors",
+    "CompletionTimeout": "gateway_client.errors",
+    "ConfigError": "gateway_client.errors",
+    "EventUnroutable": "gateway_client.errors",
+    "GatewayError": "gateway_client.errors",
+    "ObjectMissing": "gateway_client.errors",
+    "StorageUnavailable": "gateway_client.errors",
     "derived_association_id": "gateway_client.keys",
     "derived_object_key": "gateway_client.keys",
     "is_derived_association_id": "gateway_client.keys",
+    "BrokerSettings": "gateway_client.settings",
+    "ClientSettings": "gateway_client.settings",
+    "StorageSettings": "gateway_client.settings",
 }
 
 __all__ = [
+    "BrokerSettings",
+    "BrokerUnavailable",
+    "ClientSettings",
     "CompletionTimeout",
+    "ConfigError",
+    "EventUnroutable",
+    "GatewayError",
+    "ObjectMissing",
     "PipelineClient",
     "ReceivedAssociation",
+    "StorageSettings",
+    "StorageUnavailable",
     "Subscription",
     "derived_association_id",
     "derived_object_key",

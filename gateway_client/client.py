@@ -2,10 +2,10 @@
 
 Usage (RabbitMQ and S3, or the local event log and file storage, as the settings say)::
 
-    from gateway.settings import load_settings
-    from gateway_client import PipelineClient
+    from gateway_client import ClientSettings, PipelineClient
 
-    async with PipelineClient(load_settings(Path("gateway.toml")), name="lung") as client:
+    settings = ClientSettings.from_config(Path("gateway.toml"))  # or PipelineClient.from_config
+    async with PipelineClient(settings, name="lung") as client:
         async for received in client.associations(pipeline="lung", consumer="lung-nodules"):
             for instance in received.event.instances:
                 data = await client.read_object(instance.object_key)
@@ -24,10 +24,10 @@ source, and a deterministic ``export_id`` makes the export service send an expor
 a pipeline that must not miss an event published before its first ``async for`` (on RabbitMQ an
 event that no queue is bound for is held back by the gateway, not queued).
 
-Library errors come out as :mod:`gateway.errors`: :class:`~gateway.errors.BrokerUnavailable`,
-:class:`~gateway.errors.StorageUnavailable`, :class:`~gateway.errors.ObjectMissing`,
-:class:`~gateway.errors.EventUnroutable` (no export service consumes requests) and
-:class:`CompletionTimeout`; invalid arguments raise :class:`contracts.errors.ContractError`.
+Failures come out as the exceptions of :mod:`gateway_client.errors` (``BrokerUnavailable``,
+``StorageUnavailable``, ``ObjectMissing``, ``EventUnroutable`` when no export service consumes
+requests, ``CompletionTimeout``, ``ConfigError``), all ``GatewayError``; invalid arguments raise
+:class:`contracts.errors.ContractError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import tempfile
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -67,9 +66,9 @@ from contracts.routing import (
     is_valid_pipeline,
 )
 from gateway.bus import Delivery
-from gateway.errors import GatewayError
 from gateway.objectstore import ObjectStore, open_store
-from gateway.settings import GatewaySettings, load_settings
+from gateway_client.errors import CompletionTimeout
+from gateway_client.settings import ClientSettings
 from gateway_client.transport import Inbox, ReplyListener, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -84,10 +83,6 @@ CONSUMER_MAX_LENGTH: Final = 200
 _CONSUMER_CHARACTERS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-"
 )
-
-
-class CompletionTimeout(GatewayError):
-    """No completion of the export arrived in time; it may still arrive later."""
 
 
 def is_valid_consumer(name: str) -> bool:
@@ -106,7 +101,11 @@ def reply_routing_key(client_name: str, export_id: str) -> str:
 
 @dataclass(frozen=True)
 class ReceivedAssociation:
-    """One association-released event, to be settled exactly once."""
+    """One association-released event, to be settled exactly once.
+
+    Settling it once the bus is gone (the connection broke, the client was closed) raises
+    :class:`~gateway_client.errors.BrokerUnavailable`; the event is then delivered again.
+    """
 
     event: AssociationReleased
     #: Delivered before and not acknowledged then: it may have been processed already.
@@ -185,7 +184,7 @@ class PipelineClient:
     Use it as an async context manager; it is not shared between event loops.
     """
 
-    def __init__(self, settings: GatewaySettings, *, name: str) -> None:
+    def __init__(self, settings: ClientSettings, *, name: str) -> None:
         if not is_valid_pipeline(name):
             raise ContractError(
                 f"{name!r} cannot name a client: 1 to 64 letters, digits, '-' or '_'"
@@ -201,10 +200,8 @@ class PipelineClient:
     def from_config(cls, config_file: Path | None, *, name: str) -> PipelineClient:
         """A client for the gateway configured by ``config_file``, as ``dicom-gateway`` reads
         it: None means ``$GATEWAY_CONFIG``, else the built-in defaults; ``GATEWAY_*``
-        variables override the file."""
-        if config_file is None and os.environ.get("GATEWAY_CONFIG"):
-            config_file = Path(os.environ["GATEWAY_CONFIG"])
-        return cls(load_settings(config_file), name=name)
+        variables override the file (see :meth:`ClientSettings.from_config`)."""
+        return cls(ClientSettings.from_config(config_file), name=name)
 
     async def __aenter__(self) -> Self:
         await self._transport.open()

@@ -58,6 +58,7 @@ from gateway.dicom_status import STORED_WITH_WARNING, Status
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.settings import GatewaySettings
 from gateway_client.client import PipelineClient
+from gateway_client.settings import ClientSettings
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -560,7 +561,8 @@ class RunningGateway:
         # The observer's queue exists from start-up on (running_gateway subscribes it with
         # count 0), so nothing published since then is missed.
         found: list[AssociationReleased] = []
-        async with PipelineClient(self.settings, name="gateway-tests") as client:
+        settings = ClientSettings.from_gateway(self.settings)
+        async with PipelineClient(settings, name="gateway-tests") as client:
             subscription = await client.subscribe(consumer=self._observer, pipeline=None)
             async with asyncio.timeout(timeout):
                 while len(found) < count:

@@ -126,8 +126,31 @@ async def _amqp_errors(doing: str) -> AsyncIterator[None]:
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         # Not worth retrying: a queue or exchange of that name exists with other arguments.
         raise ConfigError(f"{doing}: RabbitMQ refused the declaration: {exc}") from exc
-    except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+    except (
+        aiormq.exceptions.AMQPError,
+        # A RuntimeError, not an AMQPError: the channel closed under us (connection lost).
+        aiormq.exceptions.ChannelInvalidStateError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         raise BrokerUnavailable(f"{doing}: {exc}") from exc
+
+
+class AmqpClientDelivery(AmqpDelivery):
+    """A consumer's message. Settling it after its channel is gone (the connection broke, the
+    subscription was closed) raises :class:`BrokerUnavailable`; it is then delivered again."""
+
+    async def ack(self) -> None:
+        async with _amqp_errors("acknowledging a message"):
+            await super().ack()
+
+    async def requeue(self, delay_seconds: float) -> None:
+        async with _amqp_errors("requeueing a message"):
+            await super().requeue(delay_seconds)
+
+    async def dead_letter(self, reason: str) -> None:
+        async with _amqp_errors("rejecting a message"):
+            await super().dead_letter(reason)
 
 
 class AmqpInbox:
@@ -142,7 +165,7 @@ class AmqpInbox:
 
     async def take(self) -> Taken:
         message = await self._messages.get()
-        return Taken(AmqpDelivery(message), bool(message.redelivered))
+        return Taken(AmqpClientDelivery(message), bool(message.redelivered))
 
     async def close(self) -> None:
         # Closing the channel hands whatever it holds unsettled back to the queue.

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from contracts import ContractError, is_valid_routing_key
-from gateway.settings import BrokerSettings, GatewaySettings, StorageSettings
 from gateway_client.client import PipelineClient, is_valid_consumer, reply_routing_key
+from gateway_client.settings import BrokerSettings, ClientSettings, StorageSettings
 
 ASSOCIATION = "0b6c1f4e-2f4a-4a8e-9d55-1c2b3a4d5e6f"
 
@@ -18,7 +18,7 @@ ASSOCIATION = "0b6c1f4e-2f4a-4a8e-9d55-1c2b3a4d5e6f"
 @pytest.fixture
 def client(tmp_path: Path) -> PipelineClient:
     """A client on the embedded bus and file storage, not opened: nothing here needs them."""
-    settings = GatewaySettings(
+    settings = ClientSettings(
         storage=StorageSettings(backend="file", path=tmp_path / "objects"),
         broker=BrokerSettings(url="", event_log=tmp_path / "events.sqlite3"),
     )
@@ -28,7 +28,7 @@ def client(tmp_path: Path) -> PipelineClient:
 @pytest.mark.parametrize("name", ["", "has.dot", "has space", "x" * 65])
 def test_client_names_are_one_routing_key_word(name: str) -> None:
     with pytest.raises(ContractError, match="cannot name a client"):
-        PipelineClient(GatewaySettings(), name=name)
+        PipelineClient(ClientSettings(), name=name)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import gateway_client
+
 SERVICE_LIBRARIES = ("aio_pika", "aiormq", "minio", "pynetdicom", "pydicom", "urllib3")
 OUR_PACKAGES = ("gateway", "ingest", "export", "gateway_client")
 
@@ -36,3 +38,9 @@ def test_contracts_imports_only_pydantic_and_cloudevents() -> None:
 def test_plugin_import_is_cheap(module: str) -> None:
     loaded = imported_after(f"import {module}")
     assert not loaded & {*SERVICE_LIBRARIES, "gateway", "contracts", "testcontainers"}
+
+
+def test_every_name_the_client_offers_is_there_on_first_use() -> None:
+    assert sorted(gateway_client.__all__) == sorted(gateway_client._WHERE)
+    missing = [name for name in gateway_client.__all__ if not hasattr(gateway_client, name)]
+    assert not missing

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from contracts import AssociationReleased, ExportCompleted, ExportStatus
 from gateway.bus import dead_letter_queue, open_event_log
-from gateway_client import PipelineClient
+from gateway_client import ClientSettings, PipelineClient
 from gateway_client.testing import RunningGateway, gateway_environment
 from tests.support.dcmtk import Storescp
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
@@ -63,9 +63,13 @@ def gateway(request: pytest.FixtureRequest) -> RunningGateway:
     return running
 
 
+def client_settings(gateway: RunningGateway) -> ClientSettings:
+    return ClientSettings.from_gateway(gateway.settings)
+
+
 async def subscribed(gateway: RunningGateway, consumer: str) -> None:
     """Declare ``consumer``'s queue now, so that it keeps events published before it runs."""
-    async with PipelineClient(gateway.settings, name="client-tests") as client:
+    async with PipelineClient(client_settings(gateway), name="client-tests") as client:
         await client.subscribe(consumer=consumer, pipeline=gateway.pipeline)
 
 
@@ -93,7 +97,7 @@ def test_client_receives_reads_and_exports(
     consumer = gateway.consumer_name("client-tests")
 
     async def scenario() -> tuple[AssociationReleased, list[bytes], ExportCompleted]:
-        async with PipelineClient(gateway.settings, name="client-tests") as client:
+        async with PipelineClient(client_settings(gateway), name="client-tests") as client:
             subscription = await client.subscribe(consumer=consumer, pipeline=gateway.pipeline)
             await asyncio.to_thread(gateway.send, [instance.path for instance in series])
             async with asyncio.timeout(30):
