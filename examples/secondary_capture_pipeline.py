@@ -37,8 +37,13 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from contracts import AssociationReleased, ExportCompleted, ExportStatus
-from gateway.errors import GatewayError
-from gateway_client import PipelineClient, ReceivedAssociation, derived_object_key
+from gateway_client import (
+    GatewayError,
+    ObjectMissing,
+    PipelineClient,
+    ReceivedAssociation,
+    derived_object_key,
+)
 
 log = logging.getLogger("secondary_capture_pipeline")
 
@@ -219,8 +224,8 @@ async def handle(
     released = received.event
     try:
         completed = await process(client, released, destination, timeout)
-    except (InvalidDicomError, AttributeError, ValueError) as exc:
-        # The objects themselves are wrong: processing them again cannot help.
+    except (InvalidDicomError, AttributeError, ValueError, ObjectMissing) as exc:
+        # The objects themselves are wrong or gone: processing them again cannot help.
         await received.reject(f"cannot derive a Secondary Capture: {exc}")
         return False
     except GatewayError as exc:

@@ -3,8 +3,9 @@
 From the bottom up: ``contracts`` (the wire contract) imports none of ours; ``gateway`` (the
 shared kernel) only the contract; the two services the kernel and the contract, never each
 other; ``dicom_gateway`` (the command, the composition root) sits above both services. The
-pipeline client stands beside the services and may not import them either. Every import
-counts, also those inside functions and under ``TYPE_CHECKING``.
+pipeline client stands beside the services and may not import them either. A pipeline (the
+example in ``examples/``) imports only the client and the contract. Every import counts, also
+those inside functions and under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dicom_gateway": frozenset({"contracts", "gateway", "ingest", "export", "dicom_gateway"}),
 }
 OURS = frozenset({*ALLOWED, "bench", "tests", "examples"})
+#: What pipeline code may import of ours; the standard library and other libraries are free.
+PIPELINE_ALLOWED = frozenset({"contracts", "gateway_client"})
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -55,6 +58,14 @@ def test_package_imports_only_the_layers_below_it(package: str) -> None:
         if imports - ALLOWED[package]
     }
     assert not forbidden, f"{package} may import only {sorted(ALLOWED[package])}: {forbidden}"
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.py")), ids=lambda path: path.name
+)
+def test_the_example_pipeline_imports_only_the_client_and_the_contract(example: Path) -> None:
+    forbidden = sorted(imported_packages(example) - PIPELINE_ALLOWED)
+    assert not forbidden, f"a pipeline may import only {sorted(PIPELINE_ALLOWED)}: {forbidden}"
 
 
 def test_every_package_of_ours_has_a_layer() -> None:
