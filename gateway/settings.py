@@ -27,6 +27,10 @@ from gateway.errors import ConfigError
 DEFAULT_IMPLEMENTATION_CLASS_UID = "2.25.161472372394163815240196838036926354915"
 DEFAULT_IMPLEMENTATION_VERSION_NAME = "DICOMGW_010"
 
+#: How the gateway runs pynetdicom: ``"prompt"`` with the extensions of :mod:`gateway.netdicom`,
+#: ``"plain"`` on pynetdicom's own upper layer (see that package's docstring).
+NetdicomMode = Literal["prompt", "plain"]
+
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no '\'
 
 
@@ -261,6 +265,8 @@ class GatewaySettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     #: ``--log-level`` on the command line wins over this.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``"plain"`` runs ingest and export on plain pynetdicom, without the speed extensions.
+    netdicom: NetdicomMode = "prompt"
     ingest: IngestSettings = IngestSettings()
     sources: tuple[SourceSettings, ...] = ()
     storage: StorageSettings = StorageSettings()
