@@ -56,8 +56,8 @@ def make_prompt(assoc: Association) -> None:
     "transport connection indication" (Evt5) reaches the new DUL's event queue.
     """
     connection = None if assoc.dul.socket is None else assoc.dul.socket.socket
-    if connection is None:  # not an accepted connection: leave pynetdicom's own providers
-        return
+    if connection is None:
+        raise ValueError(f"association {assoc.name} has no accepted connection to make prompt")
     dul = PromptDUL(assoc)
     dimse = PromptDIMSE(assoc)
     dul.wake_user = dimse.wake

@@ -35,7 +35,8 @@ def reject(assoc: Association, result: int, source: int, reason: int) -> None:
 
 def is_release_request(event: evt.Event) -> bool:
     """Whether an ``EVT_ACSE_RECV`` event is the peer's A-RELEASE-RQ (not yet answered)."""
-    primitive = getattr(event, "primitive", None)  # pynetdicom sets it for this event only
+    # pynetdicom sets it for this event only, from the keyword it triggers the event with.
+    primitive = event.primitive  # type: ignore[attr-defined]
     return isinstance(primitive, A_RELEASE) and primitive.result is None
 
 

@@ -88,7 +88,13 @@ REACHES: tuple[Reach, ...] = (
         plain=True,
     ),
     *_reaches("association", "pynetdicom.acse", "ACSE.send_reject", "ACSE.is_aborted", plain=True),
-    *_reaches("association", _DUL, "DULServiceProvider.state_machine", plain=True),
+    *_reaches(
+        "association",
+        _DUL,
+        "DULServiceProvider.state_machine",
+        "DULServiceProvider.is_alive",
+        plain=True,
+    ),
     *_reaches("association", _FSM, "StateMachine.current_state", plain=True),
     *_reaches("association", _DIMSE, "DIMSEServiceProvider.message", plain=True),
     *_reaches(
@@ -121,7 +127,13 @@ REACHES: tuple[Reach, ...] = (
         "ApplicationEntity._create_socket",
     ),
     *_reaches("ae", _ASSOCIATION, "Association._reactor_checkpoint"),
-    *_reaches("ae", _TRANSPORT, "AssociationSocket.tls_args"),
+    *_reaches(
+        "ae",
+        _TRANSPORT,
+        "AssociationSocket.tls_args",
+        "AssociationSocket.__init__(client_socket)",
+        "AssociationSocket.__init__(address)",
+    ),
     *_reaches(
         "reactor_hold", _ASSOCIATION, "Association._reactor_checkpoint", "Association._is_paused"
     ),
@@ -150,7 +162,9 @@ REACHES: tuple[Reach, ...] = (
         "StateMachine.current_state",
         "StateMachine.dul",
     ),
-    *_reaches("prompt_dul", _TRANSPORT, "AssociationSocket._is_connected"),
+    *_reaches(
+        "prompt_dul", _TRANSPORT, "AssociationSocket._is_connected", "AssociationSocket.close"
+    ),
     *_reaches(
         "prompt_socket",
         _TRANSPORT,

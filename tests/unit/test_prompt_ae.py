@@ -21,11 +21,8 @@ from types import CodeType
 
 import pytest
 from pynetdicom import AE, evt
-from pynetdicom._globals import MODE_REQUESTOR
-from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu_primitives import A_ABORT
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from gateway.dicom_status import Status
@@ -258,14 +255,6 @@ def test_an_established_association_sends_through_its_bounded_queue(
         assoc.release()
     assert statuses == [Status.SUCCESS] * 3
     assert stored == [i.uids.sop_instance for i in instances]
-
-
-def test_a_queue_that_holds_primitives_is_not_replaced() -> None:
-    assoc = Association(AE(), MODE_REQUESTOR)
-    assoc.dul.to_provider_queue.put(A_ABORT())
-    with pytest.raises(backpressure.NotBounded):
-        backpressure.install(assoc)
-    assert not isinstance(assoc.dul.to_provider_queue, BoundedProviderQueue)
 
 
 def test_plain_associations_run_on_pynetdicom_s_own_providers(tmp_path: Path) -> None:
