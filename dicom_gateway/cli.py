@@ -19,7 +19,7 @@ from dicom_gateway.event_printer import print_events
 from dicom_gateway.serve import run as run_serve
 from export.app import run as run_export
 from export.commands import build_request, echo_destination, send_request, succeeded, summary
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, IncompatibleLibrary
 from gateway.logs import configure_logging
 from gateway.settings import GatewaySettings, load_settings
 from ingest.app import run as run_ingest
@@ -130,6 +130,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         return 0
     try:
         return _dispatch(args, settings)
+    except IncompatibleLibrary as exc:  # as an invalid configuration: the message says what to do
+        log.error("%s", exc)
+        return 2
     except GatewayError as exc:
         log.error("%s", exc)
         return 1

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 from prometheus_client import CollectorRegistry
-from pynetdicom import _config as pynetdicom_config
 
 from export.consumer import ExportConsumer
 from export.exporter import Exporter
@@ -25,6 +24,7 @@ from export.scu import ScuIdentity
 from gateway.bus import open_event_log, open_publisher
 from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics
+from gateway.netdicom.modes import check_installed, configure_pynetdicom
 from gateway.objectstore import ObjectStore, open_store
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server
@@ -35,16 +35,12 @@ log = logging.getLogger(__name__)
 SERVICE = "export"
 
 
-def configure_pynetdicom() -> None:
-    """Send each file's data set bytes as stored: no decoding, no re-encoding, no conversion."""
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-
-
 def scu_identity(settings: GatewaySettings) -> ScuIdentity:
     return ScuIdentity(
         ae_title=settings.export.ae_title,
         implementation_class_uid=settings.ingest.implementation_class_uid,
         implementation_version_name=settings.ingest.implementation_version_name,
+        mode=settings.netdicom,
     )
 
 
@@ -60,6 +56,7 @@ async def serve(
     settings: GatewaySettings, stop: asyncio.Event, metrics: ExportMetrics, checks: Checks
 ) -> None:
     """Run export until ``stop`` is set."""
+    check_installed(settings.netdicom)
     configure_pynetdicom()
     export = settings.export
     loop = asyncio.get_running_loop()

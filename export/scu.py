@@ -1,8 +1,9 @@
 """The Storage SCU: one association per batch, each instance sent with its stored bytes.
 
-Blocking (pynetdicom); the exporter runs it in a worker thread. The file is streamed with
-``STORE_SEND_CHUNKED_DATASET`` so that the data set is neither decoded nor held in memory, and
-only a presentation context with exactly the stored transfer syntax is ever used.
+Blocking (pynetdicom); the exporter runs it in a worker thread. The file is streamed
+(gateway/netdicom/modes.py) so that the data set is neither decoded nor held in memory, the
+outgoing queue is bounded (gateway/netdicom/backpressure.py), and only a presentation context
+with exactly the stored transfer syntax is ever used.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 
 from contracts.export import InstanceOutcome, InstanceResult
@@ -20,10 +21,11 @@ from export.plan import OutgoingInstance, describe_rejection, failure, rejection
 from gateway.dicom_status import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.errors import ConfigError
 from gateway.netdicom import backpressure
+from gateway.netdicom.ae import GatewayAE
+from gateway.netdicom.association import has_ended
 from gateway.netdicom.dicom_socket import handle_conn_open
-from gateway.netdicom.prompt_dul import PromptAE
-from gateway.netdicom.reactor_hold import has_ended, requests_in_a_row
-from gateway.settings import DestinationSettings, ExportSettings
+from gateway.netdicom.modes import application_entity
+from gateway.settings import DestinationSettings, ExportSettings, NetdicomMode
 from gateway.tls import client_context
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,12 @@ class ScuIdentity:
     ae_title: str
     implementation_class_uid: str
     implementation_version_name: str
+    #: How its associations run pynetdicom (``netdicom`` in the settings).
+    mode: NetdicomMode
 
 
-def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> AE:
-    ae = PromptAE(ae_title=identity.ae_title)
+def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> GatewayAE:
+    ae = application_entity(identity.mode, identity.ae_title)
     ae.implementation_class_uid = identity.implementation_class_uid
     ae.implementation_version_name = identity.implementation_version_name
     ae.maximum_pdu_size = settings.max_pdu_length
@@ -59,7 +63,7 @@ def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> AE:
     return ae
 
 
-def _associate(ae: AE, destination: DestinationSettings, handlers: list[Any]) -> Association:
+def _associate(ae: GatewayAE, destination: DestinationSettings, handlers: list[Any]) -> Association:
     """Raises ConfigError when the destination's TLS files cannot be loaded."""
     tls = destination.tls
     return ae.associate(
@@ -108,13 +112,20 @@ def send_batch(
         outcome.error, outcome.permanent = _association_failure(assoc)
         outcome.retry = list(instances)
         return outcome
-    if not backpressure.install(assoc.dul):
-        log.warning("association to %s: outgoing queue not bounded", destination.name)
+    try:
+        backpressure.install(assoc)
+    except backpressure.NotBounded as exc:
+        log.error(
+            "association to %s: outgoing queue not bounded, aborting: %s", destination.name, exc
+        )
+        assoc.abort()
+        outcome.error, outcome.retry = f"outgoing queue not bounded: {exc}", list(instances)
+        return outcome
     try:
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
         }
-        with requests_in_a_row(assoc):
+        with ae.requests_in_a_row(assoc):
             for index, instance in enumerate(instances):
                 if has_ended(assoc):
                     outcome.retry += instances[index:]

@@ -13,6 +13,11 @@ class ConfigError(GatewayError):
     """The configuration is invalid; start-up stops with a non-zero exit."""
 
 
+class IncompatibleLibrary(ConfigError):
+    """An installed library is not what the gateway's extensions of it are written for; start-up
+    stops with exit status 2, and the message says what to install or configure instead."""
+
+
 class StorageUnavailable(GatewayError):
     """The object store could not be reached or refused a request; the operation may be retried."""
 

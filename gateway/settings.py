@@ -29,6 +29,10 @@ DEFAULT_IMPLEMENTATION_VERSION_NAME = "DICOMGW_010"
 
 S = TypeVar("S", bound="TomlSettings")
 
+#: How the gateway runs pynetdicom: ``"prompt"`` with the extensions of :mod:`gateway.netdicom`,
+#: ``"plain"`` on pynetdicom's own upper layer (see that package's docstring).
+NetdicomMode = Literal["prompt", "plain"]
+
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default character repertoire, no '\'
 
 
@@ -282,6 +286,8 @@ class GatewaySettings(TomlSettings):
     log_format: Literal["text", "json"] = "text"
     #: ``--log-level`` on the command line wins over this.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``"plain"`` runs ingest and export on plain pynetdicom, without the speed extensions.
+    netdicom: NetdicomMode = "prompt"
     ingest: IngestSettings = IngestSettings()
     sources: tuple[SourceSettings, ...] = ()
     storage: StorageSettings = StorageSettings()

@@ -56,7 +56,7 @@ from contracts.events import AssociationReleased
 from gateway.bus import dead_letter_queue
 from gateway.dicom_status import STORED_WITH_WARNING, Status
 from gateway.netdicom.dicom_socket import handle_conn_open
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, NetdicomMode
 from gateway_client.client import PipelineClient
 from gateway_client.settings import ClientSettings
 
@@ -93,6 +93,15 @@ class TestServices(BaseSettings):
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    #: ``netdicom`` of every gateway under test (``GATEWAY_TEST_NETDICOM=plain``: all on plain
+    #: pynetdicom); unset, the gateway's own default.
+    netdicom: NetdicomMode | None = None
+
+
+def netdicom_setting() -> dict[str, Any]:
+    """The top-level ``netdicom`` field for a gateway under test, if the environment asks."""
+    mode = TestServices().netdicom
+    return {} if mode is None else {"netdicom": mode}
 
 
 @dataclass(frozen=True)
@@ -383,6 +392,7 @@ def gateway_config(
     """
     exchange = f"dicom-gateway.{bucket}"
     config: dict[str, Any] = {
+        **netdicom_setting(),
         "ingest": {
             "host": "127.0.0.1",
             "port": dicom_port,

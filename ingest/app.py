@@ -20,31 +20,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from pynetdicom.transport import ThreadedAssociationServer
 
 from gateway.broker import CONFIRM_TIMEOUT_SECONDS
 from gateway.bus import open_event_log, open_publisher
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.metrics import IngestMetrics
-from gateway.netdicom.prompt_dul import LISTEN_BACKLOG
+from gateway.netdicom.acceptor import LISTEN_BACKLOG, ThreadedAssociationServer
+from gateway.netdicom.modes import check_installed, configure_pynetdicom
 from gateway.objectstore import ObjectStore, open_store
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
+from ingest.associations import IngestContext, reconcile
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
-from ingest.scp import (
-    IngestContext,
-    configure_pynetdicom,
-    listener_tls,
-    reconcile,
-    start_scp,
-    stop_scp,
-)
+from ingest.scp import listener_tls, start_scp, stop_scp
 from ingest.spool import Spool
 from ingest.uploader import Uploader
 from ingest.workers.pool import WorkerPool
@@ -191,6 +185,7 @@ def running_ingest(
 ) -> Iterator[IngestContext]:
     """Everything ingest needs, running; shut down in reverse order on exit."""
     grace = settings.ingest.shutdown_grace_seconds
+    check_installed(settings.netdicom)
     spool = Spool(settings.ingest.spool_dir)
     try:
         spool.prepare()

@@ -7,12 +7,16 @@ wait while ``limit`` PDUs are waiting, so memory stays at about ``limit`` times 
 
 A put never waits on a network thread that has stopped (peer gone): it then goes through
 at once, as before, and pynetdicom handles the broken association as usual.
+
+Bounded memory is promised in every mode, so plain mode installs it too.
 """
 
 from __future__ import annotations
 
 import queue
 from typing import Any, Protocol
+
+from pynetdicom.association import Association
 
 #: PDUs waiting at most; with the 256 KiB PDUs we ask for, a few MiB per association.
 DEFAULT_LIMIT = 16
@@ -38,13 +42,17 @@ class BoundedProviderQueue(queue.Queue[Any]):
             self.not_empty.notify()
 
 
-def install(dul: Any, limit: int = DEFAULT_LIMIT) -> bool:
-    """Give an established association's DUL a bounded provider queue; False if it could not.
+class NotBounded(RuntimeError):
+    """The association's outgoing queue could not be replaced: it already held primitives."""
 
-    Only an empty queue is replaced, so that nothing already queued is lost.
+
+def install(assoc: Association, limit: int = DEFAULT_LIMIT) -> None:
+    """Give an established association's DUL a bounded provider queue.
+
+    Only an empty queue is replaced, so that nothing already queued is lost; raises
+    :class:`NotBounded` otherwise (the association must then not send a data set).
     """
-    current = dul.to_provider_queue
-    if current.qsize():
-        return False
+    dul = assoc.dul
+    if dul.to_provider_queue.qsize():
+        raise NotBounded(f"{dul.to_provider_queue.qsize()} primitives were already queued")
     dul.to_provider_queue = BoundedProviderQueue(dul, limit)
-    return True

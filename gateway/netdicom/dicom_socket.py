@@ -19,7 +19,8 @@ def handle_conn_open(event: evt.Event) -> None:
     with a blocking call once the first bytes are there, and a peer that stops half-way held
     that connection's threads, and its association's place, for ever.
     """
-    raw = getattr(event.assoc.dul.socket, "socket", None)
-    if isinstance(raw, socket.socket):
+    connection = event.assoc.dul.socket
+    raw = None if connection is None else connection.socket
+    if raw is not None:  # None: closed already, nothing to tune
         tune(raw)
         raw.settimeout(event.assoc.network_timeout)

@@ -3,8 +3,7 @@
 pynetdicom turns a data set into one P-DATA primitive per fragment, and every fragment then
 crosses from the sending thread to the DUL thread through a queue, the state machine and the
 PDU encoder before its own ``send()``. Many peers accept only 16 KiB PDUs (dcmtk's default),
-so a 0.5 MB CT slice is 32 such crossings: collecting them took a bare pynetdicom SCU sending
-the bench's CT series to ``storescp`` from 194-229 to 238-295 instances/s (docs/performance.md).
+so a 0.5 MB CT slice makes 32 such crossings (docs/performance.md measures what they cost).
 
 A :class:`PDataRun` collects the fragments of one data set in the sending thread, each
 encoded exactly as pynetdicom's ``P_DATA_TF`` encodes a single-PDV PDU, up to

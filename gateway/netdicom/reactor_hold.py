@@ -3,16 +3,14 @@
 pynetdicom runs a reactor thread beside each association. Every ``send_c_store`` (and every
 other request) pauses it first, so that it cannot take the response off the queue, and lets
 it go when the response is in. Let go, the reactor runs one loop and then sleeps 1 ms before
-it reaches its pause point again, and the next request has to wait for that: up to 1 ms per
-instance, about a fifth of export's time per CT slice sent to ``storescp``
-(docs/performance.md).
+it reaches its pause point again, and the next request has to wait for that, once per
+instance sent (docs/performance.md).
 
 :func:`requests_in_a_row` keeps the reactor at its pause point for a whole batch. What the
 reactor would have noticed between two requests (the peer's abort, the connection's end) the
-caller asks :func:`has_ended` instead; within a request nothing changes, as pynetdicom's
-reactor is paused then anyway. Only associations made by
-:class:`gateway.netdicom.prompt_dul.PromptAE` have the checkpoint this needs; for others the
-hold does nothing.
+caller asks :func:`gateway.netdicom.association.has_ended` instead; within a request nothing
+changes, as pynetdicom's reactor is paused then anyway. Only associations made by
+:class:`gateway.netdicom.ae.PromptAE` have the checkpoint this needs.
 """
 
 from __future__ import annotations
@@ -50,18 +48,13 @@ class HoldableCheckpoint(threading.Event):
         super().set()
 
 
-def has_ended(assoc: Association) -> bool:
-    """Whether the association can carry no more requests: what the reactor would have seen."""
-    return not assoc.is_established or assoc.acse.is_aborted() or not assoc.dul.is_alive()
-
-
 @contextlib.contextmanager
 def requests_in_a_row(assoc: Association) -> Iterator[None]:
-    """Keep ``assoc``'s reactor paused until the block ends."""
+    """Keep ``assoc``'s reactor paused until the block ends; raises TypeError for an
+    association that :class:`~gateway.netdicom.ae.PromptAE` did not make."""
     checkpoint = assoc._reactor_checkpoint
     if not isinstance(checkpoint, HoldableCheckpoint):
-        yield
-        return
+        raise TypeError(f"association {assoc.name} has pynetdicom's own reactor checkpoint")
     checkpoint.clear()
     while not assoc._is_paused and assoc.is_established and assoc.is_alive():
         time.sleep(_PAUSE_POLL_SECONDS)

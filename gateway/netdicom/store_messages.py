@@ -1,14 +1,19 @@
-"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes
-them, at a fraction of the cost.
+"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them.
 
 pynetdicom turns every DIMSE primitive into a pydicom data set (one attribute at a time) and
-encodes it twice, the first time only to learn its group length: about 0.45 ms for each
-C-STORE-RSP that ingest sends and more for each C-STORE-RQ that export sends, a seventh of
-the time one instance takes (docs/performance.md). A C-STORE command set is a handful of
-fixed elements, so here it is written with ``struct``, in the same order and padding; a unit
-test compares the bytes with pynetdicom's for every combination. Anything else (other
-messages, a C-STORE response with an error comment or an offending element, a request on
-behalf of a C-MOVE, a data set in memory) returns None and is left to pynetdicom.
+encodes it twice, the first time only to learn its group length: a large part of the time
+one instance takes, for each C-STORE-RSP that ingest sends and each C-STORE-RQ that export
+sends (docs/performance.md). A C-STORE command set is a handful of fixed elements, so here it
+is written with ``struct``, in the same order and padding; a unit test compares the bytes with
+pynetdicom's for every combination. Anything else (other messages, a C-STORE response with an
+error comment or an offending element, a request on behalf of a C-MOVE, a data set in memory)
+returns None and is left to pynetdicom.
+
+What is encoded here is always encoded here, whatever is logged or listening: turning on
+debug logging must not change the code being debugged. So pynetdicom's ``EVT_DIMSE_SENT`` is
+not triggered for these messages (there is no pynetdicom message object to give it; its own
+handler only logs, and nothing of ours listens), and each message is logged here at DEBUG
+instead of by pynetdicom at INFO.
 """
 
 from __future__ import annotations
@@ -17,14 +22,13 @@ import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from pynetdicom import evt
-from pynetdicom._handlers import standard_dimse_sent_handler
-from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+log = logging.getLogger(__name__)
 
 C_STORE_RQ_FIELD = 0x0001
 C_STORE_RSP_FIELD = 0x8001
@@ -159,28 +163,34 @@ def _pdata(context_id: int, control: int, fragment: bytes) -> P_DATA:
     return primitive
 
 
-def _pynetdicom_needs_its_message(assoc: Association) -> bool:
-    """pynetdicom gives every message it sends to the ``EVT_DIMSE_SENT`` handlers, and its own
-    handler logs C-STORE requests at INFO. A directly encoded message has no pynetdicom
-    message object to give, so it is used only when no other handler is bound and pynetdicom's
-    log is quieter than INFO, as the gateway sets it (gateway/logs.py)."""
-    # For a notification event pynetdicom returns the list of (handler, arguments) pairs.
-    handlers = cast(list[tuple[Any, Any]], assoc.get_handlers(evt.EVT_DIMSE_SENT))
-    return logging.getLogger("pynetdicom").isEnabledFor(logging.INFO) or any(
-        handler is not standard_dimse_sent_handler for handler, _ in handlers
-    )
+def _log_sent(primitive: C_STORE, context_id: int) -> None:
+    if primitive.MessageIDBeingRespondedTo is None:
+        log.debug(
+            "C-STORE-RQ sent: message ID %s, context %d, SOP instance %s",
+            primitive.MessageID,
+            context_id,
+            primitive.AffectedSOPInstanceUID,
+        )
+    else:
+        log.debug(
+            "C-STORE-RSP sent: to message ID %s, context %d, status 0x%04X",
+            primitive.MessageIDBeingRespondedTo,
+            context_id,
+            primitive.Status or 0,
+        )
 
 
 class StoreDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider, sending C-STORE requests and responses it can encode
-    directly (:func:`encode`) without building pydicom data sets; everything else, and
-    everything while someone watches sent messages, goes through pynetdicom."""
+    directly (:func:`encode`) without building pydicom data sets; everything else goes
+    through pynetdicom."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
-        command = None if _pynetdicom_needs_its_message(self.assoc) else encode(primitive)
+        command = encode(primitive)
         if command is None:
             super().send_msg(primitive, context_id)
             return
+        _log_sent(primitive, context_id)
         max_pdu_length = self.maximum_pdu_size
         pieces = fragments(command, max_pdu_length)
         for index, piece in enumerate(pieces):

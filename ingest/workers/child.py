@@ -25,22 +25,15 @@ from typing import Any
 
 from gateway.errors import GatewayError, JournalError
 from gateway.logs import configure_logging
-from gateway.netdicom.prompt_dul import make_acceptor
+from gateway.netdicom.acceptor import make_acceptor
+from gateway.netdicom.handover import HandedConnectionsServer
+from gateway.netdicom.modes import configure_pynetdicom
 from gateway.settings import GatewaySettings
 from gateway.stop_signals import block_stop_signals
+from ingest.associations import IngestContext, reconcile
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
-from ingest.listener import HandedConnectionsServer
-from ingest.scp import (
-    IngestContext,
-    build_ae,
-    configure_pynetdicom,
-    listen_address,
-    listener_tls,
-    reconcile,
-    scp_handlers,
-    stop_scp,
-)
+from ingest.scp import build_ae, listen_address, listener_tls, scp_handlers, stop_scp
 from ingest.spool import Spool
 from ingest.workers.channel import (
     Channel,

@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from gateway.errors import GatewayError, JournalError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
+from ingest.associations import ReleasedSink
 from ingest.journal import Journal
-from ingest.scp import ReleasedSink
 from ingest.workers.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
 from ingest.workers.child import start_document
 

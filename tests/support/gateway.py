@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from gateway_client.testing import gateway_environment as plugin_gateway_environment
-from gateway_client.testing import to_toml
+from gateway_client.testing import netdicom_setting, to_toml
 from tests.support.dcmtk import echoscu
 from tests.support.net import wait_until
 from tests.support.services import S3Service
@@ -212,6 +212,7 @@ def basic_config(
 ) -> dict[str, Any]:
     """A minimal working configuration (one AE title, any caller) to adjust per test."""
     return {
+        **netdicom_setting(),
         "ingest": {
             "host": "127.0.0.1",
             "port": port,

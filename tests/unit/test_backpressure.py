@@ -1,10 +1,19 @@
-"""The bounded provider queue makes a producer wait for the consumer, never for a dead one."""
+"""The bounded provider queue makes a producer wait for the consumer, never for a dead one, and
+replaces only an empty queue. (That an established association sends through it:
+test_prompt_ae.py.)"""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import pytest
+from pynetdicom import AE
+from pynetdicom._globals import MODE_REQUESTOR
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT
+
+from gateway.netdicom import backpressure
 from gateway.netdicom.backpressure import BoundedProviderQueue
 
 
@@ -42,3 +51,11 @@ def test_put_never_waits_on_a_dead_consumer() -> None:
         q.put(item)
     assert time.monotonic() - started < 0.5
     assert q.qsize() == 5
+
+
+def test_a_queue_that_holds_primitives_is_not_replaced() -> None:
+    assoc = Association(AE(), MODE_REQUESTOR)
+    assoc.dul.to_provider_queue.put(A_ABORT())
+    with pytest.raises(backpressure.NotBounded):
+        backpressure.install(assoc)
+    assert not isinstance(assoc.dul.to_provider_queue, BoundedProviderQueue)

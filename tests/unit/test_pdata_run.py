@@ -14,8 +14,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ABORT, P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from gateway.netdicom.ae import make_prompt
 from gateway.netdicom.pdata_run import RUN_BYTES, PDataRun, data_set_fragment, is_last
-from gateway.netdicom.prompt_dul import make_prompt
 from gateway_client.testing import wait_until
 
 COMMAND_LAST = 0x03

@@ -10,8 +10,9 @@ import pytest
 from pynetdicom import evt
 
 from gateway.dicom_status import Status
-from gateway.netdicom.prompt_dul import PromptAE
-from gateway.netdicom.reactor_hold import HoldableCheckpoint, has_ended, requests_in_a_row
+from gateway.netdicom.ae import PromptAE
+from gateway.netdicom.association import has_ended
+from gateway.netdicom.reactor_hold import HoldableCheckpoint, requests_in_a_row
 from gateway_client.testing import wait_until
 from tests.support import loopback
 from tests.support.factories import ct_series

@@ -13,9 +13,9 @@ from pynetdicom.association import Association
 from contracts.keys import new_association_id
 from gateway.metrics import IngestMetrics
 from gateway.settings import AESettings, GatewaySettings
+from ingest.associations import ActiveAssociation, IngestContext, reconcile
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, AssociationState, Journal
-from ingest.scp import ActiveAssociation, IngestContext, reconcile
 from ingest.spool import Spool
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -139,23 +139,35 @@ def test_a_response_goes_out_as_one_command_fragment() -> None:
     assert sent.values == [(1, b"\x03" + _pynetdicoms(_response()))]
 
 
-def test_a_bound_sent_message_handler_gets_pynetdicom_s_own_message() -> None:
+def test_a_bound_sent_message_handler_does_not_change_what_is_sent() -> None:
+    """The message is encoded here all the same; pynetdicom's event is not triggered for it."""
     assoc, sent = _association(16384)
     seen: list[object] = []
     assoc.bind(evt.EVT_DIMSE_SENT, lambda event: seen.append(event.message))
     StoreDIMSE(assoc).send_msg(_response(), 1)
-    assert [type(message) for message in seen] == [C_STORE_RSP]
     assert sent.values == [(1, b"\x03" + _pynetdicoms(_response()))]
+    assert seen == []
 
 
-def test_pynetdicom_s_info_log_gets_pynetdicom_s_own_message(
+def test_debug_logging_does_not_change_what_is_sent(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """pynetdicom's INFO log (its handler logs each request) and ours at DEBUG: the same bytes,
+    encoded here, and the request logged here."""
     stored = tmp_path / "instance.dcm"
     stored.write_bytes(b"m" * DATA_SET_OFFSET + b"data")
     primitive = _with(_request(), _dataset_path=(stored, DATA_SET_OFFSET))
     caplog.set_level(logging.INFO, logger="pynetdicom")
+    caplog.set_level(logging.DEBUG, logger="gateway.netdicom")
     assoc, sent = _association(16384)
     StoreDIMSE(assoc).send_msg(primitive, 1)
-    assert "Sending Store Request" in caplog.text
     assert sent.values == [(1, b"\x03" + _pynetdicoms(primitive)), (1, b"\x02data")]
+    assert [record.name for record in caplog.records] == ["gateway.netdicom.store_messages"]
+    assert f"message ID 7, context 1, SOP instance {ODD_UID}" in caplog.text
+
+
+def test_a_response_is_logged_with_its_status(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway.netdicom")
+    assoc, _sent = _association(16384)
+    StoreDIMSE(assoc).send_msg(_response(status=0xB000), 1)
+    assert "C-STORE-RSP sent: to message ID 7, context 1, status 0xB000" in caplog.text

@@ -1,0 +1,58 @@
+"""What the services ask of an association that pynetdicom's public API does not answer.
+
+Each of these reads or drives pynetdicom's providers (ACSE, DIMSE, DUL) directly; they serve
+promises every mode keeps, so plain mode uses them too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_RELEASE
+
+#: How long a rejection waits for the A-ASSOCIATE-RJ to leave before giving up.
+REJECT_SEND_SECONDS = 5.0
+#: The request waits for our answer in these states (PS3.8 9.2); any other means it has left.
+_AWAITING_ANSWER = frozenset({"Sta2", "Sta3"})
+
+
+def reject(assoc: Association, result: int, source: int, reason: int) -> None:
+    """Reject ``assoc`` from an ``EVT_REQUESTED`` handler, and wait until the rejection is on
+    the wire.
+
+    pynetdicom closes the socket as soon as the handler returns, so returning early would drop
+    the rejection and the sender would see a bare TCP close instead of the reason.
+    """
+    assoc.acse.send_reject(result, source, reason)
+    deadline = time.monotonic() + REJECT_SEND_SECONDS
+    while time.monotonic() < deadline and assoc.dul.state_machine.current_state in _AWAITING_ANSWER:
+        time.sleep(0.005)
+    assoc.kill()
+
+
+def is_release_request(event: evt.Event) -> bool:
+    """Whether an ``EVT_ACSE_RECV`` event is the peer's A-RELEASE-RQ (not yet answered)."""
+    # pynetdicom sets it for this event only, from the keyword it triggers the event with.
+    primitive = event.primitive  # type: ignore[attr-defined]
+    return isinstance(primitive, A_RELEASE) and primitive.result is None
+
+
+def discard_partial_data_set(assoc: Association) -> None:
+    """Remove the data set pynetdicom was still receiving when the association broke.
+
+    pynetdicom leaves that file behind; the maintenance sweep would find it later, but a
+    partial multi-gigabyte transfer should not hold the spool that long.
+    """
+    message = assoc.dimse.message
+    partial = None if message is None else message._data_set_path
+    if isinstance(partial, Path):
+        partial.unlink(missing_ok=True)
+
+
+def has_ended(assoc: Association) -> bool:
+    """Whether the requested association ``assoc`` can carry no more requests: what its reactor
+    would see, asked while the reactor is held (gateway/netdicom/reactor_hold.py)."""
+    return not assoc.is_established or assoc.acse.is_aborted() or not assoc.dul.is_alive()
