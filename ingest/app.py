@@ -35,6 +35,7 @@ from gateway.stop_signals import block_stop_signals
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
+from ingest.outbox import Outbox
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
 from ingest.scp import (
@@ -88,7 +89,7 @@ class RelayHandle:
 
 @contextmanager
 def relaying(
-    settings: GatewaySettings, journal: Journal, metrics: IngestMetrics
+    settings: GatewaySettings, outbox: Outbox, metrics: IngestMetrics
 ) -> Iterator[RelayHandle]:
     """The outbox relay on its own event loop thread.
 
@@ -109,7 +110,7 @@ def relaying(
             loop.submit(publisher.ensure_ready()).result(15)
         except BrokerUnavailable as exc:
             log.warning("event bus not reachable yet (%s); events will wait in the outbox", exc)
-        relay = Relay(journal, publisher, metrics)
+        relay = Relay(outbox, publisher, metrics)
         relay_task = loop.submit(relay.run())
 
         def wake() -> None:
@@ -209,7 +210,7 @@ def running_ingest(
         except StorageUnavailable as exc:
             log.warning("object storage not reachable yet (%s); uploads will retry", exc)
 
-        relay = stack.enter_context(relaying(settings, journal, metrics))
+        relay = stack.enter_context(relaying(settings, journal.outbox, metrics))
         uploader = Uploader(
             journal, spool, store, settings.ingest, on_announced=relay.wake, metrics=metrics
         )
@@ -227,7 +228,7 @@ def running_ingest(
         )
         metrics.observe_with(
             open_associations=lambda: _open_associations(journal),
-            outbox_depth=journal.outbox_depth,
+            outbox_depth=journal.outbox.depth,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )
@@ -273,7 +274,7 @@ def _listen_in_workers(
         raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     stack.callback(listening.close)
     pool = WorkerPool(
-        ctx.settings, listening, ctx.journal, ctx.uploader, metrics.listener_counters()
+        ctx.settings, listening, ctx.journal.ownership, ctx.uploader, metrics.listener_counters()
     )
     stack.callback(pool.stop, settings.shutdown_grace_seconds)
     pool.start()

@@ -37,10 +37,10 @@ from ingest.incoming import IncomingFiles
 from ingest.journal import (
     AssociationNotOpen,
     AssociationRecord,
-    AssociationState,
     Journal,
     SpooledInstance,
 )
+from ingest.journal_db import AssociationState
 from ingest.part10 import check_well_formed, data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.reject_reasons import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
@@ -536,7 +536,7 @@ def reconcile(ctx: IngestContext) -> None:
     and admission adds to the table before the journal, so a row being admitted right now is
     never taken for one that is gone.
     """
-    holding = ctx.journal.holding(os.getpid())
+    holding = ctx.journal.ownership.holding(os.getpid())
     present = ctx.table.association_ids()
     cleanup_after = datetime.now(UTC) + timedelta(
         seconds=ctx.settings.ingest.aborted_cleanup_seconds

@@ -8,9 +8,9 @@ start, the uploader, the event relay, spool maintenance and ``/metrics``.
 
 The association limit stays global: each worker admits in a journal transaction that counts
 every open association (:meth:`~ingest.journal.Journal.begin_association`). When a worker
-ends, for whatever reason, its open associations end as after a crash: aborted (their peers'
-connections closed with the process), releases it had recorded handed on, and a new worker
-takes its place.
+ends, for whatever reason, its open associations end as after a crash
+(:mod:`ingest.ownership`): aborted (their peers' connections closed with the process), releases
+it had recorded handed on, and a new worker takes its place.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.errors import GatewayError, JournalError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
-from ingest.journal import Journal
+from ingest.ownership import Ownership
 from ingest.scp import ReleasedSink
 from ingest.workers.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
 from ingest.workers.child import start_document
@@ -73,13 +73,13 @@ class WorkerPool:
         self,
         settings: GatewaySettings,
         listening: socket.socket,
-        journal: Journal,
+        ownership: Ownership,
         releases: ReleasedSink,
         counters: ListenerCounters,
     ) -> None:
         self._settings = settings
         self._listening = listening
-        self._journal = journal
+        self._ownership = ownership
         self._releases = releases
         self._counters = counters
         self._log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
@@ -172,8 +172,8 @@ class WorkerPool:
             seconds=self._settings.ingest.aborted_cleanup_seconds
         )
         try:
-            for owner in self._journal.owners_holding() - alive - {os.getpid()}:
-                ended = self._journal.end_owned(owner, cleanup_after)
+            for owner in self._ownership.owners_holding() - alive - {os.getpid()}:
+                ended = self._ownership.end_owned(owner, cleanup_after)
                 for aborted in ended.aborted:
                     log.warning(
                         "association %s aborted: its process %d is gone",
@@ -304,7 +304,7 @@ class WorkerPool:
             seconds=self._settings.ingest.aborted_cleanup_seconds
         )
         try:
-            ended = self._journal.end_owned(pid, cleanup_after)
+            ended = self._ownership.end_owned(pid, cleanup_after)
         except JournalError as exc:
             log.error(
                 "ingest worker %d: its associations could not be ended (%s); they count "
