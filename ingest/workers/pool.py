@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from gateway.errors import GatewayError, JournalError
+from gateway.errors import GatewayError, JournalError, WorkerMessageError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
 from ingest.ownership import Ownership
 from ingest.scp import ReleasedSink
-from ingest.workers.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
-from ingest.workers.child import start_document
+from ingest.workers.channel import hand_over
+from ingest.workers.messages import Closed, CounterMoved, Ready, Released, WorkerStart, decode
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class WorkerPool:
                     stdin=subprocess.PIPE,
                     pass_fds=(child_end.fileno(),),
                 )
-                document = start_document(self._settings, self._log_level, child_end.fileno())
+                document = WorkerStart(self._settings, self._log_level, child_end.fileno()).encode()
             slot.process = process
             with self._lock:
                 slot.channel, slot.connections = parent_end, 0
@@ -278,8 +278,8 @@ class WorkerPool:
 
     def _take(self, slot: _Slot, line: bytes) -> None:
         try:
-            message = parse_message(line)
-        except ValueError as exc:
+            message = decode(line)
+        except WorkerMessageError as exc:
             log.error("ingest worker %d sent something unexpected: %s", slot.index, exc)
             return
         match message:
