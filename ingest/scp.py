@@ -41,10 +41,11 @@ from ingest.journal import (
     SpooledInstance,
 )
 from ingest.journal_db import AssociationState
-from ingest.part10 import check_well_formed, data_set_offset, read_identity
+from ingest.part10 import data_set_offset, read_identity
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.reject_reasons import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.spool import Spool
+from ingest.well_formed import check_well_formed
 
 log = logging.getLogger(__name__)
 
