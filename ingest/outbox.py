@@ -14,6 +14,9 @@ from datetime import datetime
 
 from ingest.journal_db import AssociationState, JournalDb, delete_association, timestamp
 
+#: Events read from the outbox at a time; the relay reads again when it has sent them.
+PENDING_BATCH = 100
+
 
 @dataclass(frozen=True)
 class OutboxEvent:
@@ -52,13 +55,13 @@ class Outbox:
                 (AssociationState.ANNOUNCED, event.association_id),
             )
 
-    def pending(self, now: datetime, limit: int = 100) -> list[OutboxEvent]:
+    def pending(self, now: datetime) -> list[OutboxEvent]:
         """Events to publish now, oldest first (deferred ones once their time has come)."""
         rows = self._db.read(
             "SELECT o.event_id, o.association_id, o.routing_key, o.content_type, o.body,"
             " a.released_at FROM outbox o LEFT JOIN associations a USING (association_id)"
             " WHERE o.not_before IS NULL OR o.not_before <= ? ORDER BY o.created_at LIMIT ?",
-            (timestamp(now), limit),
+            (timestamp(now), PENDING_BATCH),
         )
         return [
             OutboxEvent(
