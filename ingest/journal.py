@@ -85,7 +85,7 @@ class AssociationNotOpen(JournalError):
 
 
 class Journal:
-    """Thread-safe: every method is one transaction on the journal's one connection."""
+    """Thread-safe: each method is one transaction, or one read, on the journal's connection."""
 
     def __init__(self, db: JournalDb) -> None:
         self._db = db

@@ -250,3 +250,16 @@ def test_a_journal_from_before_worker_processes_gets_the_owner_column(tmp_path: 
     begin(journal)
     assert journal.open_count() == 2
     assert journal.abort_all_open(STARTED) != []
+
+
+def test_a_failed_read_is_a_journal_error_whatever_is_read(journal: Journal) -> None:
+    journal.close()
+    for read in (
+        lambda: journal.instances("a"),
+        lambda: journal.association("a"),
+        journal.known_associations,
+        journal.outbox.depth,
+        lambda: journal.ownership.holding(os.getpid()),
+    ):
+        with pytest.raises(JournalError, match="journal read failed"):
+            read()
