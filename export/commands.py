@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -221,10 +220,6 @@ def summary(completed: ExportCompleted) -> str:
             if i.error
         ]
     return "\n".join(lines)
-
-
-def completion_json(completed: ExportCompleted) -> str:
-    return json.dumps(completed.model_dump(mode="json"), indent=2)
 
 
 def succeeded(completed: ExportCompleted) -> bool:

@@ -38,6 +38,10 @@ class JournalError(GatewayError):
     """The local journal (SQLite) could not record a change."""
 
 
+class WorkerMessageError(GatewayError):
+    """An ingest worker process or its parent sent something that is not a message of theirs."""
+
+
 class InstanceRejected(GatewayError):
     """A received data set cannot be stored; carries the DICOM status to answer with."""
 

@@ -12,7 +12,8 @@ from contracts.cloudevent import (
 )
 from contracts.events import AssociationReleased, StoredInstance
 from contracts.routing import association_released_routing_key
-from ingest.journal import AssociationRecord, OutboxEvent, SpooledInstance
+from ingest.journal import AssociationRecord, SpooledInstance
+from ingest.outbox import OutboxEvent
 
 
 def released_data(

@@ -36,6 +36,7 @@ from ingest.associations import IngestContext, reconcile
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
+from ingest.outbox import Outbox
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
 from ingest.scp import listener_tls, start_scp, stop_scp
@@ -82,7 +83,7 @@ class RelayHandle:
 
 @contextmanager
 def relaying(
-    settings: GatewaySettings, journal: Journal, metrics: IngestMetrics
+    settings: GatewaySettings, outbox: Outbox, metrics: IngestMetrics
 ) -> Iterator[RelayHandle]:
     """The outbox relay on its own event loop thread.
 
@@ -103,7 +104,7 @@ def relaying(
             loop.submit(publisher.ensure_ready()).result(15)
         except BrokerUnavailable as exc:
             log.warning("event bus not reachable yet (%s); events will wait in the outbox", exc)
-        relay = Relay(journal, publisher, metrics)
+        relay = Relay(outbox, publisher, metrics)
         relay_task = loop.submit(relay.run())
 
         def wake() -> None:
@@ -204,7 +205,7 @@ def running_ingest(
         except StorageUnavailable as exc:
             log.warning("object storage not reachable yet (%s); uploads will retry", exc)
 
-        relay = stack.enter_context(relaying(settings, journal, metrics))
+        relay = stack.enter_context(relaying(settings, journal.outbox, metrics))
         uploader = Uploader(
             journal, spool, store, settings.ingest, on_announced=relay.wake, metrics=metrics
         )
@@ -222,7 +223,7 @@ def running_ingest(
         )
         metrics.observe_with(
             open_associations=lambda: _open_associations(journal),
-            outbox_depth=journal.outbox_depth,
+            outbox_depth=journal.outbox.depth,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )
@@ -268,7 +269,7 @@ def _listen_in_workers(
         raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     stack.callback(listening.close)
     pool = WorkerPool(
-        ctx.settings, listening, ctx.journal, ctx.uploader, metrics.listener_counters()
+        ctx.settings, listening, ctx.journal.ownership, ctx.uploader, metrics.listener_counters()
     )
     stack.callback(pool.stop, settings.shutdown_grace_seconds)
     pool.start()

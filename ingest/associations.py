@@ -27,7 +27,8 @@ from gateway.metrics import ListenerCounters
 from gateway.netdicom.association import discard_partial_data_set, is_release_request, reject
 from gateway.settings import AESettings, GatewaySettings
 from ingest.incoming import IncomingFiles
-from ingest.journal import AssociationRecord, AssociationState, Journal
+from ingest.journal import AssociationRecord, Journal
+from ingest.journal_db import AssociationState
 from ingest.policy import Admit, AssociationRequest, decide
 from ingest.reject_reasons import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
 from ingest.spool import Spool
@@ -326,7 +327,7 @@ def reconcile(ctx: IngestContext) -> None:
     and admission adds to the table before the journal, so a row being admitted right now is
     never taken for one that is gone.
     """
-    holding = ctx.journal.holding(os.getpid())
+    holding = ctx.journal.ownership.holding(os.getpid())
     present = ctx.table.association_ids()
     cleanup_after = datetime.now(UTC) + timedelta(
         seconds=ctx.settings.ingest.aborted_cleanup_seconds

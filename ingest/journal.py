@@ -1,8 +1,11 @@
-"""The local journal: associations, their spooled instances and the event outbox, in SQLite.
+"""The local journal: associations and their spooled instances, in SQLite.
 
 It lives in the spool directory and is the single source of truth after a crash. Every change
-that a DICOM answer or a later step depends on is committed before that answer is given
-(WAL mode with ``synchronous=FULL``, so a commit is on disk when it returns).
+that a DICOM answer or a later step depends on is committed before that answer is given; which
+writes wait for the disk, and why the others need not, is in :mod:`ingest.journal_db`. The
+association's event waits in the outbox (:mod:`ingest.outbox`), and the worker process that
+holds an association is its owner (:mod:`ingest.ownership`): both on the same connection,
+reached as :attr:`Journal.outbox` and :attr:`Journal.ownership`.
 
 Association states::
 
@@ -18,67 +21,21 @@ association twice is recoverable where losing it is not.
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 from gateway.errors import JournalError
-from gateway.sqlite_files import connect_durable, transaction
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS associations (
-    association_id   TEXT PRIMARY KEY,
-    called_ae_title  TEXT NOT NULL,
-    calling_ae_title TEXT NOT NULL,
-    remote_host      TEXT NOT NULL,
-    remote_port      INTEGER NOT NULL,
-    pipeline         TEXT NOT NULL,
-    started_at       TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    released_at      TEXT,
-    cleanup_after    TEXT,
-    owner            INTEGER
-);
-CREATE TABLE IF NOT EXISTS instances (
-    association_id      TEXT NOT NULL REFERENCES associations(association_id),
-    sop_instance_uid    TEXT NOT NULL,
-    sop_class_uid       TEXT NOT NULL,
-    transfer_syntax_uid TEXT NOT NULL,
-    study_instance_uid  TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    spool_name          TEXT NOT NULL,
-    data_offset         INTEGER NOT NULL,
-    data_length         INTEGER NOT NULL,
-    received_seq        INTEGER NOT NULL,
-    object_key          TEXT NOT NULL,
-    size                INTEGER,
-    sha256              TEXT,
-    PRIMARY KEY (association_id, sop_instance_uid)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    event_id       TEXT PRIMARY KEY,
-    association_id TEXT NOT NULL,
-    routing_key    TEXT NOT NULL,
-    content_type   TEXT NOT NULL,
-    body           BLOB NOT NULL,
-    created_at     TEXT NOT NULL,
-    not_before     TEXT
-);
-"""
-
-
-class AssociationState(StrEnum):
-    OPEN = "open"
-    RELEASING = "releasing"
-    RELEASED = "released"
-    ABORTED = "aborted"
-    ANNOUNCED = "announced"
-    FAILED = "failed"
+from ingest.journal_db import (
+    HOLDING_A_PLACE,
+    AssociationState,
+    JournalDb,
+    delete_association,
+    timestamp,
+)
+from ingest.outbox import Outbox
+from ingest.ownership import Ownership
 
 
 @dataclass(frozen=True)
@@ -114,17 +71,6 @@ class SpooledInstance:
 
 
 @dataclass(frozen=True)
-class OutboxEvent:
-    event_id: str
-    association_id: str
-    routing_key: str
-    content_type: str
-    body: bytes
-    #: When the sender released the association (for the publish latency metric).
-    released_at: datetime | None = None
-
-
-@dataclass(frozen=True)
 class StoredObject:
     """An instance now in object storage: its stored size and sha256."""
 
@@ -134,69 +80,26 @@ class StoredObject:
     sha256: str
 
 
-@dataclass(frozen=True)
-class EndedAssociation:
-    association_id: str
-    called_ae_title: str
-
-
-@dataclass(frozen=True)
-class OwnerEnded:
-    """What became of the associations of a process that ended: see :meth:`Journal.end_owned`."""
-
-    aborted: list[EndedAssociation]
-    released: list[str]
-
-
-#: States in which an association holds one of the ``max_associations`` places.
-_HOLDING_A_PLACE = (AssociationState.OPEN, AssociationState.RELEASING)
-
-
 class AssociationNotOpen(JournalError):
     """An instance arrived for an association that is no longer open (it was aborted)."""
 
 
-def _add_owner_column(db: sqlite3.Connection) -> None:
-    """Journals written before worker processes existed have no ``owner`` column."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
-    if "owner" not in columns:
-        db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
-
-
-def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 class Journal:
-    """Thread-safe: one connection, one lock; every method is one transaction."""
+    """Thread-safe: each method is one transaction, or one read, on the journal's connection."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
-        self._lock = threading.Lock()
+    def __init__(self, db: JournalDb) -> None:
+        self._db = db
+        #: The association's event, from announcement to the broker's confirm.
+        self.outbox = Outbox(db)
+        #: Which process holds which association, and what ends with a process.
+        self.ownership = Ownership(db)
 
     @classmethod
     def open(cls, path: Path) -> Journal:
-        try:
-            db = connect_durable(path, _SCHEMA)
-            _add_owner_column(db)
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalError(f"cannot open journal {path}: {exc}") from exc
-        return cls(db)
+        return cls(JournalDb.open(path))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _transaction(
-        self, *, durable_with_next: bool = False
-    ) -> AbstractContextManager[sqlite3.Cursor]:
-        return transaction(
-            self._db,
-            self._lock,
-            JournalError,
-            "journal write failed",
-            durable_with_next=durable_with_next,
-        )
+        self._db.close()
 
     # -- associations -------------------------------------------------------------------------
 
@@ -205,15 +108,16 @@ class Journal:
 
         The count and the insert are one transaction, so several processes admitting at once
         never go over the limit together. The association belongs to this process (see
-        :meth:`end_owned`). Returns False, recording nothing, when the limit is reached.
+        :meth:`Ownership.end_owned <ingest.ownership.Ownership.end_owned>`). Returns False,
+        recording nothing, when the limit is reached.
 
         Not fsynced on its own (as :meth:`add_instance`): the association only counts once
         its release is recorded, durably and with this row; after a crash before that, a
         spool directory without its row is removed at start-up.
         """
-        with self._transaction(durable_with_next=True) as cur:
+        with self._db.write(durable_with_next=True) as cur:
             (count,) = cur.execute(
-                "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", _HOLDING_A_PLACE
+                "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", HOLDING_A_PLACE
             ).fetchone()
             if count >= limit:
                 return False
@@ -228,7 +132,7 @@ class Journal:
                     record.remote_host,
                     record.remote_port,
                     record.pipeline,
-                    _ts(record.started_at),
+                    timestamp(record.started_at),
                     AssociationState.OPEN,
                     os.getpid(),
                 ),
@@ -237,13 +141,9 @@ class Journal:
 
     def open_count(self) -> int:
         """Associations holding a place under the association limit, in every process."""
-        with self._lock:
-            try:
-                (count,) = self._db.execute(
-                    "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", _HOLDING_A_PLACE
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
+        ((count,),) = self._db.read(
+            "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", HOLDING_A_PLACE
+        )
         return int(count)
 
     def mark_releasing(self, association_id: str, released_at: datetime) -> bool:
@@ -252,13 +152,13 @@ class Journal:
         False if the association is no longer open (aborted meanwhile by a restarted parent
         or by the settling of a dead worker's rows): its release must not be confirmed.
         """
-        with self._transaction() as cur:
+        with self._db.write() as cur:
             updated = cur.execute(
                 "UPDATE associations SET state = ?, released_at = ?"
                 " WHERE association_id = ? AND state = ?",
                 (
                     AssociationState.RELEASING,
-                    _ts(released_at),
+                    timestamp(released_at),
                     association_id,
                     AssociationState.OPEN,
                 ),
@@ -269,13 +169,13 @@ class Journal:
     def mark_released(self, association_id: str, released_at: datetime) -> None:
         """After the A-RELEASE-RP. Not fsynced on its own: lost in a crash, the association
         is ``releasing`` again, which a restart takes for released too."""
-        with self._transaction(durable_with_next=True) as cur:
+        with self._db.write(durable_with_next=True) as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, released_at = COALESCE(released_at, ?)"
                 " WHERE association_id = ? AND state IN (?, ?)",
                 (
                     AssociationState.RELEASED,
-                    _ts(released_at),
+                    timestamp(released_at),
                     association_id,
                     AssociationState.OPEN,
                     AssociationState.RELEASING,
@@ -285,13 +185,13 @@ class Journal:
     def mark_aborted(self, association_id: str, cleanup_after: datetime) -> None:
         """Fsynced: a ``releasing`` association that then aborted would otherwise count as
         released after a crash, and be handed on."""
-        with self._transaction() as cur:
+        with self._db.write() as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, cleanup_after = ?"
                 " WHERE association_id = ? AND state IN (?, ?)",
                 (
                     AssociationState.ABORTED,
-                    _ts(cleanup_after),
+                    timestamp(cleanup_after),
                     association_id,
                     AssociationState.OPEN,
                     AssociationState.RELEASING,
@@ -300,7 +200,7 @@ class Journal:
 
     def mark_failed(self, association_id: str) -> None:
         """Set aside: storing it failed for a reason retrying cannot fix (files are kept)."""
-        with self._transaction() as cur:
+        with self._db.write() as cur:
             cur.execute(
                 "UPDATE associations SET state = ? WHERE association_id = ?",
                 (AssociationState.FAILED, association_id),
@@ -312,7 +212,7 @@ class Journal:
         A ``releasing`` association had its release requested and perhaps confirmed: it counts
         as released.
         """
-        with self._transaction() as cur:
+        with self._db.write() as cur:
             cur.execute(
                 "UPDATE associations SET state = ? WHERE state = ?",
                 (AssociationState.RELEASED, AssociationState.RELEASING),
@@ -326,80 +226,20 @@ class Journal:
             ]
             cur.execute(
                 "UPDATE associations SET state = ?, cleanup_after = ? WHERE state = ?",
-                (AssociationState.ABORTED, _ts(cleanup_after), AssociationState.OPEN),
+                (AssociationState.ABORTED, timestamp(cleanup_after), AssociationState.OPEN),
             )
         return ids
 
-    def holding(self, owner: int) -> list[tuple[str, AssociationState]]:
-        """The associations of process ``owner`` that hold a place (open or releasing)."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT association_id, state FROM associations"
-                    " WHERE owner = ? AND state IN (?, ?)",
-                    (owner, *_HOLDING_A_PLACE),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
-        return [(row[0], AssociationState(row[1])) for row in rows]
-
-    def owners_holding(self) -> set[int]:
-        """Every process that holds a place (rows from before owners were recorded: none)."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT DISTINCT owner FROM associations"
-                    " WHERE owner IS NOT NULL AND state IN (?, ?)",
-                    _HOLDING_A_PLACE,
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
-        return {int(row[0]) for row in rows}
-
-    def end_owned(self, owner: int, cleanup_after: datetime) -> OwnerEnded:
-        """The process ``owner`` ended: its associations end as they would after a crash.
-
-        ``releasing`` ones count as released, open ones as aborted (as in
-        :meth:`abort_all_open`). Returns the aborted ones, and every released one of the owner
-        (it may have ended before handing them on).
-        """
-        with self._transaction() as cur:
-            cur.execute(
-                "UPDATE associations SET state = ? WHERE owner = ? AND state = ?",
-                (AssociationState.RELEASED, owner, AssociationState.RELEASING),
-            )
-            aborted = [
-                EndedAssociation(row[0], row[1])
-                for row in cur.execute(
-                    "SELECT association_id, called_ae_title FROM associations"
-                    " WHERE owner = ? AND state = ?",
-                    (owner, AssociationState.OPEN),
-                )
-            ]
-            cur.execute(
-                "UPDATE associations SET state = ?, cleanup_after = ?"
-                " WHERE owner = ? AND state = ?",
-                (AssociationState.ABORTED, _ts(cleanup_after), owner, AssociationState.OPEN),
-            )
-            released = [
-                row[0]
-                for row in cur.execute(
-                    "SELECT association_id FROM associations WHERE owner = ? AND state = ?",
-                    (owner, AssociationState.RELEASED),
-                )
-            ]
-        return OwnerEnded(aborted, released)
-
     def association(self, association_id: str) -> AssociationRecord:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT association_id, called_ae_title, calling_ae_title, remote_host,"
-                " remote_port, pipeline, started_at, state, released_at"
-                " FROM associations WHERE association_id = ?",
-                (association_id,),
-            ).fetchone()
-        if row is None:
+        rows = self._db.read(
+            "SELECT association_id, called_ae_title, calling_ae_title, remote_host,"
+            " remote_port, pipeline, started_at, state, released_at"
+            " FROM associations WHERE association_id = ?",
+            (association_id,),
+        )
+        if not rows:
             raise JournalError(f"association {association_id} is not in the journal")
+        (row,) = rows
         return AssociationRecord(
             association_id=row[0],
             called_ae_title=row[1],
@@ -414,42 +254,32 @@ class Journal:
 
     def state(self, association_id: str) -> AssociationState | None:
         """The association's state, or None once it is forgotten (or was never known)."""
-        with self._lock:
-            try:
-                row = self._db.execute(
-                    "SELECT state FROM associations WHERE association_id = ?", (association_id,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal read failed: {exc}") from exc
-        return None if row is None else AssociationState(row[0])
+        rows = self._db.read(
+            "SELECT state FROM associations WHERE association_id = ?", (association_id,)
+        )
+        return AssociationState(rows[0][0]) if rows else None
 
     def associations_in_state(self, state: AssociationState) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT association_id FROM associations WHERE state = ? ORDER BY released_at",
-                (state,),
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT association_id FROM associations WHERE state = ? ORDER BY released_at",
+            (state,),
+        )
         return [row[0] for row in rows]
 
     def known_associations(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT association_id FROM associations").fetchall()
-        return [row[0] for row in rows]
+        return [row[0] for row in self._db.read("SELECT association_id FROM associations")]
 
     def aborted_due(self, now: datetime) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT association_id FROM associations WHERE state = ? AND cleanup_after <= ?",
-                (AssociationState.ABORTED, _ts(now)),
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT association_id FROM associations WHERE state = ? AND cleanup_after <= ?",
+            (AssociationState.ABORTED, timestamp(now)),
+        )
         return [row[0] for row in rows]
 
     def forget(self, association_id: str) -> None:
         """Remove every trace of an association whose files are gone."""
-        with self._transaction() as cur:
-            cur.execute("DELETE FROM outbox WHERE association_id = ?", (association_id,))
-            cur.execute("DELETE FROM instances WHERE association_id = ?", (association_id,))
-            cur.execute("DELETE FROM associations WHERE association_id = ?", (association_id,))
+        with self._db.write() as cur:
+            delete_association(cur, association_id)
 
     # -- instances ----------------------------------------------------------------------------
 
@@ -463,7 +293,7 @@ class Journal:
         recorded, and that commit's fsync makes every earlier row durable with it. A crash
         before then discards the association, row or not. (This saves one fsync per instance.)
         """
-        with self._transaction(durable_with_next=True) as cur:
+        with self._db.write(durable_with_next=True) as cur:
             state = cur.execute(
                 "SELECT state FROM associations WHERE association_id = ?",
                 (instance.association_id,),
@@ -498,75 +328,20 @@ class Journal:
 
     def instances(self, association_id: str) -> list[SpooledInstance]:
         """The association's instances in the order they were received."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
-                " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
-                " received_seq, object_key, size, sha256"
-                " FROM instances WHERE association_id = ? ORDER BY received_seq",
-                (association_id,),
-            ).fetchall()
+        rows = self._db.read(
+            "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+            " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
+            " received_seq, object_key, size, sha256"
+            " FROM instances WHERE association_id = ? ORDER BY received_seq",
+            (association_id,),
+        )
         return [SpooledInstance(*row) for row in rows]
 
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:
         """Record uploaded instances, all in one transaction (one fsync for many uploads)."""
-        with self._transaction() as cur:
+        with self._db.write() as cur:
             cur.executemany(
                 "UPDATE instances SET size = ?, sha256 = ?"
                 " WHERE association_id = ? AND sop_instance_uid = ?",
                 [(s.size, s.sha256, s.association_id, s.sop_instance_uid) for s in stored],
             )
-
-    # -- outbox -------------------------------------------------------------------------------
-
-    def announce(self, event: OutboxEvent, created_at: datetime) -> None:
-        """Put the association's event in the outbox; from now on it only needs relaying."""
-        with self._transaction() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
-                " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    event.event_id,
-                    event.association_id,
-                    event.routing_key,
-                    event.content_type,
-                    event.body,
-                    _ts(created_at),
-                ),
-            )
-            cur.execute(
-                "UPDATE associations SET state = ? WHERE association_id = ?",
-                (AssociationState.ANNOUNCED, event.association_id),
-            )
-
-    def pending_events(self, now: datetime, limit: int = 100) -> list[OutboxEvent]:
-        """Events to publish now, oldest first (deferred ones once their time has come)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT o.event_id, o.association_id, o.routing_key, o.content_type, o.body,"
-                " a.released_at FROM outbox o LEFT JOIN associations a USING (association_id)"
-                " WHERE o.not_before IS NULL OR o.not_before <= ? ORDER BY o.created_at LIMIT ?",
-                (_ts(now), limit),
-            ).fetchall()
-        return [
-            OutboxEvent(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                bytes(row[4]),
-                datetime.fromisoformat(row[5]) if row[5] else None,
-            )
-            for row in rows
-        ]
-
-    def defer(self, event_id: str, until: datetime) -> None:
-        with self._transaction() as cur:
-            cur.execute(
-                "UPDATE outbox SET not_before = ? WHERE event_id = ?", (_ts(until), event_id)
-            )
-
-    def outbox_depth(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return int(count)

@@ -20,7 +20,8 @@ from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected, JournalError
 from ingest.associations import IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
-from ingest.part10 import check_well_formed, data_set_offset, read_identity
+from ingest.part10 import data_set_offset, read_identity
+from ingest.well_formed import check_well_formed
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Relaying the outbox to RabbitMQ: publish with confirms, then forget the association.
 
-Runs on the asyncio loop thread. A broker outage only delays events: each stays in the journal
+Runs on the asyncio loop thread. A broker outage only delays events: each stays in the outbox
 until the broker confirmed it. A crash between confirm and forget republishes the same event id,
 which subscribers can recognise (at-least-once delivery).
 """
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.broker import Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
 from gateway.metrics import IngestMetrics
-from ingest.journal import Journal, OutboxEvent
+from ingest.outbox import Outbox, OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ IDLE_CHECK_SECONDS = 5.0
 
 
 class Relay:
-    def __init__(self, journal: Journal, publisher: Publisher, metrics: IngestMetrics) -> None:
-        self._journal = journal
+    def __init__(self, outbox: Outbox, publisher: Publisher, metrics: IngestMetrics) -> None:
+        self._outbox = outbox
         self._publisher = publisher
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -72,7 +72,7 @@ class Relay:
             return
 
     async def _relay_pending(self, *, stoppable: bool) -> int:
-        events = await asyncio.to_thread(self._journal.pending_events, datetime.now(UTC))
+        events = await asyncio.to_thread(self._outbox.pending, datetime.now(UTC))
         published = 0
         for event in events:
             if stoppable and self._stop.is_set():
@@ -93,9 +93,9 @@ class Relay:
                     UNROUTED_RETRY_SECONDS,
                 )
                 until = datetime.now(UTC) + timedelta(seconds=UNROUTED_RETRY_SECONDS)
-                await asyncio.to_thread(self._journal.defer, event.event_id, until)
+                await asyncio.to_thread(self._outbox.defer, event.event_id, until)
                 continue
-            await asyncio.to_thread(self._journal.forget, event.association_id)
+            await asyncio.to_thread(self._outbox.published, event)
             published += 1
             self._count(event)
             log.info("event %s published to %s", event.event_id, event.routing_key)
@@ -114,4 +114,4 @@ class Relay:
         except (BrokerUnavailable, JournalError, TimeoutError) as exc:
             log.warning("outbox not flushed at shutdown (%s); it is sent on the next start", exc)
             return False
-        return await asyncio.to_thread(self._journal.outbox_depth) == 0
+        return await asyncio.to_thread(self._outbox.depth) == 0

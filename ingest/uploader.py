@@ -25,7 +25,8 @@ from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.announcement import released_event
-from ingest.journal import AssociationState, Journal, SpooledInstance, StoredObject
+from ingest.journal import Journal, SpooledInstance, StoredObject
+from ingest.journal_db import AssociationState
 from ingest.part10 import InstanceIdentity, file_meta_bytes
 from ingest.spool import Spool
 
@@ -217,7 +218,7 @@ class Uploader:
             instance_name=self._settings.instance_name,
             now=datetime.now(UTC),
         )
-        self._journal.announce(event, datetime.now(UTC))
+        self._journal.outbox.announce(event, datetime.now(UTC))
         self._on_announced()
         try:
             self._spool.remove_association(association_id)

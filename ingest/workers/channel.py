@@ -1,13 +1,7 @@
 """A worker process and its parent talk over a Unix socket pair.
 
 The parent sends connections: one byte with the connection's descriptor attached
-(``SCM_RIGHTS``). The worker answers with one JSON object per line:
-
-- ``{"ready": true}``: the worker takes connections.
-- ``{"closed": true}``: a connection it was handed has ended.
-- ``{"released": ID}``: an association is released and recorded; the parent uploads it.
-- ``{"counter": NAME, "labels": [...], "amount": N}``: one of the listener's counters moved.
-
+(``SCM_RIGHTS``). The worker answers with one message per line (:mod:`ingest.workers.messages`).
 Lines are written whole under a lock, so the threads of a worker never interleave them, and
 in order, so a release arrives after the counts of its instances.
 """
@@ -15,72 +9,15 @@ in order, so a release arrives after the counts of its instances.
 from __future__ import annotations
 
 import array
-import json
 import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from gateway.metrics import LISTENER_COUNTERS, Increment, ListenerCounters
+from ingest.workers.messages import CounterMoved, Message, Released, encode
 
 log = logging.getLogger(__name__)
-
-#: Longer lines are not ours (a counter line is under 200 bytes).
-MAX_LINE_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Ready:
-    pass
-
-
-@dataclass(frozen=True)
-class Closed:
-    pass
-
-
-@dataclass(frozen=True)
-class Released:
-    association_id: str
-
-
-@dataclass(frozen=True)
-class CounterMoved:
-    counter: str
-    labels: tuple[str, ...]
-    amount: float
-
-
-Message = Ready | Closed | Released | CounterMoved
-
-
-def parse_message(line: bytes) -> Message:
-    """Decode one line; raises :class:`ValueError` saying what is wrong with it."""
-    if len(line) > MAX_LINE_BYTES:
-        raise ValueError(f"line of {len(line)} bytes")
-    document = json.loads(line)
-    if isinstance(document, dict):
-        if document.get("ready") is True:
-            return Ready()
-        if document.get("closed") is True:
-            return Closed()
-        released = document.get("released")
-        if isinstance(released, str) and released:
-            return Released(released)
-        counter = document.get("counter")
-        labels = document.get("labels")
-        amount = document.get("amount")
-        if (
-            counter in LISTENER_COUNTERS
-            and isinstance(labels, list)
-            and all(isinstance(label, str) for label in labels)
-            and isinstance(amount, int | float)
-            and not isinstance(amount, bool)
-            and amount >= 0
-        ):
-            return CounterMoved(str(counter), tuple(labels), float(amount))
-    raise ValueError(f"not a message: {line[:200]!r}")
 
 
 class Channel:
@@ -91,13 +28,13 @@ class Channel:
         self._lock = threading.Lock()
         self._broken = False
 
-    def send(self, document: dict[str, object]) -> bool:
+    def send(self, message: Message) -> bool:
         """Whether the line went out; False once the parent is gone (it stops the worker too).
 
         Never raises: it is called from pynetdicom's handlers, after the work it reports is
         done and recorded, and must not turn that into a failure answered to the sender.
         """
-        line = json.dumps(document, separators=(",", ":")).encode() + b"\n"
+        line = encode(message)
         with self._lock:
             if self._broken:
                 return False
@@ -161,9 +98,7 @@ class _ForwardedIncrement:
         self._labels = labels
 
     def inc(self, amount: float = 1) -> None:
-        self._channel.send(
-            {"counter": self._counter, "labels": list(self._labels), "amount": amount}
-        )
+        self._channel.send(CounterMoved(self._counter, self._labels, amount))
 
 
 class _ForwardedCounter:
@@ -189,7 +124,7 @@ class ForwardedReleases:
         self._channel = channel
 
     def submit(self, association_id: str) -> None:
-        if not self._channel.send({"released": association_id}):
+        if not self._channel.send(Released(association_id)):
             log.error(
                 "association %s: released and recorded, but the parent is gone; the next "
                 "start uploads and announces it",

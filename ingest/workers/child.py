@@ -1,11 +1,12 @@
 """One ingest worker process: the DICOM listener's work for the connections its parent hands it.
 
 Started by :mod:`ingest.workers.pool` as ``python -m ingest.workers.child``, with its end of a
-socket pair as an inherited descriptor and a start-up document on stdin: the settings (the parent's,
-built once), the log level and the descriptor's number. It admits, receives and spools
-associations exactly as a single-process ingest does, in the shared journal; what the parent
-does for all workers (uploads, events, ``/metrics``, spool maintenance) it is told over the
-socket pair (:mod:`ingest.workers.channel`).
+socket pair as an inherited descriptor and a start-up document on stdin
+(:class:`~ingest.workers.messages.WorkerStart`): the settings (the parent's, built once), the
+log level and the descriptor's number. It admits, receives and spools associations exactly as a
+single-process ingest does, in the shared journal; what the parent does for all workers
+(uploads, events, ``/metrics``, spool maintenance) it is told over the socket pair
+(:mod:`ingest.workers.channel`).
 
 It stops on SIGTERM or SIGINT like the single-process service (the grace period, then
 aborting what is still open), and on its own when the parent is gone.
@@ -13,7 +14,6 @@ aborting what is still open), and on its own when the parent is gone.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import socket
@@ -21,14 +21,12 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
-from typing import Any
 
 from gateway.errors import GatewayError, JournalError
 from gateway.logs import configure_logging
 from gateway.netdicom.acceptor import make_acceptor
 from gateway.netdicom.handover import HandedConnectionsServer
 from gateway.netdicom.modes import configure_pynetdicom
-from gateway.settings import GatewaySettings
 from gateway.stop_signals import block_stop_signals
 from ingest.associations import IngestContext, reconcile
 from ingest.incoming import IncomingFiles
@@ -41,6 +39,7 @@ from ingest.workers.channel import (
     forwarded_counters,
     receive_connections,
 )
+from ingest.workers.messages import Closed, Ready, WorkerStart
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +47,6 @@ log = logging.getLogger(__name__)
 PARENT_CHECK_SECONDS = 1.0
 #: How often it settles journal rows whose association ended without being recorded.
 RECONCILE_SECONDS = 5.0
-
-
-def start_document(settings: GatewaySettings, log_level: str, channel_fd: int) -> bytes:
-    """What the parent writes to a worker's stdin."""
-    return json.dumps(
-        {
-            "settings": settings.model_dump(mode="json"),
-            "log_level": log_level,
-            "channel_fd": channel_fd,
-        }
-    ).encode()
 
 
 def _take_connections(
@@ -69,7 +57,7 @@ def _take_connections(
 ) -> None:
     def lost(count: int) -> None:
         for _ in range(count):  # so that the parent's count of our connections stays true
-            channel.send({"closed": True})
+            channel.send(Closed())
 
     try:
         for connection in receive_connections(channel_socket, lost):
@@ -78,11 +66,11 @@ def _take_connections(
         parent_gone.set()
 
 
-def serve(start: dict[str, Any]) -> int:
+def serve(start: WorkerStart) -> int:
     stop_signals = block_stop_signals()
-    settings = GatewaySettings.model_validate(start["settings"])
-    configure_logging(str(start["log_level"]), settings.log_format)
-    channel_socket = socket.socket(fileno=int(start["channel_fd"]))
+    settings = start.settings
+    configure_logging(start.log_level, settings.log_format)
+    channel_socket = socket.socket(fileno=start.channel_fd)
     channel = Channel(channel_socket)
     spool = Spool(settings.ingest.spool_dir)
     incoming = IncomingFiles(spool.incoming)
@@ -105,7 +93,7 @@ def serve(start: dict[str, Any]) -> int:
             scp_handlers(ctx),
             HandedConnectionsServer,
             ssl_context=listener_tls(settings),
-            on_closed=lambda: channel.send({"closed": True}),
+            on_closed=lambda: channel.send(Closed()),
         )
         parent_gone = threading.Event()
         threading.Thread(
@@ -116,7 +104,7 @@ def serve(start: dict[str, Any]) -> int:
         ).start()
         grace = settings.ingest.shutdown_grace_seconds
         try:
-            channel.send({"ready": True})
+            channel.send(Ready())
             reconciled = time.monotonic()
             while True:
                 received = signal.sigtimedwait(stop_signals, PARENT_CHECK_SECONDS)
@@ -144,7 +132,7 @@ def serve(start: dict[str, Any]) -> int:
 
 def main() -> int:
     try:
-        return serve(json.loads(sys.stdin.buffer.read()))
+        return serve(WorkerStart.decode(sys.stdin.buffer.read()))
     except GatewayError as exc:
         log.error("ingest worker cannot run: %s", exc)
         return 1

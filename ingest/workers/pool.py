@@ -8,9 +8,9 @@ start, the uploader, the event relay, spool maintenance and ``/metrics``.
 
 The association limit stays global: each worker admits in a journal transaction that counts
 every open association (:meth:`~ingest.journal.Journal.begin_association`). When a worker
-ends, for whatever reason, its open associations end as after a crash: aborted (their peers'
-connections closed with the process), releases it had recorded handed on, and a new worker
-takes its place.
+ends, for whatever reason, its open associations end as after a crash
+(:mod:`ingest.ownership`): aborted (their peers' connections closed with the process), releases
+it had recorded handed on, and a new worker takes its place.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from gateway.errors import GatewayError, JournalError
+from gateway.errors import GatewayError, JournalError, WorkerMessageError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
 from ingest.associations import ReleasedSink
-from ingest.journal import Journal
-from ingest.workers.channel import Closed, CounterMoved, Ready, Released, hand_over, parse_message
-from ingest.workers.child import start_document
+from ingest.ownership import Ownership
+from ingest.workers.channel import hand_over
+from ingest.workers.messages import Closed, CounterMoved, Ready, Released, WorkerStart, decode
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,13 @@ class WorkerPool:
         self,
         settings: GatewaySettings,
         listening: socket.socket,
-        journal: Journal,
+        ownership: Ownership,
         releases: ReleasedSink,
         counters: ListenerCounters,
     ) -> None:
         self._settings = settings
         self._listening = listening
-        self._journal = journal
+        self._ownership = ownership
         self._releases = releases
         self._counters = counters
         self._log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
@@ -172,8 +172,8 @@ class WorkerPool:
             seconds=self._settings.ingest.aborted_cleanup_seconds
         )
         try:
-            for owner in self._journal.owners_holding() - alive - {os.getpid()}:
-                ended = self._journal.end_owned(owner, cleanup_after)
+            for owner in self._ownership.owners_holding() - alive - {os.getpid()}:
+                ended = self._ownership.end_owned(owner, cleanup_after)
                 for aborted in ended.aborted:
                     log.warning(
                         "association %s aborted: its process %d is gone",
@@ -255,7 +255,7 @@ class WorkerPool:
                     stdin=subprocess.PIPE,
                     pass_fds=(child_end.fileno(),),
                 )
-                document = start_document(self._settings, self._log_level, child_end.fileno())
+                document = WorkerStart(self._settings, self._log_level, child_end.fileno()).encode()
             slot.process = process
             with self._lock:
                 slot.channel, slot.connections = parent_end, 0
@@ -278,8 +278,8 @@ class WorkerPool:
 
     def _take(self, slot: _Slot, line: bytes) -> None:
         try:
-            message = parse_message(line)
-        except ValueError as exc:
+            message = decode(line)
+        except WorkerMessageError as exc:
             log.error("ingest worker %d sent something unexpected: %s", slot.index, exc)
             return
         match message:
@@ -304,7 +304,7 @@ class WorkerPool:
             seconds=self._settings.ingest.aborted_cleanup_seconds
         )
         try:
-            ended = self._journal.end_owned(pid, cleanup_after)
+            ended = self._ownership.end_owned(pid, cleanup_after)
         except JournalError as exc:
             log.error(
                 "ingest worker %d: its associations could not be ended (%s); they count "

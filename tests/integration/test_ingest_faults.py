@@ -30,7 +30,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from contracts import AssociationReleased
 from gateway.dicom_status import Status
-from ingest.journal import AssociationState
+from ingest.journal_db import AssociationState
 from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support.amqp import ReceivedMessage
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length

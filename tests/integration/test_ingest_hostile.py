@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
-from ingest.part10 import MAX_SEQUENCE_DEPTH
+from ingest.well_formed import MAX_SEQUENCE_DEPTH
 from tests.integration.conftest import EMBEDDED, RABBITMQ_S3, Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import (

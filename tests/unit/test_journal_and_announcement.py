@@ -17,14 +17,13 @@ from ingest.announcement import released_event
 from ingest.journal import (
     AssociationNotOpen,
     AssociationRecord,
-    AssociationState,
-    EndedAssociation,
     Journal,
-    OutboxEvent,
-    OwnerEnded,
     SpooledInstance,
     StoredObject,
 )
+from ingest.journal_db import AssociationState
+from ingest.outbox import OutboxEvent
+from ingest.ownership import EndedAssociation, OwnerEnded
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -85,9 +84,9 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
         instance_name="gw-1",
         now=STARTED + timedelta(seconds=4),
     )
-    journal.announce(event, STARTED)
+    journal.outbox.announce(event, STARTED)
     assert journal.association(aid).state is AssociationState.ANNOUNCED
-    assert [e.event_id for e in journal.pending_events(STARTED)] == [aid]
+    assert [e.event_id for e in journal.outbox.pending(STARTED)] == [aid]
 
     body = json.loads(event.body)
     assert event.content_type == CONTENT_TYPE_STRUCTURED
@@ -100,8 +99,9 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
     assert body["data"]["total_bytes"] == 2400
     assert [i["sop_instance_uid"] for i in body["data"]["instances"]] == ["1.2.3.4.1", "1.2.3.4.2"]
 
-    journal.forget(aid)
-    assert journal.pending_events(STARTED) == []
+    journal.outbox.published(event)
+    assert journal.outbox.pending(STARTED) == []
+    assert journal.outbox.depth() == 0
     assert journal.known_associations() == []
 
 
@@ -218,9 +218,11 @@ def test_an_ended_owner_aborts_what_it_had_open_and_hands_on_its_releases(
     journal.mark_releasing(releasing, STARTED)
     journal.mark_released(released, STARTED)
     journal.mark_released(announced, STARTED)
-    journal.announce(OutboxEvent("e", announced, "association.released.lung", "x", b"{}"), STARTED)
-    assert journal.end_owned(os.getpid() + 1, STARTED) == OwnerEnded([], [])
-    ended = journal.end_owned(os.getpid(), STARTED)
+    journal.outbox.announce(
+        OutboxEvent("e", announced, "association.released.lung", "x", b"{}"), STARTED
+    )
+    assert journal.ownership.end_owned(os.getpid() + 1, STARTED) == OwnerEnded([], [])
+    ended = journal.ownership.end_owned(os.getpid(), STARTED)
     assert ended.aborted == [EndedAssociation(opened, "GATEWAY")]
     assert sorted(ended.released) == sorted([releasing, released])
     assert journal.association(opened).state is AssociationState.ABORTED
@@ -248,3 +250,16 @@ def test_a_journal_from_before_worker_processes_gets_the_owner_column(tmp_path: 
     begin(journal)
     assert journal.open_count() == 2
     assert journal.abort_all_open(STARTED) != []
+
+
+def test_a_failed_read_is_a_journal_error_whatever_is_read(journal: Journal) -> None:
+    journal.close()
+    for read in (
+        lambda: journal.instances("a"),
+        lambda: journal.association("a"),
+        journal.known_associations,
+        journal.outbox.depth,
+        lambda: journal.ownership.holding(os.getpid()),
+    ):
+        with pytest.raises(JournalError, match="journal read failed"):
+            read()

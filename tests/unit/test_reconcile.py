@@ -15,7 +15,8 @@ from gateway.metrics import IngestMetrics
 from gateway.settings import AESettings, GatewaySettings
 from ingest.associations import ActiveAssociation, IngestContext, reconcile
 from ingest.incoming import IncomingFiles
-from ingest.journal import AssociationRecord, AssociationState, Journal
+from ingest.journal import AssociationRecord, Journal
+from ingest.journal_db import AssociationState
 from ingest.spool import Spool
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -62,7 +63,7 @@ def test_rows_of_ended_associations_are_settled_and_live_ones_left_alone(
     assert ctx.journal.state(lost_abort) is AssociationState.ABORTED
     assert ctx.journal.state(lost_release) is AssociationState.RELEASED
     assert submitted == [lost_release]
-    assert ctx.journal.holding(os.getpid()) == [(live, AssociationState.OPEN)]
-    assert ctx.journal.owners_holding() == {os.getpid()}
+    assert ctx.journal.ownership.holding(os.getpid()) == [(live, AssociationState.OPEN)]
+    assert ctx.journal.ownership.owners_holding() == {os.getpid()}
     reconcile(ctx)  # nothing more to do
     assert submitted == [lost_release]

@@ -12,7 +12,8 @@ from contracts.keys import new_association_id
 from gateway.broker import Publisher
 from gateway.errors import EventUnroutable
 from gateway.metrics import IngestMetrics
-from ingest.journal import AssociationRecord, Journal, OutboxEvent
+from ingest.journal import AssociationRecord, Journal
+from ingest.outbox import OutboxEvent
 from ingest.relay import UNROUTED_RETRY_SECONDS, Relay
 
 
@@ -44,7 +45,7 @@ def announced(tmp_path: Path) -> tuple[Journal, str]:
         limit=1,
     )
     journal.mark_released(association_id, now)
-    journal.announce(
+    journal.outbox.announce(
         OutboxEvent(association_id, association_id, "association.released.default", "x", b"{}"),
         now,
     )
@@ -53,7 +54,7 @@ def announced(tmp_path: Path) -> tuple[Journal, str]:
 
 def drain_stopped(journal: Journal, publisher: Publisher, metrics: IngestMetrics) -> bool:
     async def scenario() -> bool:
-        relay = Relay(journal, publisher, metrics)
+        relay = Relay(journal.outbox, publisher, metrics)
         relay.stop()
         return await relay.drain(timeout=5)
 
@@ -67,7 +68,8 @@ def test_drain_after_stop_publishes_and_empties_the_outbox(tmp_path: Path) -> No
 
     assert drain_stopped(journal, publisher, IngestMetrics.register(registry)) is True
     assert publisher.published == [("association.released.default", association_id)]
-    assert journal.outbox_depth() == 0
+    assert journal.outbox.depth() == 0
+    assert journal.known_associations() == []  # published: nothing of it is left
     assert registry.get_sample_value("dicom_gateway_events_published_total") == 1
     assert registry.get_sample_value("dicom_gateway_event_publish_latency_seconds_count") == 1
 
@@ -86,7 +88,7 @@ def test_unroutable_event_is_kept_and_offered_again_later(tmp_path: Path) -> Non
     metrics = IngestMetrics.register(CollectorRegistry())
 
     assert drain_stopped(journal, UnroutingPublisher(), metrics) is False
-    assert journal.outbox_depth() == 1
-    assert journal.pending_events(datetime.now(UTC)) == []
+    assert journal.outbox.depth() == 1
+    assert journal.outbox.pending(datetime.now(UTC)) == []
     later = datetime.now(UTC) + timedelta(seconds=UNROUTED_RETRY_SECONDS + 1)
-    assert [e.event_id for e in journal.pending_events(later)] == [association_id]
+    assert [e.event_id for e in journal.outbox.pending(later)] == [association_id]

@@ -5,24 +5,31 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.errors import WorkerMessageError
 from gateway.metrics import IngestMetrics
+from gateway.settings import GatewaySettings
 from ingest.workers.channel import (
-    MAX_LINE_BYTES,
     Channel,
+    ForwardedReleases,
+    forwarded_counters,
+    hand_over,
+    receive_connections,
+)
+from ingest.workers.messages import (
+    MAX_LINE_BYTES,
     Closed,
     CounterMoved,
-    ForwardedReleases,
     Message,
     Ready,
     Released,
-    forwarded_counters,
-    hand_over,
-    parse_message,
-    receive_connections,
+    WorkerStart,
+    decode,
+    encode,
 )
 
 
@@ -43,7 +50,28 @@ from ingest.workers.channel import (
     ],
 )
 def test_messages_are_read(line: bytes, message: Message) -> None:
-    assert parse_message(line) == message
+    assert decode(line) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (Ready(), b'{"ready":true}\n'),
+        (Closed(), b'{"closed":true}\n'),
+        (Released("a-b"), b'{"released":"a-b"}\n'),
+        (
+            CounterMoved("received_bytes", ("GATEWAY",), 512),
+            b'{"counter":"received_bytes","labels":["GATEWAY"],"amount":512}\n',
+        ),
+        (
+            CounterMoved("associations_ended", ("GW", "aborted"), 0.5),
+            b'{"counter":"associations_ended","labels":["GW","aborted"],"amount":0.5}\n',
+        ),
+    ],
+)
+def test_messages_are_written_as_one_line_each_and_read_back(message: Message, line: bytes) -> None:
+    assert encode(message) == line
+    assert decode(line) == message
 
 
 @pytest.mark.parametrize(
@@ -67,11 +95,69 @@ def test_messages_are_read(line: bytes, message: Message) -> None:
         ),
         pytest.param(b'{"released": "' + b"x" * MAX_LINE_BYTES + b'"}', id="too-long"),
         pytest.param(b"\xff\xfe", id="not-utf8"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"ready": true, "closed": true}', id="two-kinds"),
+        pytest.param(b'{"released": "a-b", "extra": 1}', id="unknown-key"),
+        pytest.param(b'{"counter": "received_bytes", "amount": 1}', id="no-labels"),
+        pytest.param(
+            b'{"counter": "received_bytes", "labels": "GW", "amount": 1}', id="labels-not-a-list"
+        ),
+        pytest.param(
+            b'{"counter": "received_bytes", "labels": [], "amount": "1"}', id="amount-not-number"
+        ),
+        pytest.param(b'{"counter": "received_bytes", "labels": [], "amount": NaN}', id="nan"),
     ],
 )
 def test_anything_else_is_refused(line: bytes) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 (each case has its own message)
-        parse_message(line)
+    with pytest.raises(WorkerMessageError):
+        decode(line)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda: Released(""), id="empty-id"),
+        pytest.param(lambda: CounterMoved("events_published", (), 1), id="not-a-listener-one"),
+        pytest.param(lambda: CounterMoved("received_bytes", (), -1), id="negative"),
+        pytest.param(lambda: CounterMoved("received_bytes", (), True), id="boolean-amount"),
+    ],
+)
+def test_a_message_that_the_other_side_would_refuse_cannot_be_built(
+    build: Callable[[], Message],
+) -> None:
+    with pytest.raises(WorkerMessageError):
+        build()
+
+
+def test_the_start_up_document_carries_the_parents_settings() -> None:
+    settings = GatewaySettings.model_validate(
+        {"ingest": {"port": 11113, "workers": 2, "ae": [{"ae_title": "GW", "pipeline": "p"}]}}
+    )
+    start = WorkerStart(settings, "DEBUG", 7)
+    assert WorkerStart.decode(start.encode()) == start
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"[]", id="not-an-object"),
+        pytest.param(b'{"settings": {}, "log_level": "INFO"}', id="no-channel"),
+        pytest.param(
+            b'{"settings": {}, "log_level": "INFO", "channel_fd": 3, "x": 1}', id="unknown-key"
+        ),
+        pytest.param(b'{"settings": {}, "log_level": 20, "channel_fd": 3}', id="level-not-text"),
+        pytest.param(b'{"settings": {}, "log_level": "INFO", "channel_fd": "3"}', id="fd-text"),
+        pytest.param(b'{"settings": {}, "log_level": "INFO", "channel_fd": -1}', id="fd-negative"),
+        pytest.param(
+            b'{"settings": {"ingest": {"port": "x"}}, "log_level": "INFO", "channel_fd": 3}',
+            id="invalid-settings",
+        ),
+    ],
+)
+def test_a_broken_start_up_document_is_refused(document: bytes) -> None:
+    with pytest.raises(WorkerMessageError):
+        WorkerStart.decode(document)
 
 
 def test_forwarded_counts_arrive_as_the_parents_counter_would_take_them() -> None:
@@ -84,7 +170,7 @@ def test_forwarded_counts_arrive_as_the_parents_counter_would_take_them() -> Non
         ForwardedReleases(channel).submit("assoc-1")
         worker_end.shutdown(socket.SHUT_WR)
         lines = parent_end.makefile("rb").readlines()
-    messages = [parse_message(line) for line in lines]
+    messages = [decode(line) for line in lines]
     assert messages == [
         CounterMoved("instances_received", ("GATEWAY",), 1.0),
         CounterMoved("received_bytes", ("GATEWAY",), 1234.0),
@@ -102,8 +188,8 @@ def test_a_send_after_the_parent_is_gone_is_reported_not_raised() -> None:
     parent_end.close()
     with worker_end:
         channel = Channel(worker_end)
-        assert not channel.send({"closed": True})
-        assert not channel.send({"closed": True})  # and stays so, without trying again
+        assert not channel.send(Closed())
+        assert not channel.send(Closed())  # and stays so, without trying again
 
 
 def test_connections_are_handed_over_and_usable_on_the_other_side() -> None:

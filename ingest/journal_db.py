@@ -1,0 +1,142 @@
+"""The journal's SQLite file: its tables, the one connection to it and how it is written.
+
+The association lifecycle (:mod:`ingest.journal`), the event outbox (:mod:`ingest.outbox`)
+and worker ownership (:mod:`ingest.ownership`) are views on one :class:`JournalDb`: one
+connection behind one lock, so that a change spanning them (an event put in the outbox and its
+association marked announced) is one transaction, and the durability rules below hold for all.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction (WAL mode with ``synchronous=FULL``: a commit
+is on disk when it returns), so a DICOM answer or later step given after it can rely on it.
+Three kinds of record are committed without waiting for the disk (``durable_with_next``), as
+they only count once a later, fsynced record exists: the admission of an association, its
+instance rows, and the release after the A-RELEASE-RP. The write-ahead log is appended in
+order, so the fsynced release request (or any later fsynced commit) makes them durable too;
+a crash before it discards the association, rows or not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import AbstractContextManager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import JournalError
+from gateway.sqlite_files import connect_durable, transaction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS associations (
+    association_id   TEXT PRIMARY KEY,
+    called_ae_title  TEXT NOT NULL,
+    calling_ae_title TEXT NOT NULL,
+    remote_host      TEXT NOT NULL,
+    remote_port      INTEGER NOT NULL,
+    pipeline         TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    released_at      TEXT,
+    cleanup_after    TEXT,
+    owner            INTEGER
+);
+CREATE TABLE IF NOT EXISTS instances (
+    association_id      TEXT NOT NULL REFERENCES associations(association_id),
+    sop_instance_uid    TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    study_instance_uid  TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    spool_name          TEXT NOT NULL,
+    data_offset         INTEGER NOT NULL,
+    data_length         INTEGER NOT NULL,
+    received_seq        INTEGER NOT NULL,
+    object_key          TEXT NOT NULL,
+    size                INTEGER,
+    sha256              TEXT,
+    PRIMARY KEY (association_id, sop_instance_uid)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id       TEXT PRIMARY KEY,
+    association_id TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    content_type   TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    created_at     TEXT NOT NULL,
+    not_before     TEXT
+);
+"""
+
+
+class AssociationState(StrEnum):
+    """Where an association is in its lifecycle (see :mod:`ingest.journal`)."""
+
+    OPEN = "open"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    ABORTED = "aborted"
+    ANNOUNCED = "announced"
+    FAILED = "failed"
+
+
+#: States in which an association holds one of the ``max_associations`` places.
+HOLDING_A_PLACE = (AssociationState.OPEN, AssociationState.RELEASING)
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """How a time is stored: ISO 8601 text, which sorts and compares in SQL as times do."""
+    return None if value is None else value.isoformat()
+
+
+def _add_owner_column(db: sqlite3.Connection) -> None:
+    """Journals written before worker processes existed have no ``owner`` column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
+    if "owner" not in columns:
+        db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
+
+
+class JournalDb:
+    """Thread-safe: one connection, one lock; every write is one transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> JournalDb:
+        try:
+            db = connect_durable(path, _SCHEMA)
+            _add_owner_column(db)
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        return cls(db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def write(self, *, durable_with_next: bool = False) -> AbstractContextManager[sqlite3.Cursor]:
+        """One write transaction; ``durable_with_next``: see the module's docstring."""
+        return transaction(
+            self._db,
+            self._lock,
+            JournalError,
+            "journal write failed",
+            durable_with_next=durable_with_next,
+        )
+
+    def read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of one query; raises :class:`JournalError`."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, parameters).fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc}") from exc
+
+
+def delete_association(cursor: sqlite3.Cursor, association_id: str) -> None:
+    """Remove every trace of an association: its event, its instances, its row."""
+    cursor.execute("DELETE FROM outbox WHERE association_id = ?", (association_id,))
+    cursor.execute("DELETE FROM instances WHERE association_id = ?", (association_id,))
+    cursor.execute("DELETE FROM associations WHERE association_id = ?", (association_id,))

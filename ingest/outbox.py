@@ -1,0 +1,96 @@
+"""The event outbox: an association's event, from its announcement to the broker's confirm.
+
+The uploader puts the event in once every instance is in object storage (:meth:`Outbox.announce`),
+and the relay (:mod:`ingest.relay`) publishes it with confirms, then removes the association
+(:meth:`Outbox.published`). The outbox is a table of the journal, written on the journal's
+connection (:mod:`ingest.journal_db`): announcing is one fsynced transaction with the
+association's change to ``announced``, so an event is never lost and never put in twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ingest.journal_db import AssociationState, JournalDb, delete_association, timestamp
+
+#: Events read from the outbox at a time; the relay reads again when it has sent them.
+PENDING_BATCH = 100
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    event_id: str
+    association_id: str
+    routing_key: str
+    content_type: str
+    body: bytes
+    #: When the sender released the association (for the publish latency metric).
+    released_at: datetime | None = None
+
+
+class Outbox:
+    """Thread-safe, as the :class:`~ingest.journal_db.JournalDb` it works on."""
+
+    def __init__(self, db: JournalDb) -> None:
+        self._db = db
+
+    def announce(self, event: OutboxEvent, created_at: datetime) -> None:
+        """Put the association's event in the outbox; from now on it only needs relaying."""
+        with self._db.write() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
+                " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.association_id,
+                    event.routing_key,
+                    event.content_type,
+                    event.body,
+                    timestamp(created_at),
+                ),
+            )
+            cur.execute(
+                "UPDATE associations SET state = ? WHERE association_id = ?",
+                (AssociationState.ANNOUNCED, event.association_id),
+            )
+
+    def pending(self, now: datetime) -> list[OutboxEvent]:
+        """Events to publish now, oldest first (deferred ones once their time has come)."""
+        rows = self._db.read(
+            "SELECT o.event_id, o.association_id, o.routing_key, o.content_type, o.body,"
+            " a.released_at FROM outbox o LEFT JOIN associations a USING (association_id)"
+            " WHERE o.not_before IS NULL OR o.not_before <= ? ORDER BY o.created_at LIMIT ?",
+            (timestamp(now), PENDING_BATCH),
+        )
+        return [
+            OutboxEvent(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                bytes(row[4]),
+                datetime.fromisoformat(row[5]) if row[5] else None,
+            )
+            for row in rows
+        ]
+
+    def defer(self, event_id: str, until: datetime) -> None:
+        """Offer the event again only from ``until`` on."""
+        with self._db.write() as cur:
+            cur.execute(
+                "UPDATE outbox SET not_before = ? WHERE event_id = ?", (timestamp(until), event_id)
+            )
+
+    def published(self, event: OutboxEvent) -> None:
+        """The broker confirmed ``event``: its association is done, and every trace of it goes.
+
+        A crash before this commit publishes the same event id again on the next start.
+        """
+        with self._db.write() as cur:
+            delete_association(cur, event.association_id)
+
+    def depth(self) -> int:
+        """Events waiting to be published (deferred ones included)."""
+        ((count,),) = self._db.read("SELECT COUNT(*) FROM outbox")
+        return int(count)
