@@ -13,6 +13,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import _config as pynetdicom_config
@@ -26,6 +27,7 @@ from gateway.bus import open_event_log, open_publisher
 from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics
 from gateway.objectstore import ObjectStore, open_store
+from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server
 
@@ -103,8 +105,9 @@ def log_destinations(settings: GatewaySettings) -> None:
     log.info("export sends as %s; destinations: %s", settings.export.ae_title, names or "none")
 
 
-def run(settings: GatewaySettings) -> int:
-    """Run export until SIGTERM or SIGINT; returns the process exit status."""
+def run(settings: GatewaySettings, port_file: Path | None = None) -> int:
+    """Run export until SIGTERM or SIGINT; returns the process exit status. Its HTTP port (its
+    only listener) is written to ``port_file`` if given."""
     registry = CollectorRegistry()
     metrics = ExportMetrics.register(registry)
     checks = Checks(SERVICE)
@@ -119,6 +122,8 @@ def run(settings: GatewaySettings) -> int:
         await serve(settings, stop, metrics, checks)
 
     try:
+        if port_file is not None:
+            write_port_file(port_file, listener_ports(http=None if status is None else status.port))
         asyncio.run(main())
     finally:
         if status is not None:

@@ -464,7 +464,9 @@ class RunningGateway:
 
     @property
     def http_port(self) -> int:
-        return self.settings.http.ingest_port
+        port = self.settings.http.ingest_port
+        assert isinstance(port, int), "running_gateway configures a port number"
+        return port
 
     @property
     def log_path(self) -> Path:
