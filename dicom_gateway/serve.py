@@ -36,9 +36,7 @@ log = logging.getLogger(__name__)
 _WATCH_SECONDS = 1.0
 
 
-def startup_lines(
-    settings: GatewaySettings, dicom_port: int, http_port: int | None
-) -> list[str]:
+def startup_lines(settings: GatewaySettings, dicom_port: int, http_port: int | None) -> list[str]:
     """What a newcomer needs to know to use the running gateway, one fact per line.
 
     The ports are the ones listened on (the system chooses them for 0 and ``"auto"``);

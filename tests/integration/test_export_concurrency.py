@@ -13,11 +13,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from contracts.cloudevent import export_completed_event_id
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.integration.conftest import RABBITMQ_S3, Ingest
-from tests.integration.export_harness import (
+from tests.support.export import (
     EXPORT_DEFAULTS,
     Export,
-    ScriptedScp,
     completed,
     destination,
     export_harness,
@@ -30,8 +28,10 @@ from tests.support.factories import (
     ct_series,
     derived_uid,
 )
+from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
 from tests.support.net import free_port, wait_until
+from tests.support.scripted_scp import ScriptedScp
 
 CONTEXTS = [
     (CT_IMAGE_STORAGE, [ExplicitVRLittleEndian]),

@@ -12,19 +12,19 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.integration.conftest import Ingest
-from tests.integration.export_harness import (
+from tests.support.dcmtk import Storescp
+from tests.support.export import (
     Export,
-    ScriptedScp,
     completed,
     destination,
     export_harness,
     new_export_id,
     run_cli,
 )
-from tests.support.dcmtk import Storescp
 from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
+from tests.support.ingest import Ingest
 from tests.support.net import free_port, wait_until
+from tests.support.scripted_scp import ScriptedScp
 
 
 @pytest.fixture

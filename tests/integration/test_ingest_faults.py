@@ -7,7 +7,8 @@ links it stops and restores), kills the ingest service with SIGKILL at three kin
 (an association mid-C-STORE; a released association not yet stored in S3; an event stored but
 not yet published) and restarts it, and fills the spool's filesystem past its reserve. Then,
 with every service back, it reconciles what each sender saw with what reached the broker and
-the bucket. The seed is printed; a failure names it.
+the bucket. The seed is printed and a failure names it; ``GATEWAY_TEST_SEED`` replays it
+(:mod:`tests.support.seed`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from contracts import AssociationReleased
 from gateway.dicom_status import Status
+from gateway_client.testing import GatewayProcess
 from ingest.journal import AssociationState
-from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support.amqp import ReceivedMessage
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
-from tests.support.gateway import GatewayProcess
+from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
 from tests.support.net import wait_until
 from tests.support.raw_scu import Aborted, DataSet, RawAssociation, Rejected
@@ -400,10 +401,8 @@ def check_the_bucket(
 @pytest.mark.backends(RABBITMQ_S3)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(
-    ingest: Ingest, inbox: Path, links: tuple[Link, Link], workers: int
+    ingest: Ingest, inbox: Path, links: tuple[Link, Link], workers: int, seed: int
 ) -> None:
-    seed = random.SystemRandom().randrange(1_000_000)
-    print(f"fault seed {seed}")
     rng = random.Random(seed)
     gateway = start_through(ingest, links, workers)
     journal = ingest.workdir / "spool" / "journal.sqlite3"

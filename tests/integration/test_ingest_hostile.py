@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
+from gateway_client.testing import GatewayProcess
 from ingest.part10 import MAX_SEQUENCE_DEPTH
-from tests.integration.conftest import EMBEDDED, RABBITMQ_S3, Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import (
     CT_IMAGE_STORAGE,
@@ -33,7 +34,7 @@ from tests.support.factories import (
     file_meta_length,
     small_data_set,
 )
-from tests.support.gateway import GatewayProcess
+from tests.support.ingest import EMBEDDED, RABBITMQ_S3, Ingest, released
 from tests.support.net import wait_until
 from tests.support.raw_scu import DataSet, RawAssociation, association_request
 
@@ -98,7 +99,7 @@ def open_associations(ingest: Ingest) -> int:
 
 
 @pytest.mark.backends(EMBEDDED)
-def test_generated_malformed_input_ends_only_that_connection(ingest: Ingest) -> None:
+def test_generated_malformed_input_ends_only_that_connection(ingest: Ingest, seed: int) -> None:
     gateway = ingest.start(max_associations=2, network_timeout_seconds=NETWORK_TIMEOUT_SECONDS)
 
     @settings(
@@ -107,6 +108,7 @@ def test_generated_malformed_input_ends_only_that_connection(ingest: Ingest) -> 
         database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
+    @hypothesis_seed(seed)
     @given(data=hostile(gateway.port))
     def survives(data: bytes) -> None:
         exchange(gateway, data)  # fails with a timeout if the service keeps the connection
@@ -345,7 +347,9 @@ def hostile_store(draw: st.DrawFn, base: EncodedDataSet, other_uid: str, kind: s
 
 
 @pytest.mark.backends(RABBITMQ_S3)
-def test_generated_malformed_data_sets_fail_alone_inside_one_association(ingest: Ingest) -> None:
+def test_generated_malformed_data_sets_fail_alone_inside_one_association(
+    ingest: Ingest, seed: int
+) -> None:
     """Each generated bad C-STORE gets its precise answer, and a good one right after it on
     the same association succeeds; the one event lists exactly what was accepted, byte for
     byte, and the spool is left empty.
@@ -374,6 +378,7 @@ def test_generated_malformed_data_sets_fail_alone_inside_one_association(ingest:
         database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
+    @hypothesis_seed(seed)
     @given(data=st.data())
     def bad_then_good(association: RawAssociation, data: st.DataObject) -> None:
         for kind in data.draw(st.permutations(KINDS), label="order"):
@@ -415,11 +420,12 @@ def test_generated_malformed_data_sets_fail_alone_inside_one_association(ingest:
         assert raw[file_meta_length(raw) :] == accepted[instance.sop_instance_uid]
     wait_until(lambda: ingest.spool_files() == [], 10, "the spool is emptied")
     # Nothing outside the spool: the test's directory holds the spool and the gateway's own
-    # directory (its configuration and log), nothing else.
+    # directory (its configuration, log and port file), nothing else.
     assert sorted(p.name for p in ingest.workdir.iterdir()) == ["gateway-1", "spool"]
     assert sorted(p.name for p in (ingest.workdir / "gateway-1").iterdir()) == [
         "gateway.log",
         "gateway.toml",
+        "ports.json",
     ]
     log = gateway.log_text()
     assert "Exception in" not in log  # no handler failed (pynetdicom would answer 0xC211)
