@@ -27,8 +27,8 @@ from contracts import AssociationReleased, ExportCompleted, ExportStatus
 from gateway.bus import dead_letter_queue, open_event_log
 from gateway_client import ClientSettings, PipelineClient
 from gateway_client.testing import RunningGateway, gateway_environment
-from tests.support.dcmtk import Storescp
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
+from tests.support.storescp import Storescp
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPOSITORY_ROOT / "examples" / "secondary_capture_pipeline.py"

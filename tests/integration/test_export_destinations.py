@@ -12,7 +12,6 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.support.dcmtk import Storescp
 from tests.support.export import (
     Export,
     completed,
@@ -25,6 +24,7 @@ from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
 from tests.support.ingest import Ingest
 from tests.support.net import free_port, wait_until
 from tests.support.scripted_scp import ScriptedScp
+from tests.support.storescp import Storescp
 
 
 @pytest.fixture

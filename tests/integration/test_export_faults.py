@@ -27,13 +27,13 @@ import pytest
 from contracts.export import ExportCompleted, ExportRequested, InstanceOutcome
 from gateway_client.testing import GatewayProcess
 from tests.support.amqp import ReceivedMessage
-from tests.support.dcmtk import Storescp
 from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import ct_series, data_set_bytes
 from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
 from tests.support.net import free_port, wait_until
 from tests.support.part10_files import read_received
+from tests.support.storescp import Storescp
 
 #: Stored instances the requests pick from.
 STORED = 24

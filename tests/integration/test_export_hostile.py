@@ -27,10 +27,10 @@ from contracts.export import (
     InstanceOutcome,
 )
 from contracts.keys import OBJECT_KEY_SUFFIX
-from tests.support.dcmtk import Storescp
 from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import ct_series
 from tests.support.ingest import RABBITMQ_S3, Ingest
+from tests.support.storescp import Storescp
 
 #: The one destination the export service knows.
 KNOWN = "pacs"

@@ -16,7 +16,6 @@ from pydicom.uid import (
 from contracts.cloudevent import export_completed_event_id
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from tests.support import dcmtk
-from tests.support.dcmtk import Storescp
 from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import (
     PRIVATE_TRANSFER_SYNTAX,
@@ -32,6 +31,7 @@ from tests.support.factories import (
 from tests.support.ingest import Ingest, released
 from tests.support.part10_files import read_received
 from tests.support.scripted_scp import ScriptedScp
+from tests.support.storescp import Storescp
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"

@@ -24,11 +24,11 @@ from contracts import association_released_from_event, parse_event
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
 from gateway_client.testing import GatewayProcess, gateway_environment
 from tests.support import dcmtk
-from tests.support.dcmtk import Storescp
 from tests.support.factories import ct_series
 from tests.support.net import free_port, wait_until
 from tests.support.part10_files import read_received
 from tests.support.prometheus import metric
+from tests.support.storescp import Storescp
 
 #: The console script ``pip install`` put next to this interpreter.
 COMMAND = str(Path(sys.executable).with_name("dicom-gateway"))
