@@ -57,7 +57,11 @@ def dicom_gateway_config(pacs: Storescp) -> dict[str, Any]:
     return {"export": {"destinations": [{**destination, "port": pacs.port}]}}
 
 
-@pytest.fixture(params=sorted(GATEWAYS))
+# Marked by hand: the gateway fixtures are requested at run time, where the hook that marks
+# integration tests cannot see them (tests.support.markers).
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.integration) for name in sorted(GATEWAYS)]
+)
 def gateway(request: pytest.FixtureRequest) -> RunningGateway:
     running: RunningGateway = request.getfixturevalue(GATEWAYS[request.param])
     return running
