@@ -171,7 +171,8 @@ class Faults:
             self.gateway.kill_all()
             # The journal as the crash left it: what the restart has to recover.
             snapshot = journal_snapshot(self.journal)
-            self.gateway.start()
+            # Listening is what the senders need; it is not ready while RabbitMQ or S3 is cut.
+            self.gateway.start(until="listening")
             if snapshot.shows(fault):
                 break
             self.missed += 1
