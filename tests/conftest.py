@@ -9,6 +9,7 @@ are in the other ``tests.support`` modules.
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,15 @@ def gateway_factory(tmp_path: Path, test_services: TestServices) -> Iterator[Gat
     yield start
     for process in started:
         process.stop(timeout=15)
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test: bound here and never
+    listened on, so that no process running alongside can take it (a free port could be)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -59,8 +59,8 @@ def test_storescp_refusal_is_parsed(tmp_path: Path) -> None:
     assert result.rejection == (1, 1, 1), result
 
 
-def test_connection_refused_is_not_a_rejection() -> None:
-    result = dcmtk.echoscu("127.0.0.1", free_port())
+def test_connection_refused_is_not_a_rejection(refusing_port: int) -> None:
+    result = dcmtk.echoscu("127.0.0.1", refusing_port)
     assert not result.ok
     assert result.rejection is None
     assert "Connection refused" in result.stderr
