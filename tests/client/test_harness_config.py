@@ -22,7 +22,7 @@ SERVICES = GatewayServices("amqp://u:p@broker:5672/", S3Service("s3:9000", "key"
 
 
 @pytest.mark.parametrize(
-    ("service", "ingest", "http"),
+    ("service", "dicom", "http"),
     [
         ("ingest", {"port": 0}, {"host": "127.0.0.1", "ingest_port": "auto", "export_port": 0}),
         ("serve", {"port": 0}, {"host": "127.0.0.1", "ingest_port": "auto", "export_port": 0}),
@@ -30,10 +30,10 @@ SERVICES = GatewayServices("amqp://u:p@broker:5672/", S3Service("s3:9000", "key"
     ],
 )
 def test_every_listener_left_open_gets_a_port_the_system_chooses(
-    service: Service, ingest: dict[str, object] | None, http: dict[str, object]
+    service: Service, dicom: dict[str, object] | None, http: dict[str, object]
 ) -> None:
     written = for_process({}, service, None)
-    assert written.get("ingest") == ingest
+    assert written.get("ingest") == dicom
     assert written["http"] == http
 
 
