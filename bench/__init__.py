@@ -8,10 +8,15 @@ byte for byte, and prints one markdown report. ``python -m bench --help`` lists 
 
 Modules, one job each:
 
-- :mod:`bench.datasets`: the deterministic data sets and their on-disk cache
-- :mod:`bench.integrity`: data set digests and the comparison of what arrived with what was sent
-- :mod:`bench.processes`: starting, stopping and measuring child processes; dcmtk's tools
-- :mod:`bench.receivers`: ``storescp`` and the gateway's ``ingest`` and ``export`` processes
+- :mod:`bench.datasets`: the deterministic data sets (made by :mod:`tests.support.factories`)
+  and their on-disk cache
+- :mod:`bench.integrity`: the comparison of what arrived with what was sent
+- :mod:`bench.processes`: which dcmtk, timed sends, memory and CPU of process trees
+
+The receivers are the tests' harness: dcmtk's ``storescp`` is
+:class:`tests.support.storescp.Storescp`, the gateway's ``ingest`` and ``export`` processes are
+:class:`gateway_client.testing.GatewayProcess` (on ports the system chooses, ready when
+``/readyz`` answers 200).
 - :mod:`bench.backends`: the gateway on RabbitMQ + S3 or embedded: its configuration, bus,
   stored objects and clean-up
 - :mod:`bench.events`: watching for association events on RabbitMQ or the local event log

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
 from bench.events import AmqpBus, Bus, LocalLogBus
-from bench.integrity import dataset_digest
 from gateway.bus import dead_letter_queue
 from gateway_client.testing import (
     S3Service,
@@ -28,6 +27,7 @@ from gateway_client.testing import (
     wait_for_amqp,
     wait_for_s3,
 )
+from tests.support.factories import dataset_digest
 
 #: Objects are read back (for the byte comparison) by this many threads.
 _READERS = 8

@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dcmtk-bin",
         type=Path,
-        help="directory of dcmtk's tools (default: the first on PATH with dcmtk's storescu)",
+        help="directory of dcmtk's tools (default: /usr/bin if dcmtk is there, else the first "
+        "directory on PATH with dcmtk's storescu)",
     )
     return parser
 

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 
 from bench.backends import Backend, export_queues
 from bench.datasets import DataSet
-from bench.ingest_runs import Context, StoredRun, new_row
+from bench.ingest_runs import STARTUP_SECONDS, Context, StoredRun, new_row
 from bench.integrity import compare
-from bench.processes import send_with_storescu
-from bench.receivers import GatewayProcess, Storescp
+from bench.processes import send_with_storescu, tree_peak_rss
 from bench.report import Row
 from contracts import (
     ExportRequested,
@@ -23,7 +22,7 @@ from contracts import (
     to_structured,
 )
 from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
-from gateway_client.testing import free_port, merged
+from gateway_client.testing import GatewayProcess, merged
 
 DESTINATION = "bench"
 
@@ -47,7 +46,7 @@ def gateway_export(context: Context, stored: StoredRun, dataset: DataSet, queues
     queues.extend(export_queues(queue))
     reply_key = f"export.completed.bench.{uuid.uuid4().hex}"
     try:
-        with Storescp(context.dcmtk, directory / "storescp") as scp:
+        with context.storescp(directory / "storescp") as scp:
             config = merged(
                 stored.config,
                 {
@@ -64,12 +63,13 @@ def gateway_export(context: Context, stored: StoredRun, dataset: DataSet, queues
                             }
                         ],
                     },
-                    "http": {"export_port": free_port()},
                 },
             )
             with (
                 backend.bus(stored.directory, reply_key) as bus,
-                GatewayProcess("export", config, directory, context.dcmtk) as export,
+                GatewayProcess(
+                    config, directory, service="export", startup_timeout=STARTUP_SECONDS
+                ) as export,
             ):
                 request = ExportRequested(
                     export_id=f"bench-{uuid.uuid4()}",
@@ -86,11 +86,12 @@ def gateway_export(context: Context, stored: StoredRun, dataset: DataSet, queues
                 bus.publish(EXPORT_REQUESTED_ROUTING_KEY, body, request.export_id)
                 (message,) = bus.wait_for_count(1, context.send_timeout(dataset), "completion")
                 row.seconds = message.arrived - started
-                row.peak_rss = export.peak_rss()
+                assert export.pid is not None  # running
+                row.peak_rss = tree_peak_rss(export.pid)
             completed = export_completed_from_event(
                 parse_event(message.body, content_type=message.content_type, headers={})
             )
-        row.verdict = compare(dataset.expected(), scp.received())
+        row.verdict = compare(dataset.expected(), scp.received_digests())
         if completed.status is not ExportStatus.SUCCEEDED:
             row.note = f"export {completed.status}"
     finally:
@@ -104,7 +105,7 @@ def storescu_export(context: Context, dataset: DataSet) -> Row:
     row = new_row(dataset, "storescu", "storescu", 1)
     directory = context.row_dir(dataset.spec.name, "export", "storescu")
     try:
-        with Storescp(context.dcmtk, directory) as scp:
+        with context.storescp(directory) as scp:
             send = send_with_storescu(
                 context.dcmtk,
                 scp.port,
@@ -115,7 +116,7 @@ def storescu_export(context: Context, dataset: DataSet) -> Row:
             )
         row.seconds = send.seconds
         row.peak_rss = send.peak_rss or None
-        row.verdict = compare(dataset.expected(), scp.received())
+        row.verdict = compare(dataset.expected(), scp.received_digests())
         if send.failures:
             row.note = "; ".join(send.failures.values())
     finally:

@@ -17,18 +17,21 @@ from bench.processes import (
     Dcmtk,
     PeakRssSampler,
     SendResult,
-    cpu_seconds,
     send_with_storescu,
     split,
     tree_cpu_seconds,
+    tree_peak_rss,
 )
-from bench.receivers import GatewayProcess, Storescp
 from bench.report import Row
 from contracts import AssociationReleased
-from gateway_client.testing import free_port
+from gateway_client.testing import GatewayProcess
+from tests.support.proc import cpu_seconds
+from tests.support.storescp import Storescp
 
 AE_TITLE = "GATEWAY"
 PIPELINE = "bench"
+#: How long a receiver may take to be ready (the data set cache may be on a busy disk).
+STARTUP_SECONDS = 60.0
 #: Every association event, whatever the pipeline.
 EVENTS_BINDING = "association.released.#"
 
@@ -40,6 +43,12 @@ class Context:
     dcmtk: Dcmtk
     runs_dir: Path
     progress: Callable[[str], None]
+
+    def storescp(self, directory: Path, *, fork: bool = False) -> Storescp:
+        """dcmtk's storescp (this run's dcmtk) receiving into ``directory``."""
+        return Storescp(
+            directory, fork=fork, bin_dir=self.dcmtk.bin_dir, startup_timeout=STARTUP_SECONDS
+        )
 
     def row_dir(self, *parts: object) -> Path:
         directory = self.runs_dir / "-".join(str(part) for part in parts)
@@ -75,7 +84,7 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
     groups = split(dataset.paths, associations)
     try:
         with (
-            Storescp(context.dcmtk, directory, fork=associations > 1) as scp,
+            context.storescp(directory, fork=associations > 1) as scp,
             PeakRssSampler([scp.pid], with_descendants=scp.fork) as receivers,
         ):
             cpu_before = None if scp.fork else cpu_seconds(scp.pid)
@@ -90,7 +99,7 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
             row.receiver_cpu_seconds = _cpu_used(scp.pid, cpu_before)
         row.peak_rss = receivers.peak or None
         row.seconds = send.seconds
-        row.verdict = compare(dataset.expected(), scp.received())
+        row.verdict = compare(dataset.expected(), scp.received_digests())
         if send.failures:
             row.note = _send_failures(send)
     finally:
@@ -119,7 +128,6 @@ def ingest_config(
     return {
         "ingest": {
             "host": "127.0.0.1",
-            "port": free_port(),
             "max_associations": max(8, associations * 2),
             "workers": workers,
             "spool_dir": str(directory / "spool"),
@@ -129,7 +137,7 @@ def ingest_config(
             "ae": [{"ae_title": AE_TITLE, "pipeline": PIPELINE}],
         },
         **backend.config(directory, bucket),
-        "http": {"host": "127.0.0.1", "ingest_port": 0, "export_port": 0},
+        # The ports: chosen by the system and reported by the process (GatewayProcess).
     }
 
 
@@ -160,12 +168,13 @@ def gateway_ingest(
     groups = split(dataset.paths, associations)
     with (
         backend.bus(directory, EVENTS_BINDING) as bus,
-        GatewayProcess("ingest", config, directory, context.dcmtk) as ingest,
+        GatewayProcess(config, directory, startup_timeout=STARTUP_SECONDS) as ingest,
     ):
+        assert ingest.pid is not None  # running
         cpu_before = tree_cpu_seconds(ingest.pid)
         send = send_with_storescu(
             context.dcmtk,
-            config["ingest"]["port"],
+            ingest.port,
             AE_TITLE,
             groups,
             log_dir=directory,
@@ -183,7 +192,7 @@ def gateway_ingest(
         except TimeoutError as exc:
             row.note = f"{exc}\n{ingest.log_tail()}"
             return row, None
-        row.peak_rss = ingest.peak_rss()
+        row.peak_rss = tree_peak_rss(ingest.pid)
     events = tuple(message.association_released() for message in messages)
     row.event_seconds = _worst_latency(messages, events, send)
     keys = [(i.sop_instance_uid, i.object_key) for e in events for i in e.instances]

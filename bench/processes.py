@@ -1,14 +1,15 @@
-"""Child processes: dcmtk's tools, timed sends, peak memory, orderly stops.
+"""Child processes: which dcmtk to run, timed sends, peak memory and CPU of process trees.
 
-dcmtk's tools are looked up on ``PATH``, skipping the Python scripts of the same names that
-pynetdicom installs into a virtual environment. Every dcmtk process runs with ``TCP_NODELAY=1``
-in its environment (dcmtk reads it); without it a C-STORE round trip waits for delayed ACKs.
+dcmtk's tools are Debian's (``/usr/bin``) unless ``--dcmtk-bin`` names another directory, else
+the first directory on ``PATH`` with dcmtk's own ``storescu`` (not the Python script of the same
+name that pynetdicom installs into a virtual environment). Every dcmtk process runs with the
+tests' environment for them (:func:`tests.support.dcmtk.dcmtk_environment`, ``TCP_NODELAY=1``).
+The readers of ``/proc`` are :mod:`tests.support.proc`'s.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-_KIB = 1024
+from tests.support.dcmtk import DCMTK_BIN, dcmtk_environment
+from tests.support.proc import cpu_seconds, descendants, peak_rss
 
 
 class BenchError(RuntimeError):
@@ -32,11 +34,14 @@ class Dcmtk:
 
     @classmethod
     def find(cls, bin_dir: Path | None = None) -> Dcmtk:
-        """dcmtk in ``bin_dir``, else the first directory on ``PATH`` with dcmtk's storescu."""
+        """dcmtk in ``bin_dir``, else Debian's, else the first directory on ``PATH`` with
+        dcmtk's storescu."""
         if bin_dir is not None:
             if not _is_native(bin_dir / "storescu"):
                 raise BenchError(f"no dcmtk storescu in {bin_dir}")
             return cls(bin_dir)
+        if _is_native(DCMTK_BIN / "storescu"):
+            return cls(DCMTK_BIN)
         for entry in os.environ.get("PATH", "").split(os.pathsep):
             if entry and _is_native(Path(entry) / "storescu"):
                 return cls(Path(entry))
@@ -68,35 +73,7 @@ def _is_native(path: Path) -> bool:
         return binary.read(2) != b"#!"
 
 
-def dcmtk_environment() -> dict[str, str]:
-    return {**os.environ, "TCP_NODELAY": "1"}
-
-
 # --- memory ---------------------------------------------------------------------------------
-
-
-def peak_rss(pid: int) -> int | None:
-    """VmHWM (peak resident set size) of a running process, in bytes; None if unreadable."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * _KIB
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a running process has used so far; None if unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces) start at field 3 (state);
-    # utime and stime are fields 14 and 15.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
@@ -114,26 +91,6 @@ def tree_peak_rss(pid: int) -> int | None:
     if own is None:
         return None
     return own + sum(peak_rss(child) or 0 for child in descendants([pid]))
-
-
-def descendants(roots: Sequence[int]) -> set[int]:
-    """The processes below ``roots`` (children, their children...), from ``/proc/*/stat``."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # it has just gone
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = text[text.rindex(")") + 2 :].split()
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    pending = list(roots)
-    while pending:
-        children = parents.get(pending.pop(), [])
-        found.update(children)
-        pending += children
-    return found
 
 
 class PeakRssSampler:
@@ -204,21 +161,6 @@ class PeakRssSampler:
             if value is not None:
                 with self._lock:
                     self._peaks[pid] = max(value, self._peaks.get(pid, 0))
-
-
-# --- stopping ----------------------------------------------------------------------------
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
-    """SIGTERM and wait; SIGKILL after ``timeout``. Returns the exit code."""
-    if process.poll() is not None:
-        return process.returncode
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
 
 
 # --- timed sends ------------------------------------------------------------------------

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from bench.backends import Embedded
 from bench.datasets import load_or_generate, small_instances
-from bench.ingest_runs import EVENTS_BINDING, ingest_config
-from bench.processes import Dcmtk, calling_ae_titles, dcmtk_environment, descendants
-from bench.receivers import GatewayProcess
+from bench.ingest_runs import EVENTS_BINDING, STARTUP_SECONDS, ingest_config
+from bench.processes import Dcmtk, calling_ae_titles
+from gateway_client.testing import GatewayProcess
+from tests.support.dcmtk import dcmtk_environment
+from tests.support.proc import descendants
 
 _KIB = 1024
 
@@ -94,9 +96,10 @@ def main(arguments: Sequence[str] | None = None) -> int:
     traffic = Traffic()
     with (
         backend.bus(directory, EVENTS_BINDING) as bus,
-        GatewayProcess("ingest", config, directory, dcmtk) as ingest,
+        GatewayProcess(config, directory, startup_timeout=STARTUP_SECONDS) as ingest,
     ):
-        port = int(config["ingest"]["port"])
+        assert ingest.pid is not None  # running
+        port = ingest.port
         started = time.monotonic()
         deadline = started + args.minutes * 60
         files = [str(path) for path in dataset.paths]

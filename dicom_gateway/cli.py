@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the completion and print it")
     send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
     check = commands.add_parser("check-config", help="validate the configuration and print it")
+    for command in (serve, ingest, export):
+        command.add_argument(
+            "--port-file",
+            type=Path,
+            help='once listening, write the ports as JSON here ({"dicom": 11112, "http": 8080}): '
+            'for supervisors and test harnesses, with ingest.port = 0 or http ports "auto"',
+        )
     for command in (serve, ingest, export, events, echo, send, check):
         command.add_argument(
             "--config",
@@ -142,11 +149,11 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 
 def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
     if args.command == "serve":
-        return run_serve(settings)
+        return run_serve(settings, args.port_file)
     if args.command == "ingest":
-        return run_ingest(settings)
+        return run_ingest(settings, args.port_file)
     if args.command == "export":
-        return run_export(settings)
+        return run_export(settings, args.port_file)
     if args.command == "events":
         print_events(
             settings,

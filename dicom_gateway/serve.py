@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 from contextlib import ExitStack
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,7 @@ from export.app import serve as serve_export
 from gateway.errors import GatewayError
 from gateway.loop_thread import LoopThread
 from gateway.metrics import ExportMetrics, IngestMetrics
+from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
@@ -34,11 +36,15 @@ log = logging.getLogger(__name__)
 _WATCH_SECONDS = 1.0
 
 
-def startup_lines(settings: GatewaySettings) -> list[str]:
-    """What a newcomer needs to know to use the running gateway, one fact per line."""
+def startup_lines(settings: GatewaySettings, dicom_port: int, http_port: int | None) -> list[str]:
+    """What a newcomer needs to know to use the running gateway, one fact per line.
+
+    The ports are the ones listened on (the system chooses them for 0 and ``"auto"``);
+    ``http_port`` is None when the HTTP endpoints are off.
+    """
     ingest, http = settings.ingest, settings.http
     lines = [
-        f"DICOM: AE title {ae.ae_title} on port {ingest.port} -> pipeline {ae.pipeline}"
+        f"DICOM: AE title {ae.ae_title} on port {dicom_port} -> pipeline {ae.pipeline}"
         for ae in ingest.ae
     ]
     if settings.storage.backend == "file":
@@ -56,15 +62,16 @@ def startup_lines(settings: GatewaySettings) -> list[str]:
         f"export destination {d.name}: {d.ae_title} at {d.host}:{d.port}"
         for d in settings.export.destinations
     ]
-    if http.ingest_port:
-        lines.append(f"health and metrics: http://{http.host}:{http.ingest_port}/metrics")
+    if http_port is not None:
+        lines.append(f"health and metrics: http://{http.host}:{http_port}/metrics")
     first = ingest.ae[0].ae_title
-    lines.append(f"try it: storescu -aec {first} 127.0.0.1 {ingest.port} FILE.dcm")
+    lines.append(f"try it: storescu -aec {first} 127.0.0.1 {dicom_port} FILE.dcm")
     return lines
 
 
-def run(settings: GatewaySettings) -> int:
-    """Run both services until SIGTERM or SIGINT; returns the process exit status."""
+def run(settings: GatewaySettings, port_file: Path | None = None) -> int:
+    """Run both services until SIGTERM or SIGINT; returns the process exit status. Once they
+    listen, the ports are written to ``port_file`` if given."""
     stop_signals = block_stop_signals()
     registry = CollectorRegistry()
     checks = Checks(INGEST, EXPORT)
@@ -76,13 +83,16 @@ def run(settings: GatewaySettings) -> int:
         )
         if status is not None:
             stack.callback(status.stop)
-        stack.enter_context(running_ingest(settings, ingest_metrics, checks))
+        ingest = stack.enter_context(running_ingest(settings, ingest_metrics, checks))
+        http_port = None if status is None else status.port
+        if port_file is not None:
+            write_port_file(port_file, listener_ports(dicom=ingest.port, http=http_port))
         loop = LoopThread("export")
         loop.start()
         stack.callback(loop.stop)
         stop = asyncio.Event()
         log_destinations(settings)
-        for line in startup_lines(settings):
+        for line in startup_lines(settings, ingest.port, http_port):
             log.info("%s", line)
         export = loop.submit(serve_export(settings, stop, export_metrics, checks))
         while True:

@@ -13,6 +13,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -26,6 +27,7 @@ from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics
 from gateway.netdicom.modes import check_installed, configure_pynetdicom
 from gateway.objectstore import ObjectStore, open_store
+from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server
 
@@ -100,8 +102,9 @@ def log_destinations(settings: GatewaySettings) -> None:
     log.info("export sends as %s; destinations: %s", settings.export.ae_title, names or "none")
 
 
-def run(settings: GatewaySettings) -> int:
-    """Run export until SIGTERM or SIGINT; returns the process exit status."""
+def run(settings: GatewaySettings, port_file: Path | None = None) -> int:
+    """Run export until SIGTERM or SIGINT; returns the process exit status. Its HTTP port (its
+    only listener) is written to ``port_file`` if given."""
     registry = CollectorRegistry()
     metrics = ExportMetrics.register(registry)
     checks = Checks(SERVICE)
@@ -116,6 +119,8 @@ def run(settings: GatewaySettings) -> int:
         await serve(settings, stop, metrics, checks)
 
     try:
+        if port_file is not None:
+            write_port_file(port_file, listener_ports(http=None if status is None else status.port))
         asyncio.run(main())
     finally:
         if status is not None:

@@ -138,7 +138,8 @@ class TlsClientSettings(_Section):
 
 class IngestSettings(_Section):
     host: str = "0.0.0.0"
-    port: int = Field(default=11112, ge=1, le=65535)
+    #: 0: a free port chosen by the system (the start-up log and ``--port-file`` give it).
+    port: int = Field(default=11112, ge=0, le=65535)
     max_associations: int = Field(default=25, ge=1, le=1000)
     #: Processes that receive associations. One keeps everything in this process; more let
     #: concurrent associations use more cores (the association limit stays global).
@@ -203,15 +204,21 @@ class BrokerSettings(_Section):
         return not self.url
 
 
+#: A port of the HTTP endpoints: a number, 0 for none, or ``"auto"`` for a free port chosen by
+#: the system.
+HttpPort = Annotated[int, Field(ge=0, le=65535)] | Literal["auto"]
+
+
 class HttpSettings(_Section):
-    """The health and metrics endpoints; a port of 0 turns that service's endpoint off.
+    """The health and metrics endpoints; a port of 0 turns that service's endpoint off,
+    ``"auto"`` lets the system choose a free one (the start-up log and ``--port-file`` give it).
 
     ``serve`` (both services in one process) answers for both on ``ingest_port``.
     """
 
     host: str = "0.0.0.0"
-    ingest_port: int = Field(default=8080, ge=0, le=65535)
-    export_port: int = Field(default=8081, ge=0, le=65535)
+    ingest_port: HttpPort = 8080
+    export_port: HttpPort = 8081
 
 
 class DestinationSettings(_Section):

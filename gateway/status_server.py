@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -123,15 +123,16 @@ def _handler(registry: CollectorRegistry, checks: Checks) -> type[BaseHTTPReques
 
 
 def start_status_server(
-    host: str, port: int, registry: CollectorRegistry, checks: Checks
+    host: str, port: int | Literal["auto"], registry: CollectorRegistry, checks: Checks
 ) -> StatusServer | None:
-    """Serve on ``host:port``; None if the port is 0 (turned off)."""
+    """Serve on ``host:port``; None if the port is 0 (turned off). ``"auto"``: a free port
+    chosen by the system (:attr:`StatusServer.port` says which)."""
     if port == 0:
         return None
     try:
-        server = StatusServer(host, port, registry, checks)
+        server = StatusServer(host, 0 if port == "auto" else port, registry, checks)
     except OSError as exc:
         raise GatewayError(f"cannot serve health and metrics on {host}:{port}: {exc}") from exc
     server.start()
-    log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, port)
+    log.info("health and metrics on http://%s:%d (/healthz, /readyz, /metrics)", host, server.port)
     return server

@@ -11,10 +11,11 @@ Fixtures:
   answers, else the test fails saying which variables to set (or is skipped, with
   ``dicom_gateway_missing_services = skip`` in the pytest configuration).
 - ``dicom_gateway`` (per test): ``dicom-gateway serve`` against those services, with a bucket,
-  exchange and export queue of the test's own, ready (``/readyz`` answered 200). It is a
-  :class:`gateway_client.testing.RunningGateway`: ``host``, ``port``, ``ae_title``,
-  ``settings``, ``config_path``, ``send(paths_or_datasets)``, ``wait_for_association(timeout)``,
-  ``consumer_name(stem)``; ``PipelineClient(gateway.settings, name=...)`` talks to it.
+  exchange and export queue of the test's own, on ports the system chose, ready (``/readyz``
+  answered 200). It is a :class:`gateway_client.testing.RunningGateway`: ``host``, ``port``,
+  ``http_port``, ``ae_title``, ``settings``, ``config_path``, ``send(paths_or_datasets)``,
+  ``wait_for_association(timeout)``, ``consumer_name(stem)``;
+  ``PipelineClient(ClientSettings.from_gateway(gateway.settings), name=...)`` talks to it.
 - ``embedded_gateway`` (per test): the same with no services at all (local event log and file
   storage under the test's ``tmp_path``).
 - ``dicom_gateway_config``: a dict merged into both gateways' configuration; override it, e.g.

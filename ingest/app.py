@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +30,7 @@ from gateway.metrics import IngestMetrics
 from gateway.netdicom.acceptor import LISTEN_BACKLOG, ThreadedAssociationServer
 from gateway.netdicom.modes import check_installed, configure_pynetdicom
 from gateway.objectstore import ObjectStore, open_store
+from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
@@ -180,10 +182,19 @@ def _spool_check(spool: Spool, settings: IngestSettings) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class RunningIngest:
+    """What :func:`running_ingest` hands out while ingest runs."""
+
+    context: IngestContext
+    port: int
+    """The DICOM port it listens on (the one the system chose for ``ingest.port = 0``)."""
+
+
 @contextmanager
 def running_ingest(
     settings: GatewaySettings, metrics: IngestMetrics, checks: Checks
-) -> Iterator[IngestContext]:
+) -> Iterator[RunningIngest]:
     """Everything ingest needs, running; shut down in reverse order on exit."""
     grace = settings.ingest.shutdown_grace_seconds
     check_installed(settings.netdicom)
@@ -229,9 +240,9 @@ def running_ingest(
         )
         stack.enter_context(maintaining(ctx))
         if settings.ingest.workers == 1:
-            _listen_here(ctx, stack, checks)
+            port = _listen_here(ctx, stack, checks)
         else:
-            _listen_in_workers(ctx, stack, checks, metrics)
+            port = _listen_in_workers(ctx, stack, checks, metrics)
         checks.add("ingest-event-bus", relay.check)
         checks.add("ingest-storage", lambda: _storage_check(store))
         checks.add("ingest-spool", lambda: _spool_check(spool, settings.ingest))
@@ -239,16 +250,17 @@ def running_ingest(
         log.info(
             "ingest listening on %s:%d as %s (max %d associations, %d worker process%s)",
             settings.ingest.host,
-            settings.ingest.port,
+            port,
             ", ".join(f"{ae.ae_title}->{ae.pipeline}" for ae in settings.ingest.ae),
             settings.ingest.max_associations,
             settings.ingest.workers,
             "" if settings.ingest.workers == 1 else "es",
         )
-        yield ctx
+        yield RunningIngest(ctx, port)
 
 
-def _listen_here(ctx: IngestContext, stack: ExitStack, checks: Checks) -> None:
+def _listen_here(ctx: IngestContext, stack: ExitStack, checks: Checks) -> int:
+    """Listen in this process; returns the port."""
     settings = ctx.settings.ingest
     try:
         server = start_scp(ctx)
@@ -256,11 +268,13 @@ def _listen_here(ctx: IngestContext, stack: ExitStack, checks: Checks) -> None:
         raise GatewayError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
     stack.callback(stop_scp, server, ctx, settings.shutdown_grace_seconds)
     checks.add("ingest-listener", lambda: _listener_check(server))
+    return int(server.server_address[1])
 
 
 def _listen_in_workers(
     ctx: IngestContext, stack: ExitStack, checks: Checks, metrics: IngestMetrics
-) -> None:
+) -> int:
+    """Listen here and receive in worker processes; returns the port."""
     settings = ctx.settings.ingest
     listener_tls(ctx.settings)  # a TLS file that cannot be loaded stops the start here
     try:
@@ -274,6 +288,7 @@ def _listen_in_workers(
     stack.callback(pool.stop, settings.shutdown_grace_seconds)
     pool.start()
     checks.add("ingest-listener", lambda: _workers_check(pool, settings.workers))
+    return int(listening.getsockname()[1])
 
 
 def _workers_check(pool: WorkerPool, workers: int) -> str | None:
@@ -306,9 +321,9 @@ def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
         log.info("removed %d partial data sets left from before the restart", removed)
 
 
-def run(settings: GatewaySettings) -> int:
+def run(settings: GatewaySettings, port_file: Path | None = None) -> int:
     """Run ingest until SIGTERM or SIGINT (see :mod:`gateway.stop_signals`); returns the
-    process exit status."""
+    process exit status. Once it listens, the ports are written to ``port_file`` if given."""
     stop_signals = block_stop_signals()
     registry = CollectorRegistry()
     checks = Checks(SERVICE)
@@ -318,7 +333,12 @@ def run(settings: GatewaySettings) -> int:
         )
         if status is not None:
             stack.callback(status.stop)
-        stack.enter_context(running_ingest(settings, IngestMetrics.register(registry), checks))
+        running = stack.enter_context(
+            running_ingest(settings, IngestMetrics.register(registry), checks)
+        )
+        if port_file is not None:
+            http = None if status is None else status.port
+            write_port_file(port_file, listener_ports(dicom=running.port, http=http))
         received = signal.sigwait(stop_signals)
         while received not in stop_signals:  # as in dicom_gateway.serve: not one of ours
             received = signal.sigwait(stop_signals)

@@ -27,8 +27,8 @@ from contracts import AssociationReleased, ExportCompleted, ExportStatus
 from gateway.bus import dead_letter_queue, open_event_log
 from gateway_client import ClientSettings, PipelineClient
 from gateway_client.testing import RunningGateway, gateway_environment
-from tests.support.dcmtk import Storescp
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
+from tests.support.storescp import Storescp
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPOSITORY_ROOT / "examples" / "secondary_capture_pipeline.py"
@@ -57,7 +57,11 @@ def dicom_gateway_config(pacs: Storescp) -> dict[str, Any]:
     return {"export": {"destinations": [{**destination, "port": pacs.port}]}}
 
 
-@pytest.fixture(params=sorted(GATEWAYS))
+# Marked by hand: the gateway fixtures are requested at run time, where the hook that marks
+# integration tests cannot see them (tests.support.markers).
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.integration) for name in sorted(GATEWAYS)]
+)
 def gateway(request: pytest.FixtureRequest) -> RunningGateway:
     running: RunningGateway = request.getfixturevalue(GATEWAYS[request.param])
     return running

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway_client.testing import free_port
-
 PIPELINE_TEST = """
 def test_needs_services(gateway_services):
     raise AssertionError("gateway_services should not have been given")
@@ -23,12 +21,12 @@ def test_needs_services(gateway_services):
 
 @pytest.mark.parametrize(("setting", "outcome"), [("fail", "1 error"), ("skip", "1 skipped")])
 def test_missing_services_fail_or_skip_with_the_variables_to_set(
-    tmp_path: Path, setting: str, outcome: str
+    tmp_path: Path, setting: str, outcome: str, refusing_port: int
 ) -> None:
     (tmp_path / "test_pipeline.py").write_text(PIPELINE_TEST)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_TEST_")}
     environment.pop("DOCKER_TLS_VERIFY", None)
-    environment["DOCKER_HOST"] = f"tcp://127.0.0.1:{free_port()}"  # nothing answers there
+    environment["DOCKER_HOST"] = f"tcp://127.0.0.1:{refusing_port}"  # nothing answers there
     completed = subprocess.run(
         [
             sys.executable,

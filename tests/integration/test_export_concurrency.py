@@ -13,11 +13,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from contracts.cloudevent import export_completed_event_id
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.integration.conftest import RABBITMQ_S3, Ingest
-from tests.integration.export_harness import (
+from tests.support.export import (
     EXPORT_DEFAULTS,
     Export,
-    ScriptedScp,
     completed,
     destination,
     export_harness,
@@ -30,8 +28,10 @@ from tests.support.factories import (
     ct_series,
     derived_uid,
 )
+from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
-from tests.support.net import free_port, wait_until
+from tests.support.net import wait_until
+from tests.support.scripted_scp import ScriptedScp
 
 CONTEXTS = [
     (CT_IMAGE_STORAGE, [ExplicitVRLittleEndian]),
@@ -175,7 +175,9 @@ def test_sigterm_mid_export_stops_within_the_grace_period_and_the_request_is_red
     assert stores_at_exit < len(series)
 
 
-def test_completions_of_requests_finishing_together_are_all_published(export: Export) -> None:
+def test_completions_of_requests_finishing_together_are_all_published(
+    export: Export, refusing_port: int
+) -> None:
     """Completions published a few milliseconds apart while the publisher connects.
 
     Each request names objects that do not exist (1 to 16 of them), so it completes as soon as
@@ -185,7 +187,7 @@ def test_completions_of_requests_finishing_together_are_all_published(export: Ex
     about five times in six, so five rounds each start with a fresh process (a publisher not
     yet connected).
     """
-    config = export.config([destination("pacs", free_port())], prefetch=16)
+    config = export.config([destination("pacs", refusing_port)], prefetch=16)
     process = export.start(config)
     for round_number in range(5):
         requests = [
@@ -211,10 +213,12 @@ def test_completions_of_requests_finishing_together_are_all_published(export: Ex
 
 
 @pytest.mark.backends(RABBITMQ_S3)
-def test_sigterm_while_the_broker_is_away_stops_promptly(export: Export, ingest: Ingest) -> None:
+def test_sigterm_while_the_broker_is_away_stops_promptly(
+    export: Export, ingest: Ingest, refusing_port: int
+) -> None:
     host, _, rest = ingest.amqp_url.split("@")[-1].partition(":")
     with Link(host, int(rest.partition("/")[0] or 5672)) as broker:
-        config = export.config([destination("pacs", free_port())], shutdown_grace_seconds=1)
+        config = export.config([destination("pacs", refusing_port)], shutdown_grace_seconds=1)
         credentials, _, path = ingest.amqp_url.partition("@")
         config["broker"]["url"] = f"{credentials}@{broker.endpoint}/{path.partition('/')[2]}"
         process = export.start(config)

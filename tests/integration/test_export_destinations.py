@@ -12,19 +12,19 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
-from tests.integration.conftest import Ingest
-from tests.integration.export_harness import (
+from tests.support.export import (
     Export,
-    ScriptedScp,
     completed,
     destination,
     export_harness,
     new_export_id,
     run_cli,
 )
-from tests.support.dcmtk import Storescp
 from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
+from tests.support.ingest import Ingest
 from tests.support.net import free_port, wait_until
+from tests.support.scripted_scp import ScriptedScp
+from tests.support.storescp import Storescp
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def export(ingest: Ingest, tmp_path: Path) -> Iterator[Export]:
 
 
 def test_a_destination_that_stays_down_fails_after_the_retries(
-    export: Export, inbox: Path, tmp_path: Path
+    export: Export, inbox: Path, tmp_path: Path, refusing_port: int
 ) -> None:
     series = ct_series(inbox, 2)
     keys = export.put_instances(series)
@@ -42,7 +42,7 @@ def test_a_destination_that_stays_down_fails_after_the_retries(
         export_id=new_export_id(), destinations=("up", "down"), object_keys=keys
     )
     with Storescp(tmp_path / "up") as up, export.completions() as completions:
-        config = export.config([destination("up", up.port), destination("down", free_port())])
+        config = export.config([destination("up", up.port), destination("down", refusing_port)])
         process = export.start(config)
         export.publish(request)
         (message,) = completions.wait_for(1, timeout=30)
@@ -164,11 +164,11 @@ def test_the_completion_goes_to_the_reply_routing_key_only(
 
 
 def test_echo_command_exits_0_only_when_the_destination_answers(
-    export: Export, tmp_path: Path
+    export: Export, tmp_path: Path, refusing_port: int
 ) -> None:
     with Storescp(tmp_path / "pacs") as pacs:
         config_path = export.write_config(
-            export.config([destination("pacs", pacs.port), destination("closed", free_port())])
+            export.config([destination("pacs", pacs.port), destination("closed", refusing_port)])
         )
         answered = run_cli(config_path, "echo", "pacs")
         closed = run_cli(config_path, "echo", "closed")

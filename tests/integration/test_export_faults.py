@@ -6,7 +6,8 @@ a stream while the test, in an order drawn from a seed, cuts RabbitMQ, S3 or the
 destination (TCP links it stops and restores, which resets open associations mid-C-STORE),
 stops the other destination's storescp for a while, and kills the export service with
 SIGKILL and restarts it. Then, with everything back, each completion is checked against
-what the destinations wrote. The seed is printed; a failure names it.
+what the destinations wrote. The seed is printed and a failure names it; ``GATEWAY_TEST_SEED``
+replays it (:mod:`tests.support.seed`).
 """
 
 from __future__ import annotations
@@ -24,21 +25,15 @@ from typing import Any
 import pytest
 
 from contracts.export import ExportCompleted, ExportRequested, InstanceOutcome
-from tests.integration.conftest import RABBITMQ_S3, Ingest
-from tests.integration.export_harness import (
-    Export,
-    ExportProcess,
-    completed,
-    destination,
-    export_harness,
-    new_export_id,
-    read_received,
-)
+from gateway_client.testing import GatewayProcess
 from tests.support.amqp import ReceivedMessage
-from tests.support.dcmtk import Storescp
+from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import ct_series, data_set_bytes
+from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
 from tests.support.net import free_port, wait_until
+from tests.support.part10_files import read_received
+from tests.support.storescp import Storescp
 
 #: Stored instances the requests pick from.
 STORED = 24
@@ -164,10 +159,8 @@ def check_completions(
 
 @pytest.mark.backends(RABBITMQ_S3)
 def test_random_faults_complete_every_request_and_report_only_what_arrived(
-    ingest: Ingest, export: Export, inbox: Path, tmp_path: Path
+    ingest: Ingest, export: Export, inbox: Path, tmp_path: Path, seed: int
 ) -> None:
-    seed = random.SystemRandom().randrange(1_000_000)
-    print(f"fault seed {seed}")
     rng = random.Random(seed)
     stored = Stored.put(export, inbox, seed)
     schedule = [fault for fault in Fault for _ in range(ROUNDS_EACH)]
@@ -250,7 +243,7 @@ def test_random_faults_complete_every_request_and_report_only_what_arrived(
 def _inflict(  # noqa: PLR0917 (the test's pieces, named)
     fault: Fault,
     rng: random.Random,
-    process: ExportProcess,
+    process: GatewayProcess,
     broker: Link,
     storage: Link,
     destinations: Destinations,

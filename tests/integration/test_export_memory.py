@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
-from tests.integration.conftest import Ingest
-from tests.integration.export_harness import (
-    Export,
-    completed,
-    destination,
-    export_harness,
-    new_export_id,
-)
-from tests.support.dcmtk import Storescp
+from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import file_meta_length, large_instance
+from tests.support.ingest import Ingest
 from tests.support.proc import memory_kib
+from tests.support.storescp import Storescp
 
 
 @pytest.fixture

@@ -13,18 +13,11 @@ import pytest
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
 from contracts.export import EXPORT_REQUESTED_TYPE, ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import association_prefix, new_association_id, object_key
-from tests.integration.conftest import Ingest
-from tests.integration.export_harness import (
-    Export,
-    completed,
-    destination,
-    export_harness,
-    new_export_id,
-    read_received,
-    with_file_meta,
-)
-from tests.support.dcmtk import Storescp
+from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import Instance, ct_series, derived_uid
+from tests.support.ingest import Ingest
+from tests.support.part10_files import read_received, with_file_meta
+from tests.support.storescp import Storescp
 
 
 @pytest.fixture

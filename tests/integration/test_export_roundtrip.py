@@ -15,18 +15,8 @@ from pydicom.uid import (
 
 from contracts.cloudevent import export_completed_event_id
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
-from tests.integration.conftest import Ingest, released
-from tests.integration.export_harness import (
-    Export,
-    ScriptedScp,
-    completed,
-    destination,
-    export_harness,
-    new_export_id,
-    read_received,
-)
 from tests.support import dcmtk
-from tests.support.dcmtk import Storescp
+from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import (
     PRIVATE_TRANSFER_SYNTAX,
     SECONDARY_CAPTURE_IMAGE_STORAGE,
@@ -38,6 +28,10 @@ from tests.support.factories import (
     file_meta_length,
     private_sop_instance,
 )
+from tests.support.ingest import Ingest, released
+from tests.support.part10_files import read_received
+from tests.support.scripted_scp import ScriptedScp
+from tests.support.storescp import Storescp
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"

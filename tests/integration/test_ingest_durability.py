@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from tests.integration.conftest import RABBITMQ_S3, Ingest, released
+from gateway_client.testing import GatewayProcess
 from tests.support import dcmtk
 from tests.support.factories import ct_series, large_instance
-from tests.support.gateway import GatewayProcess
+from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
 from tests.support.net import wait_until
 from tests.support.proc import memory_kib
@@ -24,7 +24,7 @@ from tests.support.wire import RecordingProxy
 
 
 def ended(gateway: GatewayProcess, outcome: str, calling: str = "STORESCU") -> bool:
-    """Whether the log has the end line of the test's own association (not the start probe's)."""
+    """Whether the log has the end line of the test's own association (``calling``'s)."""
     return any(
         f" {outcome}: " in line and f"calling={calling} " in line
         for line in gateway.log_text().splitlines()
@@ -149,7 +149,7 @@ def test_storage_outage_keeps_instances_spooled_until_it_returns(
         config = ingest.config()
         config["storage"]["endpoint"] = s3_link.endpoint
         s3_link.cut()
-        gateway = ingest.start(config)
+        gateway = ingest.start(config, until="listening")  # not ready without S3
         series = ct_series(inbox, 3)
         with ingest.events() as events:
             # Success is answered from the spool while S3 is down: nothing waits on S3.

@@ -7,17 +7,16 @@ links it stops and restores), kills the ingest service with SIGKILL at three kin
 (an association mid-C-STORE; a released association not yet stored in S3; an event stored but
 not yet published) and restarts it, and fills the spool's filesystem past its reserve. Then,
 with every service back, it reconciles what each sender saw with what reached the broker and
-the bucket. The seed is printed; a failure names it.
+the bucket. The seed is printed and a failure names it; ``GATEWAY_TEST_SEED`` replays it
+(:mod:`tests.support.seed`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import shutil
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,25 +25,18 @@ from enum import StrEnum
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ImplicitVRLittleEndian
 
 from contracts import AssociationReleased
 from gateway.dicom_status import Status
+from gateway_client.testing import GatewayProcess
 from ingest.journal_db import AssociationState
-from tests.integration.conftest import RABBITMQ_S3, Ingest, released
 from tests.support.amqp import ReceivedMessage
-from tests.support.factories import ct_series, data_set_bytes, file_meta_length
-from tests.support.gateway import GatewayProcess
+from tests.support.factories import file_meta_length
+from tests.support.fault_senders import Outcome, Sent, Traffic
+from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
 from tests.support.net import wait_until
-from tests.support.raw_scu import Aborted, DataSet, RawAssociation, Rejected
 
-SENDERS = 4
-#: A share of the associations that the sender aborts after its last C-STORE.
-SENDER_ABORTS = 1 / 6
-#: Every step of a sender's association (associate, each C-STORE, release) is answered within
-#: this, or the sender gives up on the association.
-STEP_SECONDS = 20.0
 #: A-ASSOCIATE-RJ rejected-transient / service-provider (presentation) / temporary congestion.
 SPOOL_FULL = (2, 3, 1)
 #: How long a fault waits for the moment it needs (traffic makes it come within a second).
@@ -55,7 +47,6 @@ MOMENT_SECONDS = 20.0
 KILL_ATTEMPTS = 5
 #: Once every fault is over, how long the gateway may take to hand everything on.
 SETTLE_SECONDS = 120.0
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 class Fault(StrEnum):
@@ -70,119 +61,6 @@ class Fault(StrEnum):
 
 #: Each fault this many times, in an order drawn from the seed.
 ROUNDS_EACH = 2
-
-
-class Outcome(StrEnum):
-    """What a sender saw of one association."""
-
-    RELEASED = "released"  # A-RELEASE-RP received: must be handed on, once
-    RELEASE_UNANSWERED = "release-unanswered"  # A-RELEASE-RQ sent, then the connection ended
-    ABORTED = "aborted"  # the sender aborted
-    BROKEN = "broken"  # the connection ended before the release was asked for
-    REJECTED = "rejected"  # A-ASSOCIATE-RJ
-    NOT_CONNECTED = "not-connected"  # the port refused or dropped the connection
-
-
-@dataclass
-class Sent:
-    calling: str
-    data_sets: list[DataSet]
-    outcome: Outcome = Outcome.BROKEN
-    detail: str = ""
-
-
-@dataclass
-class Traffic:
-    """The senders, on an event loop thread of their own, and what each of them saw."""
-
-    host: str
-    port: int
-    inbox: Path
-    seed: int
-    sent: list[Sent] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="senders")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        self._thread.join(timeout=3 * STEP_SECONDS)
-        assert not self._thread.is_alive(), "a sender did not finish its association"
-
-    def count(self, outcome: Outcome, detail: str = "") -> int:
-        with self._lock:
-            return sum(s.outcome == outcome and detail in s.detail for s in self.sent)
-
-    async def _main(self) -> None:
-        await asyncio.gather(*(self._sender(index) for index in range(SENDERS)))
-
-    async def _sender(self, index: int) -> None:
-        rng = random.Random(f"{self.seed}-{index}")
-        number = 0
-        while not self.stop.is_set():
-            number += 1
-            sent = Sent(f"FAULT{index}-{number}", self._data_sets(index, number, rng))
-            await self._associate(sent, abort=rng.random() < SENDER_ABORTS)
-            with self._lock:
-                self.sent.append(sent)
-            if sent.outcome in (Outcome.REJECTED, Outcome.NOT_CONNECTED):
-                await asyncio.sleep(0.1)  # a modality's retry pause, not a readiness wait
-
-    def _data_sets(self, index: int, number: int, rng: random.Random) -> list[DataSet]:
-        directory = self.inbox / f"{index}-{number}"
-        directory.mkdir()
-        series = ct_series(
-            directory,
-            rng.randint(1, 4),
-            rows=8,
-            cols=8,
-            transfer_syntax=ImplicitVRLittleEndian,
-            seed=self.seed * 1_000_000 + index * 100_000 + number,
-        )
-        return [
-            DataSet(s.uids.sop_class, s.uids.sop_instance, data_set_bytes(s.path)) for s in series
-        ]
-
-    async def _associate(self, sent: Sent, *, abort: bool) -> None:
-        try:
-            association = await asyncio.wait_for(
-                RawAssociation.open(
-                    self.host, self.port, "GATEWAY", sent.calling, [CT_IMAGE_STORAGE]
-                ),
-                STEP_SECONDS,
-            )
-        except Rejected as exc:
-            sent.outcome, sent.detail = Outcome.REJECTED, str(exc.rejection)
-            return
-        except (Aborted, OSError, TimeoutError) as exc:
-            sent.outcome, sent.detail = Outcome.NOT_CONNECTED, repr(exc)
-            return
-        release_asked = False
-        try:
-            for data_set in sent.data_sets:
-                status = await asyncio.wait_for(association.store(data_set), STEP_SECONDS)
-                with self._lock:
-                    self.statuses[status] += 1
-                if status != Status.SUCCESS:
-                    abort = True
-                    break
-            if abort:
-                await association.abort()
-                sent.outcome = Outcome.ABORTED
-                return
-            release_asked = True
-            await asyncio.wait_for(association.release(), STEP_SECONDS)
-            sent.outcome = Outcome.RELEASED
-        except (Aborted, OSError, TimeoutError) as exc:
-            await association.close()
-            sent.outcome = Outcome.RELEASE_UNANSWERED if release_asked else Outcome.BROKEN
-            sent.detail = repr(exc)
 
 
 @dataclass(frozen=True)
@@ -293,7 +171,8 @@ class Faults:
             self.gateway.kill_all()
             # The journal as the crash left it: what the restart has to recover.
             snapshot = journal_snapshot(self.journal)
-            self.gateway.start()
+            # Listening is what the senders need; it is not ready while RabbitMQ or S3 is cut.
+            self.gateway.start(until="listening")
             if snapshot.shows(fault):
                 break
             self.missed += 1
@@ -400,10 +279,8 @@ def check_the_bucket(
 @pytest.mark.backends(RABBITMQ_S3)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(
-    ingest: Ingest, inbox: Path, links: tuple[Link, Link], workers: int
+    ingest: Ingest, inbox: Path, links: tuple[Link, Link], workers: int, seed: int
 ) -> None:
-    seed = random.SystemRandom().randrange(1_000_000)
-    print(f"fault seed {seed}")
     rng = random.Random(seed)
     gateway = start_through(ingest, links, workers)
     journal = ingest.workdir / "spool" / "journal.sqlite3"

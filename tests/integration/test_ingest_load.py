@@ -17,9 +17,9 @@ import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
 from gateway.dicom_status import Status
-from tests.integration.conftest import RABBITMQ_S3, Ingest, released
+from gateway_client.testing import GatewayProcess
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
-from tests.support.gateway import GatewayProcess
+from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.proc import child_pids, memory_kib
 from tests.support.raw_scu import Aborted, DataSet, RawAssociation, Rejected
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import subprocess
@@ -16,11 +15,11 @@ import pytest
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from tests.integration.conftest import Ingest, released
+from gateway_client.testing import gateway_environment
 from tests.support import dcmtk
 from tests.support.dcmtk import Rejection
 from tests.support.factories import ct_series
-from tests.support.gateway import REPOSITORY_ROOT
+from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -59,8 +58,8 @@ def test_allowed_sources_of_an_ae_title(ingest: Ingest) -> None:
 
 
 def test_spool_above_watermark_is_temporary_congestion(ingest: Ingest) -> None:
-    # Any real filesystem holds more than a millionth of a percent.
-    gateway = ingest.start(storage_watermark_percent=0.000001)
+    # Any real filesystem holds more than a millionth of a percent (so it is never ready).
+    gateway = ingest.start(storage_watermark_percent=0.000001, until="listening")
     result = dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY")
     assert result.rejection == Rejection(2, 3, 1)
 
@@ -226,8 +225,7 @@ def test_full_disk_refuses_the_instance_and_keeps_serving(
 
 def test_port_in_use_stops_start_up_with_a_clear_error(ingest: Ingest) -> None:
     gateway = ingest.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["PYTHONPATH"] = str(REPOSITORY_ROOT)
+    # The harness wrote the port the first one listens on into the configuration file.
     second = subprocess.run(
         [sys.executable, "-m", "dicom_gateway", "ingest", "--config", str(gateway.config_path)],
         cwd=gateway.directory,
@@ -235,7 +233,7 @@ def test_port_in_use_stops_start_up_with_a_clear_error(ingest: Ingest) -> None:
         text=True,
         timeout=60,
         check=False,
-        env=env,
+        env=gateway_environment(),
     )
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{gateway.port}" in second.stderr

@@ -11,7 +11,6 @@ import pytest
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from tests.integration.conftest import Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import (
     PRIVATE_TRANSFER_SYNTAX,
@@ -22,6 +21,7 @@ from tests.support.factories import (
     file_meta_length,
     private_sop_instance,
 )
+from tests.support.ingest import Ingest, released
 from tests.support.wire import RecordingProxy
 
 HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"

@@ -15,11 +15,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
-from gateway_client.testing import free_port, http_get
-from tests.integration.conftest import Ingest, released
+from gateway_client.testing import GatewayProcess, http_get
 from tests.support import dcmtk
 from tests.support.factories import Instance, ct_series, data_set_bytes, file_meta_length
-from tests.support.gateway import GatewayProcess
+from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
 from tests.support.proc import child_pids
 
@@ -58,10 +57,8 @@ def counter(port: int, sample: str) -> float:
 def test_concurrent_associations_are_spread_over_the_workers_and_all_stored(
     ingest: Ingest, inbox: Path, scu: AE
 ) -> None:
-    http_port = free_port()
-    config = ingest.config(workers=WORKERS)
-    config["http"] = {"host": "127.0.0.1", "ingest_port": http_port, "export_port": 0}
-    gateway = ingest.start(config)
+    gateway = ingest.start(workers=WORKERS)
+    http_port = gateway.http_port
     workers = worker_pids(gateway)
     assert len(workers) == WORKERS
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 
-from gateway_client.testing import http_get
-from tests.integration.conftest import EMBEDDED, RABBITMQ_S3, Ingest
-from tests.integration.test_quickstart import metric
+from gateway_client.testing import gateway_environment, http_get
 from tests.support import dcmtk
 from tests.support.factories import ct_series
-from tests.support.gateway import gateway_environment
-from tests.support.net import free_port, wait_until
+from tests.support.ingest import EMBEDDED, RABBITMQ_S3, Ingest
+from tests.support.net import wait_until
+from tests.support.prometheus import metric
 
 
 def get(port: int, path: str) -> tuple[int, Any]:
@@ -66,10 +65,8 @@ def test_json_logs_say_what_happened_without_patient_data(ingest: Ingest, inbox:
 
 @pytest.mark.backends(RABBITMQ_S3)
 def test_ingest_alone_serves_health_readiness_and_metrics(ingest: Ingest, inbox: Path) -> None:
-    port = free_port()
-    config = ingest.config()
-    config["http"] = {"host": "127.0.0.1", "ingest_port": port, "export_port": 0}
-    gateway = ingest.start(config)
+    gateway = ingest.start()  # with its HTTP endpoints on a port the system chose
+    port = gateway.http_port
     assert get(port, "/healthz") == (200, {"status": "alive"})
     status, ready = get(port, "/readyz")
     assert status == 200, ready
@@ -92,11 +89,9 @@ def test_ingest_alone_serves_health_readiness_and_metrics(ingest: Ingest, inbox:
 
 @pytest.mark.backends(EMBEDDED)
 def test_readiness_names_the_failing_check(ingest: Ingest) -> None:
-    port = free_port()
-    config = ingest.config(storage_watermark_percent=0.001)  # any real disk is above this
-    config["http"] = {"host": "127.0.0.1", "ingest_port": port, "export_port": 0}
-    ingest.start(config)
-    status, ready = get(port, "/readyz")
+    # Any real disk is above this watermark: the gateway listens, but is never ready.
+    gateway = ingest.start(storage_watermark_percent=0.001, until="listening")
+    status, ready = get(gateway.http_port, "/readyz")
     assert status == 503
     assert ready["status"] == "not ready"
     assert "watermark" in ready["checks"]["ingest-spool"]

@@ -1,19 +1,19 @@
 """The README's quickstart, end to end, as a newcomer would run it on a fresh machine.
 
 ``dicom-gateway serve`` with no configuration file and nothing else running: no RabbitMQ, no
-S3. The only settings given (through the environment) are the ports, so that the test runs next
-to anything else on the machine, and the spool watermark, so that it does not depend on how full
-the machine's disk is; everything else is the built-in defaults.
+S3. The only settings given (through the environment) are the ports, chosen by the system so
+that the test runs next to anything else on the machine (the harness reads them from
+``--port-file``), and the spool watermark, so that it does not depend on how full the
+machine's disk is; everything else is the built-in defaults.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,13 @@ import pytest
 
 from contracts import association_released_from_event, parse_event
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
-from gateway_client.testing import http_get
-from tests.integration.export_harness import read_received
+from gateway_client.testing import GatewayProcess, gateway_environment
 from tests.support import dcmtk
-from tests.support.dcmtk import Storescp
 from tests.support.factories import ct_series
-from tests.support.gateway import gateway_environment
 from tests.support.net import free_port, wait_until
+from tests.support.part10_files import read_received
+from tests.support.prometheus import metric
+from tests.support.storescp import Storescp
 
 #: The console script ``pip install`` put next to this interpreter.
 COMMAND = str(Path(sys.executable).with_name("dicom-gateway"))
@@ -37,17 +37,22 @@ RELEASED = "dicomgateway.association.released.v1"
 
 @dataclass
 class Quickstart:
-    directory: Path
+    gateway: GatewayProcess
     env: dict[str, str]
-    dicom_port: int
-    http_port: int
-    process: subprocess.Popen[bytes]
+
+    @property
+    def directory(self) -> Path:
+        return self.gateway.directory
+
+    @property
+    def dicom_port(self) -> int:
+        return self.gateway.port
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [COMMAND, *args],
             cwd=self.directory,
-            env=self.env,
+            env={**gateway_environment(), **self.env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -55,64 +60,31 @@ class Quickstart:
         )
 
     def http(self, path: str) -> tuple[int, str]:
-        return http_get("127.0.0.1", self.http_port, path)
+        return self.gateway.http_get(path)
 
     def output(self) -> str:
-        return (self.directory / "serve.log").read_text(errors="replace")
-
-
-def metric(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The value of one series in Prometheus text output (0 when it is not there yet)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
-    series = f"{name}{{{wanted}}}" if wanted else name
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        return self.gateway.log_text()
 
 
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Iterator[Quickstart]:
-    directory = tmp_path / "fresh"
-    directory.mkdir()
-    dicom_port, http_port, pacs_port = free_port(), free_port(), free_port()
     env = {
-        **gateway_environment(),
-        "GATEWAY_INGEST__PORT": str(dicom_port),
-        "GATEWAY_HTTP__INGEST_PORT": str(http_port),
+        "GATEWAY_INGEST__PORT": "0",
+        "GATEWAY_HTTP__INGEST_PORT": "auto",
         # Not what is tested, and not the machine's to decide: the default watermark (75%)
         # would refuse associations on a test machine whose disk happens to be that full.
         "GATEWAY_INGEST__STORAGE_WATERMARK_PERCENT": "99",
         "GATEWAY_INGEST__RESERVED_STORAGE_GB": "1",
         # The default example destination, on a free port instead of 11113.
         "GATEWAY_EXPORT__DESTINATIONS": json.dumps(
-            [{"name": "example", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}]
+            [{"name": "example", "ae_title": "STORESCP", "host": "127.0.0.1", "port": free_port()}]
         ),
     }
-    with (directory / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [COMMAND, "serve"], cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    started = Quickstart(directory, env, dicom_port, http_port, process)
-    try:
-        wait_until(lambda: _ready(started), 30, "serve answers /readyz with 200")
-        yield started
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            assert process.wait(30) == 0, started.output()
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-
-
-def _ready(started: Quickstart) -> bool:
-    if started.process.poll() is not None:
-        raise AssertionError(f"serve exited with {started.process.returncode}\n{started.output()}")
-    try:
-        return started.http("/readyz")[0] == 200
-    except OSError:
-        return False
+    # No configuration file: serve on its defaults and these variables, until /readyz says 200.
+    gateway = GatewayProcess(None, tmp_path / "fresh", service="serve", env=env, command=[COMMAND])
+    with gateway:
+        yield Quickstart(gateway, env)
+        assert gateway.terminate(30) == 0, gateway.log_tail()
 
 
 def test_zero_config_serve_receives_announces_and_exports(

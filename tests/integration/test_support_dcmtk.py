@@ -11,6 +11,7 @@ from pynetdicom import AE
 from tests.support import dcmtk
 from tests.support.factories import compressed_instance, ct_series, instance_uids
 from tests.support.net import free_port
+from tests.support.storescp import Storescp
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -31,7 +32,7 @@ def picky_scp() -> Iterator[int]:
 
 
 def test_echoscu_succeeds_against_storescp(tmp_path: Path) -> None:
-    with dcmtk.Storescp(tmp_path, ae_title="REFERENCE") as storescp:
+    with Storescp(tmp_path, ae_title="REFERENCE") as storescp:
         result = dcmtk.echoscu("127.0.0.1", storescp.port, called_ae="REFERENCE")
     assert result.ok, result
     assert result.rejection is None
@@ -52,14 +53,14 @@ def test_rejection_is_parsed(tool: str, picky_scp: int, tmp_path: Path) -> None:
 
 def test_storescp_refusal_is_parsed(tmp_path: Path) -> None:
     files = [i.path for i in ct_series(tmp_path / "in", 1)]
-    with dcmtk.Storescp(tmp_path / "scp", extra_args=["--refuse"]) as storescp:
+    with Storescp(tmp_path / "scp", extra_args=["--refuse"]) as storescp:
         result = dcmtk.dcmsend("127.0.0.1", storescp.port, files, "STORESCP")
     assert result.returncode == 61  # dcmsend: cannot negotiate an association
     assert result.rejection == (1, 1, 1), result
 
 
-def test_connection_refused_is_not_a_rejection() -> None:
-    result = dcmtk.echoscu("127.0.0.1", free_port())
+def test_connection_refused_is_not_a_rejection(refusing_port: int) -> None:
+    result = dcmtk.echoscu("127.0.0.1", refusing_port)
     assert not result.ok
     assert result.rejection is None
     assert "Connection refused" in result.stderr
@@ -106,7 +107,7 @@ def test_storescu_picks_the_proposal_option(tmp_path: Path) -> None:
 
 def test_storescu_sends_a_compressed_file_as_is(tmp_path: Path) -> None:
     instance = compressed_instance(tmp_path / "in", "1.2.840.10008.1.2.4.91")
-    with dcmtk.Storescp(tmp_path / "scp") as storescp:
+    with Storescp(tmp_path / "scp") as storescp:
         dcmtk.storescu("127.0.0.1", storescp.port, [instance.path], "STORESCP").check()
         (received,) = storescp.received_files()
     assert instance_uids(received) == instance.uids
@@ -114,7 +115,7 @@ def test_storescu_sends_a_compressed_file_as_is(tmp_path: Path) -> None:
 
 def test_dcmsend_sending_nothing_is_not_ok(tmp_path: Path) -> None:
     htj2k = compressed_instance(tmp_path / "in", "1.2.840.10008.1.2.4.201")
-    with dcmtk.Storescp(tmp_path / "scp") as storescp:
+    with Storescp(tmp_path / "scp") as storescp:
         result = dcmtk.dcmsend("127.0.0.1", storescp.port, [htj2k.path], "STORESCP")
         assert storescp.received_files() == []
     assert result.returncode == 0  # the quirk: dcmsend calls this a success

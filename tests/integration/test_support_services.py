@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-from tests.support.net import free_port
 from tests.support.services import (
     S3Service,
     TestServices,
@@ -90,7 +89,7 @@ def test_bucket_name_fixture_names_the_test(bucket_name: str) -> None:
     assert bucket_name.startswith("t-test-bucket-name-fixture-names-the-test-")
 
 
-def test_docker_probe_asks_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_probe_asks_the_engine(monkeypatch: pytest.MonkeyPatch, refusing_port: int) -> None:
     monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
     with socket.create_server(("127.0.0.1", 0)) as engine:
 
@@ -105,7 +104,7 @@ def test_docker_probe_asks_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{engine.getsockname()[1]}")
         assert docker_available()
         responder.join(5)
-    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{refusing_port}")
     assert not docker_available()
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     assert not docker_available()

@@ -19,10 +19,11 @@ from tests.support.factories import (
     private_sop_instance,
 )
 from tests.support.net import wait_until
+from tests.support.storescp import Storescp
 from tests.support.wire import CStoreRequest, RecordingProxy, parse_c_store_requests
 
 
-def _stored_data_sets(storescp: dcmtk.Storescp) -> dict[str, bytes]:
+def _stored_data_sets(storescp: Storescp) -> dict[str, bytes]:
     return {instance_uids(p).sop_instance: data_set_bytes(p) for p in storescp.received_files()}
 
 
@@ -36,7 +37,7 @@ def _assert_wire_equals_stored(requests: list[CStoreRequest], stored: dict[str, 
 def test_storescu_data_sets_equal_what_storescp_stored(tmp_path: Path) -> None:
     instances = [*ct_series(tmp_path / "in", 4), awkward_instance(tmp_path / "in")]
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
     ):
         dcmtk.storescu(
@@ -55,7 +56,7 @@ def test_storescu_data_sets_equal_what_storescp_stored(tmp_path: Path) -> None:
 def test_deflated_data_set_is_recorded_deflated(tmp_path: Path) -> None:
     instance = compressed_instance(tmp_path / "in", DeflatedExplicitVRLittleEndian)
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
     ):
         dcmtk.storescu("127.0.0.1", proxy.port, [instance.path], called_ae="STORESCP").check()
@@ -77,7 +78,7 @@ def test_dcmsend_mixed_syntaxes_and_private_sop_class(tmp_path: Path) -> None:
         *ct_series(inputs, 2, transfer_syntax=ImplicitVRLittleEndian),
     ]
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
     ):
         dcmtk.dcmsend(
@@ -96,7 +97,7 @@ def test_dcmsend_mixed_syntaxes_and_private_sop_class(tmp_path: Path) -> None:
 def test_one_recording_per_connection(tmp_path: Path) -> None:
     first, second = ct_series(tmp_path / "in", 2)
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
     ):
         for instance in (first, second):
@@ -112,7 +113,7 @@ def test_one_recording_per_connection(tmp_path: Path) -> None:
 def test_a_cut_off_data_set_is_not_reported(tmp_path: Path) -> None:
     instances = ct_series(tmp_path / "in", 2)
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
     ):
         dcmtk.storescu(
@@ -129,7 +130,7 @@ def test_a_cut_off_data_set_is_not_reported(tmp_path: Path) -> None:
 
 def test_sever_resets_open_connections(tmp_path: Path) -> None:
     with (
-        dcmtk.Storescp(tmp_path / "scp") as storescp,
+        Storescp(tmp_path / "scp") as storescp,
         RecordingProxy("127.0.0.1", storescp.port) as proxy,
         socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client,
     ):

@@ -12,9 +12,9 @@ import pytest
 
 from export.commands import echo_destination
 from gateway.settings import GatewaySettings
-from tests.integration.conftest import EMBEDDED, Ingest, released
 from tests.support import dcmtk
 from tests.support.factories import ct_series
+from tests.support.ingest import EMBEDDED, Ingest, released
 from tests.support.net import free_port, wait_until
 
 

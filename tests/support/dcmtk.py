@@ -1,4 +1,5 @@
-"""dcmtk's command-line tools as test peers: senders (echoscu, storescu, dcmsend) and storescp.
+"""dcmtk's command-line tools as test peers: the senders (echoscu, storescu, dcmsend); the
+receiver, storescp, is :mod:`tests.support.storescp`.
 
 Always by their full Debian path: pynetdicom installs scripts of the same names into the virtual
 environment, which shadow dcmtk's when the environment is on ``PATH``. Every tool runs with
@@ -38,13 +39,11 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from pydicom.filereader import read_file_meta_info
 
-from tests.support.net import free_port, wait_until
-
+#: Where Debian installs dcmtk's tools.
 DCMTK_BIN = Path("/usr/bin")
 
 #: dcmtk's own words for the A-ASSOCIATE-RJ fields (PS3.8 9.3.4), as printed by its tools.
@@ -151,12 +150,16 @@ def parse_rejection(output: str) -> Rejection | None:
 
 
 def dcmtk_environment() -> dict[str, str]:
+    """The environment of every dcmtk process: ``TCP_NODELAY=1`` (see the module docstring)."""
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
-def run_tool(tool: str, args: Sequence[str], timeout: float) -> DcmtkResult:
-    """Run ``/usr/bin/<tool> args...``; fail the test (with the output so far) on a timeout."""
-    command = (str(DCMTK_BIN / tool), *args)
+def run_tool(
+    tool: str, args: Sequence[str], timeout: float, bin_dir: Path = DCMTK_BIN
+) -> DcmtkResult:
+    """Run ``<bin_dir>/<tool> args...`` (``/usr/bin``, Debian's dcmtk, unless another is
+    given); fail the test (with the output so far) on a timeout."""
+    command = (str(bin_dir / tool), *args)
     try:
         completed = subprocess.run(
             command,
@@ -183,10 +186,11 @@ def echoscu(
     *,
     extra_args: Sequence[str] = (),
     timeout: float = 60.0,
+    bin_dir: Path = DCMTK_BIN,
 ) -> DcmtkResult:
     """One C-ECHO in one association."""
     args = ("-aet", calling_ae, "-aec", called_ae, *extra_args, host, str(port))
-    return run_tool("echoscu", args, timeout)
+    return run_tool("echoscu", args, timeout, bin_dir)
 
 
 def storescu(
@@ -270,95 +274,6 @@ def dcmsend(
         *(str(f) for f in files),
     )
     return run_tool("dcmsend", args, timeout)
-
-
-class Storescp:
-    """dcmtk's storescp as a reference receiver that keeps the received bytes.
-
-    ``-pm`` accepts unknown SOP classes, ``+xa`` every transfer syntax dcmtk knows, ``+B``
-    writes each data set exactly as received behind storescp's own file meta. Received files
-    land in ``directory / "received"`` (named ``<modality>.<SOP instance UID>``), the log in
-    ``directory / "storescp.log"``.
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        port: int | None = None,
-        *,
-        ae_title: str = "STORESCP",
-        extra_args: Sequence[str] = (),
-        startup_timeout: float = 15.0,
-    ) -> None:
-        self.output_dir = directory / "received"
-        self.log_path = directory / "storescp.log"
-        self.port = port if port is not None else free_port()
-        self.ae_title = ae_title
-        self.extra_args = tuple(extra_args)
-        self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Storescp:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        command = (
-            str(DCMTK_BIN / "storescp"),
-            "-pm",
-            "+xa",
-            "+B",
-            "-dhl",
-            "-aet",
-            self.ae_title,
-            "-od",
-            str(self.output_dir),
-            *self.extra_args,
-            str(self.port),
-        )
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=dcmtk_environment()
-            )
-        try:
-            wait_until(self._answers_echo, self.startup_timeout, "storescp answering C-ECHO")
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def received_files(self) -> list[Path]:
-        return sorted(p for p in self.output_dir.iterdir() if p.is_file())
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout)
-
-    def _answers_echo(self) -> bool:
-        if self._process is not None and self._process.poll() is not None:
-            raise AssertionError(
-                f"storescp exited with {self._process.returncode} while starting:\n"
-                f"{_tail(self.log_text())}"
-            )
-        result = echoscu(
-            "127.0.0.1", self.port, called_ae=self.ae_title, extra_args=("-to", "2"), timeout=10
-        )
-        # A rejection is an answer too: storescp --refuse is a useful rejecting peer.
-        return result.ok or result.rejection is not None
 
 
 def _text(output: str | bytes | None) -> str:

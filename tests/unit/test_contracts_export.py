@@ -1,26 +1,12 @@
+"""The export contract's models: requests, status rules, completions and their schemas."""
+
 import json
 import re
-import uuid
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from cloudevents.core.bindings import rabbitmq
-from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ValidationError
 
-from contracts.cloudevent import (
-    CONTENT_TYPE_STRUCTURED,
-    EXPORT_COMPLETED_ID_NAMESPACE,
-    export_completed_event,
-    export_completed_event_id,
-    export_completed_from_event,
-    export_requested_event,
-    export_requested_from_event,
-    parse_event,
-    to_structured,
-)
-from contracts.errors import ContractError, InvalidEvent
 from contracts.export import (
     EXPORT_COMPLETED_TYPE,
     EXPORT_REQUESTED_TYPE,
@@ -41,71 +27,27 @@ from contracts.routing import (
     is_valid_routing_key,
 )
 from contracts.schema_files import render
-
-ASSOCIATION_ID = "3f1c2b9e-8d4a-4c6b-9e2f-1a2b3c4d5e6f"
-STUDY = "1.2.826.0.1.3680043.8.498.1"
-SERIES = "1.2.826.0.1.3680043.8.498.2"
-KEY_1 = object_key(ASSOCIATION_ID, STUDY, SERIES, f"{SERIES}.1")
-KEY_2 = object_key(ASSOCIATION_ID, STUDY, SERIES, f"{SERIES}.2")
-SOURCE = "dicom-gateway://gw-1/export"
-EVENT_TIME = datetime(2024, 5, 1, 12, 0, 8, 125000, tzinfo=UTC)
-
-SENT, FAILED, SKIPPED = InstanceOutcome.SENT, InstanceOutcome.FAILED, InstanceOutcome.SKIPPED
-SUCCEEDED = ExportStatus.SUCCEEDED
-PARTIALLY_FAILED = ExportStatus.PARTIALLY_FAILED
-STATUS_FAILED = ExportStatus.FAILED
-
-
-def request_fields(**changes: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"export_id": "pipeline-42:run.7_a", "destinations": ["pacs"]}
-    return fields | changes
-
-
-def instance(key: str, status: InstanceOutcome) -> InstanceResult:
-    sent = status is SENT
-    return InstanceResult(
-        object_key=key,
-        sop_instance_uid=key.rsplit("/", 1)[1].removesuffix(".dcm"),
-        status=status,
-        dicom_status=0 if sent else (0xA700 if status is FAILED else None),
-        error=None if sent else f"{status} for a reason",
-    )
-
-
-def destination(name: str, *statuses: InstanceOutcome) -> DestinationResult:
-    instances = tuple(
-        instance(object_key(ASSOCIATION_ID, STUDY, SERIES, f"{SERIES}.{n}"), status)
-        for n, status in enumerate(statuses, start=1)
-    )
-    return DestinationResult(
-        name=name,
-        status=destination_status(instances),
-        instances_sent=statuses.count(SENT),
-        instances_failed=statuses.count(FAILED),
-        instances=instances,
-    )
-
-
-def completed(*destinations: DestinationResult) -> ExportCompleted:
-    return ExportCompleted(
-        export_id="pipeline-42:run.7_a",
-        status=overall_status(destinations),
-        correlation={"run": 7, "tags": ["a", "b"], "nested": {"x": None}},
-        started_at=datetime(2024, 5, 1, 12, tzinfo=UTC),
-        finished_at=datetime(2024, 5, 1, 14, 0, 7, tzinfo=timezone(timedelta(hours=2))),
-        destinations=destinations,
-    )
-
-
-REQUEST = ExportRequested.model_validate(
-    request_fields(
-        destinations=["pacs", "archive"],
-        object_keys=[KEY_1, KEY_2],
-        reply_routing_key="export.completed.cli-1",
-        correlation={"job": {"id": 7}, "note": "re-send"},
-    )
+from tests.support.export_samples import (
+    ASSOCIATION_ID,
+    COMPLETED,
+    FAILED,
+    KEY_1,
+    KEY_2,
+    PARTIALLY_FAILED,
+    REQUEST,
+    SENT,
+    SERIES,
+    SKIPPED,
+    STATUS_FAILED,
+    STUDY,
+    SUCCEEDED,
+    completed_fields,
+    destination,
+    destination_fields,
+    instance,
+    instance_fields,
+    request_fields,
 )
-COMPLETED = completed(destination("pacs", SENT, FAILED, SKIPPED), destination("archive", SENT))
 
 
 def test_event_types_and_routing_keys() -> None:
@@ -312,18 +254,6 @@ def test_export_completed_round_trips_through_json() -> None:
     assert dumped["destinations"][0]["instances"][1]["dicom_status"] == 0xA700
 
 
-def completed_fields(**changes: Any) -> dict[str, Any]:
-    return COMPLETED.model_dump(mode="json") | changes
-
-
-def destination_fields(**changes: Any) -> dict[str, Any]:
-    return COMPLETED.destinations[0].model_dump(mode="json") | changes
-
-
-def instance_fields(**changes: Any) -> dict[str, Any]:
-    return COMPLETED.destinations[0].instances[0].model_dump(mode="json") | changes
-
-
 @pytest.mark.parametrize(
     ("model", "fields", "match"),
     [
@@ -426,170 +356,3 @@ def test_export_requested_schema_object_key_pattern(key: str, matches: bool) -> 
     schema = json.loads(render(ExportRequested))
     pattern = schema["properties"]["object_keys"]["anyOf"][0]["items"]["pattern"]
     assert (re.search(pattern, key) is not None) is matches
-
-
-# --- Events --------------------------------------------------------------------------------------
-
-
-def requested_event(event_id: str | None = "request-1") -> CloudEvent:
-    return export_requested_event(REQUEST, source=SOURCE, event_id=event_id, time=EVENT_TIME)
-
-
-def completed_event() -> CloudEvent:
-    return export_completed_event(COMPLETED, source=SOURCE, time=EVENT_TIME)
-
-
-def test_export_requested_event_attributes() -> None:
-    built = requested_event()
-    assert built.get_specversion() == "1.0"
-    assert built.get_id() == "request-1"
-    assert built.get_type() == EXPORT_REQUESTED_TYPE
-    assert built.get_source() == SOURCE
-    assert built.get_subject() == REQUEST.export_id
-    assert built.get_time() == EVENT_TIME
-    assert built.get_datacontenttype() == "application/json"
-    assert built.get_data() == REQUEST.model_dump(mode="json")
-
-
-def test_export_requested_event_id_defaults_to_a_fresh_uuid4() -> None:
-    first, second = requested_event(None).get_id(), requested_event(None).get_id()
-    assert uuid.UUID(first).version == 4
-    assert str(uuid.UUID(first)) == first
-    assert first != second
-
-
-def test_export_completed_event_attributes() -> None:
-    built = completed_event()
-    assert built.get_id() == export_completed_event_id(COMPLETED.export_id)
-    assert built.get_type() == EXPORT_COMPLETED_TYPE
-    assert built.get_source() == SOURCE
-    assert built.get_subject() == COMPLETED.export_id
-    assert built.get_time() == EVENT_TIME
-    assert built.get_datacontenttype() == "application/json"
-    assert built.get_data() == COMPLETED.model_dump(mode="json")
-
-
-def test_export_completed_event_id_is_stable_per_export() -> None:
-    # A completion re-published later, from another process, with another time, keeps its id.
-    again = export_completed_event(
-        completed(destination("pacs", FAILED), destination("archive", FAILED)),
-        source="dicom-gateway://gw-2/export",
-        time=EVENT_TIME + timedelta(days=1),
-    )
-    assert again.get_id() == completed_event().get_id()
-    assert again.get_id() == str(uuid.uuid5(EXPORT_COMPLETED_ID_NAMESPACE, COMPLETED.export_id))
-    assert uuid.UUID(again.get_id()).version == 5
-    assert export_completed_event_id("another-export") != again.get_id()
-
-
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: export_requested_event(REQUEST, source=SOURCE, time=datetime(2024, 5, 1)),
-        lambda: export_completed_event(COMPLETED, source=SOURCE, time=datetime(2024, 5, 1)),
-    ],
-)
-def test_export_events_reject_a_naive_time(build: Any) -> None:
-    with pytest.raises(ContractError, match="timezone aware"):
-        build()
-
-
-@pytest.mark.parametrize("content_type", [CONTENT_TYPE_STRUCTURED, "application/json"])
-def test_export_requested_event_round_trips(content_type: str) -> None:
-    built = requested_event()
-    if content_type == CONTENT_TYPE_STRUCTURED:
-        parsed = parse_event(to_structured(built), content_type=content_type, headers={})
-    else:
-        message = rabbitmq.to_binary_event(built)
-        assert message.content_type == content_type
-        parsed = parse_event(
-            message.body, content_type=message.content_type, headers=message.headers
-        )
-    assert parsed.get_attributes() == built.get_attributes()
-    assert export_requested_from_event(parsed) == REQUEST
-
-
-@pytest.mark.parametrize("content_type", [CONTENT_TYPE_STRUCTURED, "application/json"])
-def test_export_completed_event_round_trips(content_type: str) -> None:
-    built = completed_event()
-    if content_type == CONTENT_TYPE_STRUCTURED:
-        parsed = parse_event(to_structured(built), content_type=content_type, headers={})
-    else:
-        message = rabbitmq.to_binary_event(built)
-        assert message.content_type == content_type
-        parsed = parse_event(
-            message.body, content_type=message.content_type, headers=message.headers
-        )
-    assert parsed.get_attributes() == built.get_attributes()
-    assert export_completed_from_event(parsed) == COMPLETED
-
-
-def _with_data(event: CloudEvent, data: Any) -> CloudEvent:
-    return CloudEvent(event.get_attributes(), data)
-
-
-@pytest.mark.parametrize(
-    ("event", "match"),
-    [
-        (completed_event(), r"event type is 'dicomgateway\.export\.completed\.v1', expected"),
-        (
-            CloudEvent({"id": "1", "source": SOURCE, "type": "other.v1"}, {}),
-            r"event type is 'other\.v1'",
-        ),
-        (_with_data(requested_event(), "not json"), "must be a JSON object, got str"),
-        (_with_data(requested_event(), None), "must be a JSON object, got NoneType"),
-        (
-            _with_data(requested_event(), request_fields(object_keys=["../x"])),
-            r"invalid dicomgateway\.export\.requested\.v1 data: object_keys\.0: [^;]*'\.\./x' "
-            r"is not an object key [^;]*$",
-        ),
-        (
-            _with_data(requested_event(), request_fields()),
-            r"data: \(data\): .*exactly one of association_id and object_keys",
-        ),
-        (
-            _with_data(requested_event(), {"destinations": ["pacs"], "object_keys": [KEY_1]}),
-            "data: export_id: Field required",
-        ),
-    ],
-)
-def test_export_requested_from_event_rejects(event: CloudEvent, match: str) -> None:
-    with pytest.raises(InvalidEvent, match=match):
-        export_requested_from_event(event)
-
-
-@pytest.mark.parametrize(
-    ("event", "match"),
-    [
-        (requested_event(), r"event type is 'dicomgateway\.export\.requested\.v1', expected"),
-        (_with_data(completed_event(), [1]), "must be a JSON object, got list"),
-        (
-            _with_data(completed_event(), completed_fields(status="succeeded")),
-            r"invalid dicomgateway\.export\.completed\.v1 data: .*destinations make it",
-        ),
-        (
-            _with_data(
-                completed_event(),
-                completed_fields(destinations=[destination_fields(instances_sent=5)]),
-            ),
-            r"data: destinations\.0: [^;]*instances_sent is 5 but 1 instances are sent$",
-        ),
-        (
-            CloudEvent(completed_event().get_attributes() | {"id": "other"}, completed_fields()),
-            "event id 'other' is not the completion id",
-        ),
-    ],
-)
-def test_export_completed_from_event_rejects(event: CloudEvent, match: str) -> None:
-    with pytest.raises(InvalidEvent, match=match):
-        export_completed_from_event(event)
-
-
-def test_parse_event_then_export_requested_from_event_rejects_a_bad_structured_body() -> None:
-    fields = json.loads(to_structured(requested_event()))
-    fields["data"]["destinations"] = []
-    parsed = parse_event(
-        json.dumps(fields).encode(), content_type=CONTENT_TYPE_STRUCTURED, headers={}
-    )
-    with pytest.raises(InvalidEvent, match="data: destinations: "):
-        export_requested_from_event(parsed)

@@ -38,11 +38,22 @@ def test_structured_fields_never_replace_the_standard_ones() -> None:
 
 
 def test_zero_configuration_start_up_says_how_to_use_it() -> None:
-    lines = startup_lines(GatewaySettings())
+    lines = startup_lines(GatewaySettings(), 11112, 8080)
     assert "DICOM: AE title GATEWAY on port 11112 -> pipeline default" in lines
     assert any("local event log" in line and "dicom-gateway events" in line for line in lines)
     assert "export destination example: STORESCP at 127.0.0.1:11113" in lines
     assert any(line.startswith("objects: files under gateway-data") for line in lines)
+
+
+def test_start_up_names_the_ports_listened_on_not_the_configured_ones() -> None:
+    settings = GatewaySettings.model_validate(
+        {"ingest": {"port": 0}, "http": {"host": "127.0.0.1", "ingest_port": "auto"}}
+    )
+    lines = startup_lines(settings, 40123, 40124)
+    assert "DICOM: AE title GATEWAY on port 40123 -> pipeline default" in lines
+    assert "health and metrics: http://127.0.0.1:40124/metrics" in lines
+    assert "try it: storescu -aec GATEWAY 127.0.0.1 40123 FILE.dcm" in lines
+    assert not any("metrics" in line for line in startup_lines(settings, 40123, None))
 
 
 def test_zero_configuration_defaults_need_no_services() -> None:

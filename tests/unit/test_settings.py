@@ -75,9 +75,39 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize(
+    ("text", "ports"),
+    [
+        ("[ingest]\nport = 0\n", (0, 8080, 8081)),
+        ("[http]\ningest_port = 'auto'\nexport_port = 'auto'\n", (11112, "auto", "auto")),
+        ("[http]\ningest_port = 0\nexport_port = 9000\n", (11112, 0, 9000)),
+    ],
+)
+def test_ports_chosen_by_the_system_or_turned_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, ports: tuple[object, ...]
+) -> None:
+    for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.ingest.port, settings.http.ingest_port, settings.http.export_port) == ports
+
+
+def test_an_http_port_from_the_environment_is_a_number_or_auto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_HTTP__INGEST_PORT", "auto")
+    monkeypatch.setenv("GATEWAY_HTTP__EXPORT_PORT", "9100")
+    settings = load_settings(None)
+    assert (settings.http.ingest_port, settings.http.export_port) == ("auto", 9100)
+
+
+@pytest.mark.parametrize(
     ("text", "field"),
     [
         ("[ingest]\nmax_associations = 0\n", "ingest.max_associations"),
+        ("[ingest]\nport = -1\n", "ingest.port"),
+        ("[ingest]\nport = 'auto'\n", "ingest.port"),
+        ("[http]\ningest_port = 65536\n", "http.ingest_port"),
+        ("[http]\nexport_port = 'any'\n", "http.export_port"),
         ("[ingest]\nmax_associations = 1001\n", "ingest.max_associations"),
         ("[ingest]\nworkers = 0\n", "ingest.workers"),
         ("[ingest]\nworkers = 33\n", "ingest.workers"),

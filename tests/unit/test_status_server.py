@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics, IngestMetrics, metric_names
-from gateway.status_server import Checks, StatusServer
+from gateway.status_server import Checks, StatusServer, start_status_server
 
 
 def test_not_ready_until_every_service_has_started() -> None:
@@ -69,3 +69,17 @@ def test_metric_names_include_series_not_observed_yet() -> None:
     assert "dicom_gateway_export_instances_total" in names
     assert "dicom_gateway_export_association_seconds_bucket" in names
     assert "dicom_gateway_associations_open" in names
+
+
+def test_a_port_of_0_turns_the_endpoints_off_and_auto_lets_the_system_choose() -> None:
+    registry, checks = CollectorRegistry(), Checks()
+    assert start_status_server("127.0.0.1", 0, registry, checks) is None
+    server = start_status_server("127.0.0.1", "auto", registry, checks)
+    assert server is not None
+    try:
+        assert server.port > 0
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        with urllib.request.urlopen(url) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
