@@ -36,6 +36,7 @@ from tests.support.factories import (
 from tests.support.gateway import GatewayProcess
 from tests.support.net import wait_until
 from tests.support.raw_scu import DataSet, RawAssociation, association_request
+from tests.support.settled import wait_until_handed_on
 
 #: Short, so that silent peers are seen to be dropped within the test.
 NETWORK_TIMEOUT_SECONDS = 2.0
@@ -118,7 +119,8 @@ def test_generated_malformed_input_ends_only_that_connection(ingest: Ingest) -> 
         # C-ECHO must all be accepted again.
         wait_until(lambda: open_associations(ingest) == 0, 10, "every place is free")
         assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY").ok
-        events.assert_quiet(1)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
     assert ingest.spool_files() == []
     assert ingest.objects() == {}
     # pynetdicom logs each undecodable PDU with its traceback; our own code logs no error,
@@ -401,7 +403,8 @@ def test_generated_malformed_data_sets_fail_alone_inside_one_association(ingest:
             finally:
                 loop.run_until_complete(association.close())
             (message,) = events.wait_for(1)
-            events.assert_quiet(1)
+            wait_until_handed_on(ingest.workdir / "spool")
+            events.assert_no_more()
     finally:
         loop.close()
     print(sorted(kinds.items()))
