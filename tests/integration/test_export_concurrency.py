@@ -32,6 +32,7 @@ from tests.support.factories import (
 )
 from tests.support.link import Link
 from tests.support.net import free_port, wait_until
+from tests.support.settled import stop_export_with_nothing_left
 
 CONTEXTS = [
     (CT_IMAGE_STORAGE, [ExplicitVRLittleEndian]),
@@ -56,10 +57,10 @@ def test_six_requests_never_open_more_than_max_associations(export: Export, inbo
     ]
     assert (EXPORT_DEFAULTS["max_associations"], EXPORT_DEFAULTS["prefetch"]) == (2, 4)
     with ScriptedScp(CONTEXTS, store_delay=0.3) as slow, export.completions() as completions:
-        export.start(export.config([destination("slow", slow.port, slow.ae_title)]))
+        process = export.start(export.config([destination("slow", slow.port, slow.ae_title)]))
         export.publish(*requests)
         messages = completions.wait_for(6, timeout=60)
-        completions.assert_quiet(1)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
 
     results = [completed(m) for m in messages]
     assert sorted(r.export_id for r in results) == sorted(r.export_id for r in requests)
@@ -102,7 +103,7 @@ def test_a_repeated_export_id_republishes_the_completion_without_sending_again(
         (first,) = completions.wait_for(1, timeout=30)
         export.publish(request)  # a new event id, the same export id
         _, second = completions.wait_for(2, timeout=30)
-        completions.assert_quiet(1)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
 
     expected_id = export_completed_event_id(request.export_id)
     assert first.message_id == second.message_id == expected_id
@@ -131,7 +132,7 @@ def test_a_crash_mid_export_is_redone_after_restart_and_completes_once(
         assert before_restart < len(series)
         process.start()  # same configuration, same state directory
         (message,) = completions.wait_for(1, timeout=60)
-        completions.assert_quiet(1.5)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
 
     done = completed(message)
     assert done.status is ExportStatus.SUCCEEDED
@@ -166,7 +167,7 @@ def test_sigterm_mid_export_stops_within_the_grace_period_and_the_request_is_red
         assert completions.messages == []
         process.start()
         (message,) = completions.wait_for(1, timeout=60)
-        completions.assert_quiet(1)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
 
     assert completed(message).status is ExportStatus.SUCCEEDED
     assert "not finished in the grace period: requeued" in process.log_text()
