@@ -1,4 +1,8 @@
-"""The ``dicom-gateway`` command: one entry point, one subcommand per service."""
+"""The ``dicom-gateway`` command: one entry point, one subcommand per service.
+
+Each subcommand imports only the service it runs (in :func:`_dispatch`): ``ingest`` has no use
+for export's modules, nor ``send`` for either service, and every start-up pays for what it
+imports."""
 
 from __future__ import annotations
 
@@ -15,14 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from dicom_gateway.event_printer import print_events
-from dicom_gateway.serve import run as run_serve
-from export.app import run as run_export
-from export.commands import build_request, echo_destination, send_request, succeeded, summary
 from gateway.errors import ConfigError, GatewayError, IncompatibleLibrary
 from gateway.logs import configure_logging
 from gateway.settings import GatewaySettings, load_settings
-from ingest.app import run as run_ingest
 
 #: Without a terminal, ``send --wait`` reports that it is still waiting this often.
 PROGRESS_LINE_SECONDS = 5.0
@@ -149,12 +148,20 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 
 def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
     if args.command == "serve":
+        from dicom_gateway.serve import run as run_serve  # noqa: PLC0415 (see the docstring)
+
         return run_serve(settings, args.port_file)
     if args.command == "ingest":
+        from ingest.app import run as run_ingest  # noqa: PLC0415
+
         return run_ingest(settings, args.port_file)
     if args.command == "export":
+        from export.app import run as run_export  # noqa: PLC0415
+
         return run_export(settings, args.port_file)
     if args.command == "events":
+        from dicom_gateway.event_printer import print_events  # noqa: PLC0415
+
         print_events(
             settings,
             follow=args.follow,
@@ -162,6 +169,14 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
             write=lambda line: print(line, flush=True),
         )
         return 0
+    from export.commands import (  # noqa: PLC0415
+        build_request,
+        echo_destination,
+        send_request,
+        succeeded,
+        summary,
+    )
+
     if args.command == "echo":
         problem = echo_destination(settings, args.destination)
         print(f"C-ECHO {args.destination}: {problem or 'success'}")

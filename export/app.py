@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from export.consumer import ExportConsumer
 from export.exporter import Exporter
-from export.intake import consume_amqp, consume_local
 from export.ledger import Ledger
+from export.local_intake import consume_local
 from export.scu import ScuIdentity
 from gateway.bus import open_event_log, open_publisher
 from gateway.errors import StorageUnavailable
@@ -90,6 +90,9 @@ async def serve(
         checks.add("export-storage", lambda: storage_check(store))
         checks.started(SERVICE)
         if event_log is None:
+            # aio-pika only for RabbitMQ: on the local event log export starts without it.
+            from export.intake import consume_amqp  # noqa: PLC0415
+
             await consume_amqp(settings, consumer, stop)
         else:
             await consume_local(settings, event_log, consumer, stop)

@@ -1,8 +1,8 @@
 """Handling export requests, whichever bus they come from; one completion event each.
 
 The bus-specific side (RabbitMQ queue topology, the local event log's subscription) is in
-:mod:`export.intake`; it hands every message to :meth:`ExportConsumer.handle` as a
-:class:`~gateway.bus.Delivery`.
+:mod:`export.intake` and :mod:`export.local_intake`; each hands every message to
+:meth:`ExportConsumer.handle` as a :class:`~gateway.bus.Delivery`.
 
 A request is acknowledged only after its completion is recorded in the ledger and confirmed by
 the bus. Invalid messages are dead-lettered and the reason is logged.
@@ -27,14 +27,15 @@ from contracts.export import ExportCompleted, ExportRequested
 from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY
 from export.exporter import Exporter
 from export.ledger import Ledger, RecordedCompletion
-from gateway.broker import Publisher
-from gateway.bus import Delivery
+from gateway.bus import Delivery, Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError, StorageUnavailable
 from gateway.metrics import ExportMetrics
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
+#: The log line that says export is attached to its queue (the tests wait for it).
+CONSUMING = "export consuming"
 #: A request that failed on storage is put back after this pause, not in a hot loop.
 REQUEUE_PAUSE_SECONDS = 5.0
 #: The metrics status of a request dead-lettered without being carried out.

@@ -1,12 +1,11 @@
-"""Where export requests come from: a RabbitMQ queue, or the local event log.
+"""Where export requests come from when RabbitMQ is configured: a queue.
 
-RabbitMQ topology (declared at start-up, idempotently): the durable topic exchange, a durable
-quorum queue ``export.queue`` bound to ``export.requested`` whose rejected messages go to the
-quorum queue ``<queue>.dead-letter`` through the default exchange. The broker enforces the
-prefetch.
+Topology (declared at start-up, idempotently): the durable topic exchange, a durable quorum
+queue ``export.queue`` bound to ``export.requested`` whose rejected messages go to the quorum
+queue ``<queue>.dead-letter`` through the default exchange. The broker enforces the prefetch.
 
-Local event log: the subscription ``export.queue`` bound to ``export.requested``; at most
-``prefetch`` requests are taken at once, and dead letters stay in the log with their reason.
+On the local event log requests come from :mod:`export.local_intake` instead; export imports
+this module (and aio-pika with it) only for RabbitMQ.
 """
 
 from __future__ import annotations
@@ -24,21 +23,15 @@ from aio_pika.abc import (
 )
 
 from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
-from export.consumer import ExportConsumer
-from gateway.bus import AmqpDelivery, LocalDelivery, declare_durable_queue
-from gateway.errors import BrokerUnavailable
-from gateway.eventlog import EventLog
+from export.consumer import CONSUMING, ExportConsumer
+from gateway.bus import AmqpDelivery, declare_durable_queue
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
-#: How often the local intake looks for new requests while idle.
-LOCAL_POLL_SECONDS = 0.2
 #: How long stopping waits for the broker to confirm that no more requests come.
 CANCEL_TIMEOUT_SECONDS = 5.0
-#: The log line that says export is attached to its queue (the tests wait for it).
-CONSUMING = "export consuming"
 
 
 async def consume_amqp(
@@ -121,43 +114,3 @@ async def _stop_consuming(
         aio_pika.exceptions.ChannelInvalidStateError,
     ) as exc:
         log.warning("consumer not cancelled (%r); stopping anyway", exc)
-
-
-async def consume_local(
-    settings: GatewaySettings, event_log: EventLog, consumer: ExportConsumer, stop: asyncio.Event
-) -> None:
-    """Consume from the local event log until ``stop`` is set."""
-    export = settings.export
-    subscription = export.queue
-    await asyncio.to_thread(event_log.subscribe, subscription, EXPORT_REQUESTED_ROUTING_KEY)
-    consumer.attach(lambda: None)
-    log.info(
-        "%s %s on the local event log %s (prefetch %d, at most %d associations)",
-        CONSUMING,
-        subscription,
-        settings.broker.event_log,
-        export.prefetch,
-        export.max_associations,
-    )
-    tasks: set[asyncio.Task[None]] = set()
-    while not stop.is_set():
-        room = export.prefetch - len(tasks)
-        claimed = []
-        if room > 0:
-            try:
-                claimed = await asyncio.to_thread(event_log.claim, subscription, room)
-            except BrokerUnavailable as exc:
-                log.warning("event log: %s; trying again", exc)
-        for item in claimed:
-            task = asyncio.create_task(
-                consumer.handle(LocalDelivery(event_log, subscription, item.event))
-            )
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if not claimed:
-            try:
-                await asyncio.wait_for(stop.wait(), LOCAL_POLL_SECONDS)
-            except TimeoutError:
-                continue
-    consumer.detach()
-    await consumer.finish()

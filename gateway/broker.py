@@ -9,38 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
 
 import aio_pika
 import aiormq
 import pamqp.commands
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
+from gateway.bus import CONFIRM_TIMEOUT_SECONDS
 from gateway.errors import BrokerUnavailable, EventUnroutable
 
 log = logging.getLogger(__name__)
 
-CONFIRM_TIMEOUT_SECONDS = 30.0
-
-
-class Publisher(Protocol):
-    async def ensure_ready(self) -> None:
-        """Connect now (start-up); raises BrokerUnavailable if the bus cannot be reached."""
-
-    async def publish(
-        self, routing_key: str, body: bytes, *, message_id: str, content_type: str
-    ) -> None:
-        """Publish persistently and return once the broker confirmed it.
-
-        Raises BrokerUnavailable (not confirmed: retry) or EventUnroutable (confirmed, but no
-        queue would receive it).
-        """
-
-    async def close(self) -> None: ...
-
 
 class AmqpPublisher:
-    """One connection and one confirming channel, (re)opened on demand."""
+    """:class:`~gateway.bus.Publisher` onto RabbitMQ: one connection and one confirming
+    channel, (re)opened on demand."""
 
     def __init__(self, url: str, exchange: str, connection_name: str) -> None:
         self._url = url

@@ -1,6 +1,9 @@
 """The event bus seen by the services: RabbitMQ when ``[broker] url`` is set, else the local
 event log. Both give the same guarantees: a publish returns once the event is durable, and a
 consumed message is settled explicitly (ack, requeue, or dead-letter).
+
+The RabbitMQ side (:mod:`gateway.broker`, aio-pika) is imported only when RabbitMQ is
+configured: a service on the local event log starts without loading it.
 """
 
 from __future__ import annotations
@@ -8,14 +11,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-
-from gateway.broker import AmqpPublisher, Publisher
 from gateway.errors import ConfigError
 from gateway.eventlog import EventLog, LoggedEvent
 from gateway.settings import BrokerSettings
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+#: How long a publish waits for the bus to confirm it before it counts as failed.
+CONFIRM_TIMEOUT_SECONDS = 30.0
+
+
+class Publisher(Protocol):
+    async def ensure_ready(self) -> None:
+        """Connect now (start-up); raises BrokerUnavailable if the bus cannot be reached."""
+
+    async def publish(
+        self, routing_key: str, body: bytes, *, message_id: str, content_type: str
+    ) -> None:
+        """Publish persistently and return once the broker confirmed it.
+
+        Raises BrokerUnavailable (not confirmed: retry) or EventUnroutable (confirmed, but no
+        queue would receive it).
+        """
+
+    async def close(self) -> None: ...
 
 
 class Delivery(Protocol):
@@ -81,7 +103,7 @@ class LocalDelivery:
 
 
 class LocalPublisher:
-    """:class:`~gateway.broker.Publisher` onto the local event log.
+    """:class:`Publisher` onto the local event log.
 
     Nothing is ever unroutable here: the log itself keeps every event for ``events`` to read.
     """
@@ -145,4 +167,6 @@ def open_publisher(
         if log is None:
             raise ConfigError("the local event bus needs an open event log")
         return LocalPublisher(log)
+    from gateway.broker import AmqpPublisher  # noqa: PLC0415 (see the module docstring)
+
     return AmqpPublisher(settings.url, settings.exchange, connection_name)

@@ -27,6 +27,10 @@ from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
+#: How often the server's loop looks whether it is to stop: :meth:`StatusServer.stop` waits for
+#: that look (socketserver's default of half a second held up every shutdown by as much).
+STOP_POLL_SECONDS = 0.05
+
 Check = Callable[[], str | None]
 
 
@@ -69,7 +73,10 @@ class StatusServer:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="status-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": STOP_POLL_SECONDS},
+            name="status-http",
+            daemon=True,
         )
 
     @property

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from gateway.broker import CONFIRM_TIMEOUT_SECONDS
-from gateway.bus import open_event_log, open_publisher
+from gateway.bus import CONFIRM_TIMEOUT_SECONDS, open_event_log, open_publisher
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.metrics import IngestMetrics

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from gateway.broker import Publisher
+from gateway.bus import Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
 from gateway.metrics import IngestMetrics
 from ingest.outbox import Outbox, OutboxEvent

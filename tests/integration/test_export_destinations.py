@@ -24,6 +24,7 @@ from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
 from tests.support.ingest import Ingest
 from tests.support.net import free_port, wait_until
 from tests.support.scripted_scp import ScriptedScp
+from tests.support.settled import stop_export_with_nothing_left
 from tests.support.storescp import Storescp
 
 
@@ -154,10 +155,10 @@ def test_the_completion_goes_to_the_reply_routing_key_only(
         export.completions() as default_key,
         export.completions(("pipeline.lung.export-done",)) as reply_key,
     ):
-        export.start(export.config([destination("pacs", pacs.port)]))
+        process = export.start(export.config([destination("pacs", pacs.port)]))
         export.publish(request)
         (message,) = reply_key.wait_for(1, timeout=30)
-        default_key.assert_quiet(1.5)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, default_key)
     assert message.routing_key == "pipeline.lung.export-done"
     done = completed(message)
     assert (done.export_id, done.status) == (request.export_id, ExportStatus.SUCCEEDED)

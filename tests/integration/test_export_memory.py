@@ -41,7 +41,13 @@ def test_a_1_gib_instance_is_streamed_to_the_destination(
     result = completed(message)
     assert result.status is ExportStatus.SUCCEEDED
     assert result.destinations[0].instances[0].status is InstanceOutcome.SENT
-    source = instance.path.stat().st_size - file_meta_length(instance.path.read_bytes()[:4096])
-    assert received.stat().st_size - file_meta_length(received.read_bytes()[:4096]) == source
+    source = instance.path.stat().st_size - file_meta_length(_head(instance.path))
+    assert received.stat().st_size - file_meta_length(_head(received)) == source
     growth_mib = (peak - baseline) / 1024
     assert growth_mib < 100, f"exporting 1 GiB grew the export process by {growth_mib:.0f} MiB"
+
+
+def _head(path: Path) -> bytes:
+    """The start of a file, with its whole file meta (not the whole 1 GiB file)."""
+    with path.open("rb") as file:
+        return file.read(4096)

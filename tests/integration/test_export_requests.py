@@ -17,6 +17,7 @@ from tests.support.export import Export, completed, destination, export_harness,
 from tests.support.factories import Instance, ct_series, derived_uid
 from tests.support.ingest import Ingest
 from tests.support.part10_files import read_received, with_file_meta
+from tests.support.settled import stop_export_with_nothing_left
 from tests.support.storescp import Storescp
 
 
@@ -72,8 +73,8 @@ def test_invalid_messages_are_dead_lettered_and_the_consumer_goes_on(
         export.publish(valid)
         (message,) = completions.wait_for(1, timeout=30)
         dead = export.dead_letters(len(invalid))
-        completions.assert_quiet(1)
         assert process.is_running()
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
         assert len(pacs.received_files()) == 1
 
     done = completed(message)
@@ -108,10 +109,10 @@ def test_unknown_destination_missing_objects_and_empty_association_fail_with_a_r
         export_id=new_export_id(), destinations=("pacs",), association_id=empty_association
     )
     with Storescp(tmp_path / "pacs") as pacs, export.completions() as completions:
-        export.start(export.config([destination("pacs", pacs.port)]))
+        process = export.start(export.config([destination("pacs", pacs.port)]))
         export.publish(unknown, partly_missing, empty)
         messages = completions.wait_for(3, timeout=30)
-        completions.assert_quiet(1)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
         received = [read_received(p).sop_instance_uid for p in pacs.received_files()]
     by_id = {done.export_id: done for done in map(completed, messages)}
 

@@ -31,6 +31,7 @@ from tests.support.factories import (
 from tests.support.ingest import Ingest, released
 from tests.support.part10_files import read_received
 from tests.support.scripted_scp import ScriptedScp
+from tests.support.settled import stop_export_with_nothing_left
 from tests.support.storescp import Storescp
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -71,10 +72,10 @@ def test_stored_objects_arrive_byte_for_byte_in_their_stored_syntax(
         correlation={"study": "round trip", "n": 1},
     )
     with Storescp(tmp_path / "pacs") as pacs, export.completions() as completions:
-        export.start(export.config([destination("pacs", pacs.port)]))
+        process = export.start(export.config([destination("pacs", pacs.port)]))
         export.publish(request)
         (message,) = completions.wait_for(1, timeout=60)
-        completions.assert_quiet(1)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
         received = {r.sop_instance_uid: r for r in map(read_received, pacs.received_files())}
 
     assert message.message_id == export_completed_event_id(request.export_id)

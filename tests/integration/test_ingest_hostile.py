@@ -34,6 +34,7 @@ from tests.support.hostile_dicom import KINDS, hostile, hostile_store, request
 from tests.support.ingest import EMBEDDED, RABBITMQ_S3, Ingest, released
 from tests.support.net import wait_until
 from tests.support.raw_scu import DataSet, RawAssociation
+from tests.support.settled import wait_until_handed_on
 
 #: Short, so that silent peers are seen to be dropped within the test.
 NETWORK_TIMEOUT_SECONDS = 2.0
@@ -83,7 +84,8 @@ def test_generated_malformed_input_ends_only_that_connection(ingest: Ingest, see
         # C-ECHO must all be accepted again.
         wait_until(lambda: open_associations(ingest) == 0, 10, "every place is free")
         assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY").ok
-        events.assert_quiet(1)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
     assert ingest.spool_files() == []
     assert ingest.objects() == {}
     # pynetdicom logs each undecodable PDU with its traceback; our own code logs no error,
@@ -207,7 +209,8 @@ def test_generated_malformed_data_sets_fail_alone_inside_one_association(
             finally:
                 loop.run_until_complete(association.close())
             (message,) = events.wait_for(1)
-            events.assert_quiet(1)
+            wait_until_handed_on(ingest.workdir / "spool")
+            events.assert_no_more()
     finally:
         loop.close()
     print(sorted(kinds.items()))

@@ -21,6 +21,7 @@ from tests.support.dcmtk import Rejection
 from tests.support.factories import ct_series
 from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
+from tests.support.settled import wait_until_handed_on
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -123,7 +124,8 @@ def test_garbage_on_the_port_aborts_only_that_connection(ingest: Ingest, garbage
                 pass  # an abort may come as a reset
         assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY").ok
         assert gateway.is_running()
-        events.assert_quiet(1)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
 
 
 def _with_uid(source: Path, target: Path, keyword: str, value: str) -> Path:

@@ -21,6 +21,7 @@ from tests.support.factories import Instance, ct_series, data_set_bytes, file_me
 from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
 from tests.support.proc import child_pids
+from tests.support.settled import wait_until_handed_on
 
 WORKERS = 2
 
@@ -84,7 +85,8 @@ def test_concurrent_associations_are_spread_over_the_workers_and_all_stored(
         for thread in threads:
             thread.join()
         messages = events.wait_for(4)
-        events.assert_quiet(1.5)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
 
     objects = ingest.objects()
     for data in (released(m) for m in messages):
@@ -135,7 +137,8 @@ def test_a_killed_worker_aborts_its_association_and_is_replaced(
 
         dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series[2:]], "GATEWAY").check()
         (message,) = events.wait_for(1)
-        events.assert_quiet(2)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
     assert released(message).calling_ae_title == "STORESCU"
     assert released(message).instance_count == 2
     log = gateway.log_text()
@@ -173,6 +176,7 @@ def test_workers_abort_and_stop_when_the_main_process_is_killed(
     with ingest.events() as events:
         dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
         (message,) = events.wait_for(1)
-        events.assert_quiet(1.5)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
     assert released(message).instance_count == 2
     assert open_owners(ingest) == []

@@ -16,6 +16,7 @@ from tests.support import dcmtk
 from tests.support.factories import ct_series
 from tests.support.ingest import EMBEDDED, Ingest, released
 from tests.support.net import free_port, wait_until
+from tests.support.settled import wait_until_handed_on
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def test_the_listener_takes_tls_with_a_client_certificate_and_nothing_else(
             gateway.host, gateway.port, paths, "GATEWAY", extra_args=anonymous
         ).ok
         assert not dcmtk.storescu(gateway.host, gateway.port, paths, "GATEWAY").ok
-        events.assert_quiet(1.5)
+        wait_until_handed_on(ingest.workdir / "spool")
+        events.assert_no_more()
     assert released(message).instance_count == 3
     assert gateway.is_running()
 

@@ -3,6 +3,11 @@
 :class:`EventCollector` binds its own exclusive queue to the gateway's exchange and gathers
 every message routed to it. aio-pika is asynchronous, so the collector runs a private event loop
 on a thread of its own and the test thread waits on a condition variable.
+
+To show that nothing more was published, wait for a state of the gateway that says it has
+nothing more to publish (its journal empty, say), then call
+:meth:`~MessageBuffer.assert_no_more`: it proves the absence without waiting out a window.
+:meth:`~MessageBuffer.assert_quiet` is for what only a window can show.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import asyncio
 import os
 import threading
 import time
+import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -19,6 +26,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
@@ -29,6 +37,8 @@ from aio_pika.abc import (
 T = TypeVar("T")
 
 GATEWAY_EXCHANGE = "dicom-gateway"
+#: The message id of :meth:`EventCollector.catch_up`'s markers (no event id looks like it).
+_MARKER_PREFIX = "tests-collector-marker-"
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ def current_test_name() -> str:
     return current.rsplit(" ", 1)[0]  # drop the " (setup)" / " (call)" phase
 
 
-class MessageBuffer:
+class MessageBuffer(ABC):
     """Messages gathered by a collector's own thread, waited for by the test thread."""
 
     def __init__(self, description: str) -> None:
@@ -100,6 +110,28 @@ class MessageBuffer:
             f"{_describe(extra)}"
         )
 
+    def assert_no_more(self, timeout: float = 10.0) -> None:
+        """Assert that no message beyond those returned by :meth:`wait_for` has arrived, once
+        everything that reached the bus before this call has been delivered here.
+
+        This is no time window: call it when the gateway's own state shows that it has
+        published all it ever will for what the test did (its journal and outbox empty, the
+        service stopped with its queue empty), and a message published before that state was
+        reached is still caught, however late it would have been delivered.
+        """
+        self.catch_up(timeout)
+        with self._arrived:
+            extra = self._messages[self._seen :]
+        if extra:
+            raise AssertionError(
+                f"expected no further message on {self.description}, got {len(extra)}: "
+                f"{_describe(extra)}"
+            )
+
+    @abstractmethod
+    def catch_up(self, timeout: float) -> None:
+        """Return once every message the bus took before the call has been delivered here."""
+
     def add(self, message: ReceivedMessage) -> None:
         with self._arrived:
             self._messages.append(message)
@@ -113,6 +145,10 @@ class EventCollector(MessageBuffer):
     it exists from ``__enter__`` on, so start the collector before the action under test. The
     AMQP connection is named after the test (``connection_name`` client property), which shows
     in the RabbitMQ management UI and ``rabbitmqctl list_connections client_properties``.
+
+    :meth:`catch_up` sends a marker straight to the queue (through the default exchange) and
+    waits for it: a queue delivers in order, so whatever RabbitMQ had routed to the queue before
+    (every publish it has confirmed, for one) arrives first. Markers are not collected.
     """
 
     def __init__(
@@ -134,7 +170,9 @@ class EventCollector(MessageBuffer):
             target=self._loop.run_forever, name="event-collector", daemon=True
         )
         self._connection: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
+        self._markers_seen: set[str] = set()
 
     def __enter__(self) -> EventCollector:
         self._thread.start()
@@ -162,6 +200,20 @@ class EventCollector(MessageBuffer):
             raise RuntimeError("the collector is not open")
         return self._queue.name
 
+    def catch_up(self, timeout: float) -> None:
+        marker = f"{_MARKER_PREFIX}{uuid.uuid4().hex}"
+        self._run(self._send_marker(marker))
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while marker not in self._markers_seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"the collector's own marker did not come back within {timeout:g} s"
+                    )
+                self._arrived.wait(remaining)
+            self._markers_seen.discard(marker)
+
     # --- the loop thread's side ----------------------------------------------------------
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -174,7 +226,7 @@ class EventCollector(MessageBuffer):
             client_properties={"connection_name": self.connection_name},
             timeout=self.operation_timeout,
         )
-        channel = await self._connection.channel()
+        channel = self._channel = await self._connection.channel()
         exchange: AbstractExchange = await channel.declare_exchange(
             self.exchange_name, ExchangeType.TOPIC, durable=True
         )
@@ -183,7 +235,19 @@ class EventCollector(MessageBuffer):
             await self._queue.bind(exchange, routing_key=key)
         await self._queue.consume(self._on_message, no_ack=True)
 
+    async def _send_marker(self, marker: str) -> None:
+        if self._channel is None or self._queue is None:
+            raise RuntimeError("the collector is not open")
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(b"", message_id=marker), routing_key=self._queue.name
+        )
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if message.message_id is not None and message.message_id.startswith(_MARKER_PREFIX):
+            with self._arrived:
+                self._markers_seen.add(message.message_id)
+                self._arrived.notify_all()
+            return
         received = ReceivedMessage(
             body=message.body,
             routing_key=message.routing_key,

@@ -2,11 +2,16 @@
 RabbitMQ: :class:`LocalEventCollector` gathers what is appended to the log from ``__enter__`` on
 and that its binding keys route, with the same interface as
 :class:`~tests.support.amqp.EventCollector`, so a test reads the same on both buses.
+
+Its :meth:`~LocalEventCollector.catch_up` notes the log's last sequence number and waits until
+the collector has read that far: an append is durable when it returns, so everything appended
+before the call is then collected.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +45,8 @@ class LocalEventCollector(MessageBuffer):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="local-collector", daemon=True)
         self._log: EventLog | None = None
-        self._after = 0
+        self._after = 0  # the last sequence number read; guarded by _progress
+        self._progress = threading.Condition()
 
     def __enter__(self) -> LocalEventCollector:
         self._log = EventLog.open(self.path)
@@ -59,10 +65,27 @@ class LocalEventCollector(MessageBuffer):
         if self._log is not None:
             self._log.close()
 
+    def catch_up(self, timeout: float) -> None:
+        if self._log is None:
+            raise RuntimeError("the collector is not open")
+        target = self._log.last_seq()
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self._after < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"the collector did not read {self.path} up to event {target} "
+                        f"within {timeout:g} s"
+                    )
+                self._progress.wait(remaining)
+
     def _run(self) -> None:
         assert self._log is not None
         while not self._stop.wait(POLL_SECONDS):
             for event in self._log.read(after=self._after):
-                self._after = event.seq
                 if any(topic_matches(key, event.routing_key) for key in self.binding_keys):
                     self.add(received(event))
+                with self._progress:
+                    self._after = event.seq
+                    self._progress.notify_all()

@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from contracts.keys import new_association_id
-from gateway.broker import Publisher
+from gateway.bus import Publisher
 from gateway.errors import EventUnroutable
 from gateway.metrics import IngestMetrics
 from ingest.journal import AssociationRecord, Journal
