@@ -33,7 +33,7 @@ from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
-from ingest.associations import IngestContext, reconcile
+from ingest.associations import IngestContext, reconcile, settle_ended_threads
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
@@ -69,6 +69,7 @@ def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
         try:
             _remove_due_aborted(ctx.journal, ctx.spool)
             ctx.spool.clear_incoming(older_than=stale_after)
+            settle_ended_threads(ctx)
             reconcile(ctx)
         except (JournalError, OSError) as exc:
             log.error("spool maintenance failed, retrying later: %s", exc)

@@ -149,8 +149,7 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
         remote_host=str(assoc.requestor.address),
     )
     port = int(assoc.requestor.port)
-    for stale in ctx.table.reap():
-        _finish_aborted(ctx, stale, "association thread ended without release")
+    settle_ended_threads(ctx)
     try:
         decision = decide(
             request,
@@ -301,6 +300,20 @@ def _finish_aborted(ctx: IngestContext, active: ActiveAssociation, outcome: str)
     except (JournalError, OSError) as exc:
         log.error("association %s: cleanup after abort failed: %s", active.association_id, exc)
     _log_end(ctx, active, outcome)
+
+
+def settle_ended_threads(ctx: IngestContext) -> None:
+    """Finish the admitted associations whose thread ended without a release or an abort
+    event reaching us, so that their places are given back.
+
+    pynetdicom ends an association without ``EVT_ABORTED`` when its connection breaks while
+    the association is still being admitted (an undecodable PDU right behind the
+    A-ASSOCIATE-RQ did it). One whose release was already recorded is left to
+    :func:`reconcile`, which records it as released: its A-RELEASE-RP may have left.
+    """
+    for stale in ctx.table.reap():
+        if not stale.releasing:
+            _finish_aborted(ctx, stale, "aborted (its thread ended without a release)")
 
 
 def handle_aborted(event: evt.Event, ctx: IngestContext) -> None:

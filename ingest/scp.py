@@ -17,6 +17,7 @@ from pynetdicom import evt
 from gateway.dicom_status import VERIFICATION_SOP_CLASS
 from gateway.netdicom.acceptor import ThreadedAssociationServer, start_acceptor
 from gateway.netdicom.ae import GatewayAE
+from gateway.netdicom.association import abort_all
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.netdicom.modes import application_entity
 from gateway.settings import GatewaySettings
@@ -28,6 +29,7 @@ from ingest.associations import (
     handle_rejected,
     handle_released,
     handle_requested,
+    settle_ended_threads,
 )
 from ingest.receive import handle_echo, handle_store
 
@@ -98,6 +100,7 @@ def stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_second
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline and ctx.table.alive() > 0:
         time.sleep(0.05)
+    ending = []
     for assoc in server.active_associations:
         active = ctx.table.get(assoc)
         if active is not None and active.releasing:
@@ -105,6 +108,6 @@ def stop_scp(server: ThreadedAssociationServer, ctx: IngestContext, grace_second
             continue
         if active is not None:
             log.warning("association still open at the end of the grace period: aborting it")
-        assoc.abort()
-    for stale in ctx.table.reap():
-        log.warning("association %s ended without a release", stale.association_id)
+        ending.append(assoc)
+    abort_all(ending)
+    settle_ended_threads(ctx)

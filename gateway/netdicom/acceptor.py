@@ -31,6 +31,9 @@ __all__ = [
 
 #: Connections the kernel keeps waiting to be accepted (it caps this at ``somaxconn``).
 LISTEN_BACKLOG = 1024
+#: How often the accepting loop looks whether it is to stop: ``server.shutdown()`` waits for
+#: that look, and socketserver's default of half a second held up every stop of ingest.
+STOP_POLL_SECONDS = 0.05
 
 _Server = TypeVar("_Server", bound=ThreadedAssociationServer)
 
@@ -89,5 +92,10 @@ def start_acceptor(
     """``ae.start_server(address, block=False, ...)``, as described in the module docstring."""
     server = make_acceptor(ae, address, evt_handlers, _ListeningServer, ssl_context=ssl_context)
     name = f"AcceptorServer@{datetime.now():%Y%m%d%H%M%S}"
-    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": STOP_POLL_SECONDS},
+        name=name,
+        daemon=True,
+    ).start()
     return server

@@ -7,11 +7,13 @@ promises every mode keeps, so plain mode uses them too.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_RELEASE
+from pynetdicom.transport import AssociationSocket
 
 #: How long a rejection waits for the A-ASSOCIATE-RJ to leave before giving up.
 REJECT_SEND_SECONDS = 5.0
@@ -50,6 +52,24 @@ def discard_partial_data_set(assoc: Association) -> None:
     partial = None if message is None else message._data_set_path
     if isinstance(partial, Path):
         partial.unlink(missing_ok=True)
+
+
+def abort_all(associations: Iterable[Association]) -> None:
+    """Abort every association in ``associations`` and return once each connection is closed.
+
+    pynetdicom's blocking abort sleeps 0.1 s after each association it ends, so a service that
+    stopped with a hundred connections open (port probes, a flood of garbage) took ten seconds
+    to stop. Here every A-ABORT is queued first, then each association is ended as pynetdicom's
+    abort ends it: the DUL thread has sent the A-ABORT and gone back to idle, the socket is
+    closed.
+    """
+    ending = list(associations)
+    for assoc in ending:
+        assoc.abort(block=False)  # queues the A-ABORT and triggers EVT_ABORTED, once only
+    for assoc in ending:
+        assoc.kill()  # returns once the DUL is idle: the A-ABORT has left
+        if isinstance(assoc.dul.socket, AssociationSocket):
+            assoc.dul.socket._shutdown_socket()
 
 
 def has_ended(assoc: Association) -> bool:

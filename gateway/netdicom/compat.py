@@ -101,6 +101,7 @@ REACHES: tuple[Reach, ...] = (
         "association", "pynetdicom.dimse_messages", "DIMSEMessage._data_set_path", plain=True
     ),
     *_reaches("association", "pynetdicom.pdu_primitives", "A_RELEASE.result", plain=True),
+    *_reaches("association", _TRANSPORT, "AssociationSocket._shutdown_socket", plain=True),
     *_reaches("backpressure", _DUL, "DULServiceProvider.to_provider_queue", plain=True),
     *_reaches(
         "acceptor",

@@ -28,7 +28,7 @@ from gateway.netdicom.acceptor import make_acceptor
 from gateway.netdicom.handover import HandedConnectionsServer
 from gateway.netdicom.modes import configure_pynetdicom
 from gateway.stop_signals import block_stop_signals
-from ingest.associations import IngestContext, reconcile
+from ingest.associations import IngestContext, reconcile, settle_ended_threads
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.scp import build_ae, listen_address, listener_tls, scp_handlers, stop_scp
@@ -111,8 +111,9 @@ def serve(start: WorkerStart) -> int:
                 if time.monotonic() - reconciled >= RECONCILE_SECONDS:
                     reconciled = time.monotonic()
                     try:
+                        settle_ended_threads(ctx)
                         reconcile(ctx)
-                    except JournalError as exc:
+                    except (JournalError, OSError) as exc:
                         log.error("ingest worker: journal rows not settled, retrying: %s", exc)
                 if received is not None and received.si_signo in stop_signals:
                     name = signal.Signals(received.si_signo).name

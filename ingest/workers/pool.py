@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 30.0
 #: How long after the grace period a stopping worker is waited for before it is killed.
 STOP_MARGIN_SECONDS = 10.0
-#: A worker that ends within this time of its start is replaced only after the delay below,
-#: so that one that cannot run does not spin.
+#: A worker that ends within this time of its start has ended young (see restart_delay).
 SHORT_LIFE_SECONDS = 10.0
-RESTART_DELAY_SECONDS = 5.0
+#: Delays before a young worker is replaced, by how many ended young in a row: one crash is
+#: replaced at once, so its slot is not missed for long; a worker that cannot run does not spin.
+RESTART_DELAYS_SECONDS = (0.0, 1.0, 2.0, 5.0)
 
 
 #: How often the accepting thread looks whether it should stop.
@@ -55,11 +56,20 @@ HAND_OVER_SECONDS = 30.0
 SETTLE_SECONDS = 10.0
 
 
+def restart_delay(young_ends_in_a_row: int) -> float:
+    """How long to wait before replacing a worker, given how many workers of its slot in a row
+    (itself included) ended within :data:`SHORT_LIFE_SECONDS` of their start."""
+    if young_ends_in_a_row <= 0:
+        return 0.0
+    return RESTART_DELAYS_SECONDS[min(young_ends_in_a_row, len(RESTART_DELAYS_SECONDS)) - 1]
+
+
 @dataclass
 class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    young_ends: int = 0
     ready: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     #: The parent's end of the socket pair while the worker runs; guarded by the pool's lock.
@@ -241,7 +251,8 @@ class WorkerPool:
             if self._stopping.is_set():
                 return
             lived = time.monotonic() - slot.started
-            delay = RESTART_DELAY_SECONDS if lived < SHORT_LIFE_SECONDS else 0.0
+            slot.young_ends = slot.young_ends + 1 if lived < SHORT_LIFE_SECONDS else 0
+            delay = restart_delay(slot.young_ends)
             log.warning("starting a new ingest worker %d in %.0f s", slot.index, delay)
             self._stopping.wait(delay)
 

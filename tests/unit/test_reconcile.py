@@ -13,7 +13,12 @@ from pynetdicom.association import Association
 from contracts.keys import new_association_id
 from gateway.metrics import IngestMetrics
 from gateway.settings import AESettings, GatewaySettings
-from ingest.associations import ActiveAssociation, IngestContext, reconcile
+from ingest.associations import (
+    ActiveAssociation,
+    IngestContext,
+    reconcile,
+    settle_ended_threads,
+)
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, Journal
 from ingest.journal_db import AssociationState
@@ -67,3 +72,43 @@ def test_rows_of_ended_associations_are_settled_and_live_ones_left_alone(
     assert ctx.journal.ownership.owners_holding() == {os.getpid()}
     reconcile(ctx)  # nothing more to do
     assert submitted == [lost_release]
+
+
+class EndedThread:
+    """What the table asks of an association: whether its thread still runs."""
+
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_associations_whose_thread_ended_without_an_event_give_their_place_back(
+    tmp_path: Path,
+) -> None:
+    """pynetdicom ended an association without EVT_ABORTED when an undecodable PDU followed
+    its A-ASSOCIATE-RQ at once (found by the generated hostile input, seed 697256): its place
+    stayed taken until the next association request."""
+    submitted = Submitted()
+    ctx = context(tmp_path, submitted)
+    live, ended, ended_releasing = begin(ctx), begin(ctx), begin(ctx)
+    ctx.journal.mark_releasing(ended_releasing, STARTED)
+    for association_id, alive, releasing in [
+        (live, True, False),
+        (ended, False, False),
+        (ended_releasing, False, True),
+    ]:
+        active = ActiveAssociation(
+            association_id, AESettings(ae_title="GATEWAY"), "CT01", "h", 1, STARTED
+        )
+        active.releasing = releasing
+        ctx.table.add(cast(Association, EndedThread(alive)), active)
+    settle_ended_threads(ctx)
+    reconcile(ctx)
+    assert ctx.table.association_ids() == {live}
+    # The aborted one is forgotten at once (no cleanup delay), the released one handed on.
+    assert ctx.journal.state(ended) is None
+    assert ctx.journal.state(ended_releasing) is AssociationState.RELEASED
+    assert submitted == [ended_releasing]
+    assert ctx.journal.open_count() == 1
