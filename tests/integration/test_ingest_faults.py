@@ -35,6 +35,7 @@ from tests.support.factories import file_meta_length
 from tests.support.fault_senders import Outcome, Sent, Traffic
 from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
+from tests.support.markers import SHARES_THE_DISK
 from tests.support.net import wait_until
 
 #: A-ASSOCIATE-RJ rejected-transient / service-provider (presentation) / temporary congestion.
@@ -276,6 +277,7 @@ def check_the_bucket(
         assert stored[file_meta_length(stored) :] == expected[uid], f"{key} altered: {summary}"
 
 
+@SHARES_THE_DISK
 @pytest.mark.backends(RABBITMQ_S3)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(
