@@ -11,7 +11,6 @@ from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from tests.support.export import Export, completed, destination, export_harness, new_export_id
 from tests.support.factories import file_meta_length, large_instance
 from tests.support.ingest import Ingest
-from tests.support.markers import SHARES_THE_DISK
 from tests.support.proc import memory_kib
 from tests.support.storescp import Storescp
 
@@ -22,7 +21,6 @@ def export(ingest: Ingest, tmp_path: Path) -> Iterator[Export]:
         yield harness
 
 
-@SHARES_THE_DISK
 def test_a_1_gib_instance_is_streamed_to_the_destination(
     export: Export, inbox: Path, tmp_path: Path
 ) -> None:

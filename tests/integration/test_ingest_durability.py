@@ -18,7 +18,6 @@ from tests.support import dcmtk
 from tests.support.factories import ct_series, large_instance
 from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
-from tests.support.markers import SHARES_THE_DISK
 from tests.support.net import wait_until
 from tests.support.proc import memory_kib
 from tests.support.settled import wait_until_handed_on
@@ -229,7 +228,6 @@ def test_sigterm_flushes_the_outbox_and_exits_zero(
     assert "ingest stopped" in gateway.log_text()
 
 
-@SHARES_THE_DISK
 @pytest.mark.backends(RABBITMQ_S3)
 def test_a_1_gib_instance_does_not_grow_the_receiver(ingest: Ingest, inbox: Path) -> None:
     gateway = ingest.start()

@@ -35,13 +35,15 @@ from tests.support.factories import file_meta_length
 from tests.support.fault_senders import Outcome, Sent, Traffic
 from tests.support.ingest import RABBITMQ_S3, Ingest, released
 from tests.support.link import Link
-from tests.support.markers import SHARES_THE_DISK
 from tests.support.net import wait_until
 
 #: A-ASSOCIATE-RJ rejected-transient / service-provider (presentation) / temporary congestion.
 SPOOL_FULL = (2, 3, 1)
 #: How long a fault waits for the moment it needs (traffic makes it come within a second).
 MOMENT_SECONDS = 20.0
+#: How far below the reserve the filler takes the free space: well past what the test's own
+#: traffic and the other tests give back meanwhile.
+FILL_BEYOND_RESERVE = 256 << 20
 #: Kills aimed at one kind of moment at most: the moment seen in the journal can pass in the
 #: instant before the signal lands (an association of small instances ends in milliseconds),
 #: and a kill that missed it is tried again, so that each kind is really exercised.
@@ -181,9 +183,11 @@ class Faults:
 
     def _fill_spool(self) -> None:
         rejected_before = self.traffic.count(Outcome.REJECTED, str(SPOOL_FULL))
-        room = _reserve_margin(self.filler.parent)
+        # Sized now, from what is free now: whatever else wrote to the disk since the start,
+        # this takes the free space below the reserve.
+        room = shutil.disk_usage(self.filler.parent).free - reserve_bytes(self.gateway)
         with self.filler.open("wb") as filler:
-            os.posix_fallocate(filler.fileno(), 0, 2 * room)
+            os.posix_fallocate(filler.fileno(), 0, max(room, 0) + FILL_BEYOND_RESERVE)
         try:
             wait_until(
                 lambda: self.traffic.count(Outcome.REJECTED, str(SPOOL_FULL)) > rejected_before,
@@ -195,10 +199,16 @@ class Faults:
 
 
 def _reserve_margin(directory: Path) -> int:
-    """Bytes between the free space at the test's start and the reserve it configures: a
-    filler of twice this takes the spool past its reserve, and the test's own traffic (a few
-    MB) does not."""
-    return min(shutil.disk_usage(directory).free // 8, 1 << 30)
+    """Bytes between the free space at the test's start and the reserve it configures: how
+    far the free space may fall before the spool counts as full. The test's own traffic takes
+    a few MB of it; tests running alongside (in other processes) write gigabytes."""
+    return min(shutil.disk_usage(directory).free // 4, 8 << 30)
+
+
+def reserve_bytes(gateway: GatewayProcess) -> int:
+    """The spool reserve ``gateway`` was started with, in bytes."""
+    assert gateway.config is not None
+    return int(float(gateway.config["ingest"]["reserved_storage_gb"]) * 2**30)
 
 
 @pytest.fixture
@@ -277,7 +287,6 @@ def check_the_bucket(
         assert stored[file_meta_length(stored) :] == expected[uid], f"{key} altered: {summary}"
 
 
-@SHARES_THE_DISK
 @pytest.mark.backends(RABBITMQ_S3)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(

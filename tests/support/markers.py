@@ -30,13 +30,6 @@ SERVICE_FIXTURES = frozenset(
 )
 
 
-#: The tests that write gigabytes to the tests' filesystem, and the one that counts on its free
-#: space (the ingest fault test sets the spool's reserve just below what is free when it starts):
-#: the suite runs in several processes (pytest-xdist), and these run in one of them, one after
-#: the other, so that none takes another's files for the spool filling up.
-SHARES_THE_DISK = pytest.mark.xdist_group("disk")
-
-
 def is_integration(item: pytest.Item) -> bool:
     fixtures = set(getattr(item, "fixturenames", ()))
     return INTEGRATION_DIRECTORY in item.path.parents or bool(fixtures & SERVICE_FIXTURES)
