@@ -103,17 +103,19 @@ def test_export_events_reject_a_naive_time(build: Any) -> None:
         build()
 
 
+def round_trip(built: CloudEvent, content_type: str) -> CloudEvent:
+    """``built`` written in the mode ``content_type`` names (structured or binary) and read back."""
+    if content_type == CONTENT_TYPE_STRUCTURED:
+        return parse_event(to_structured(built), content_type=content_type, headers={})
+    message = rabbitmq.to_binary_event(built)
+    assert message.content_type == content_type
+    return parse_event(message.body, content_type=message.content_type, headers=message.headers)
+
+
 @pytest.mark.parametrize("content_type", [CONTENT_TYPE_STRUCTURED, "application/json"])
 def test_export_requested_event_round_trips(content_type: str) -> None:
     built = requested_event()
-    if content_type == CONTENT_TYPE_STRUCTURED:
-        parsed = parse_event(to_structured(built), content_type=content_type, headers={})
-    else:
-        message = rabbitmq.to_binary_event(built)
-        assert message.content_type == content_type
-        parsed = parse_event(
-            message.body, content_type=message.content_type, headers=message.headers
-        )
+    parsed = round_trip(built, content_type)
     assert parsed.get_attributes() == built.get_attributes()
     assert export_requested_from_event(parsed) == REQUEST
 
@@ -121,14 +123,7 @@ def test_export_requested_event_round_trips(content_type: str) -> None:
 @pytest.mark.parametrize("content_type", [CONTENT_TYPE_STRUCTURED, "application/json"])
 def test_export_completed_event_round_trips(content_type: str) -> None:
     built = completed_event()
-    if content_type == CONTENT_TYPE_STRUCTURED:
-        parsed = parse_event(to_structured(built), content_type=content_type, headers={})
-    else:
-        message = rabbitmq.to_binary_event(built)
-        assert message.content_type == content_type
-        parsed = parse_event(
-            message.body, content_type=message.content_type, headers=message.headers
-        )
+    parsed = round_trip(built, content_type)
     assert parsed.get_attributes() == built.get_attributes()
     assert export_completed_from_event(parsed) == COMPLETED
 
