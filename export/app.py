@@ -22,11 +22,12 @@ from export.exporter import Exporter
 from export.ledger import Ledger
 from export.local_intake import consume_local
 from export.scu import ScuIdentity
-from gateway.bus import open_event_log, open_publisher
+from gateway.backends import open_publisher, open_store
+from gateway.bus import open_event_log
 from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics
 from gateway.netdicom.modes import check_installed, configure_pynetdicom
-from gateway.objectstore import ObjectStore, open_store
+from gateway.objectstore import ObjectStore
 from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings
 from gateway.status_server import Checks, start_status_server

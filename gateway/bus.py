@@ -2,8 +2,8 @@
 event log. Both give the same guarantees: a publish returns once the event is durable, and a
 consumed message is settled explicitly (ack, requeue, or dead-letter).
 
-The RabbitMQ side (:mod:`gateway.broker`, aio-pika) is imported only when RabbitMQ is
-configured: a service on the local event log starts without loading it.
+The RabbitMQ side is :mod:`gateway.broker` (aio-pika); :func:`gateway.backends.open_publisher`
+opens the publisher the settings choose.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.errors import ConfigError
 from gateway.eventlog import EventLog, LoggedEvent
 from gateway.settings import BrokerSettings
 
@@ -157,16 +156,3 @@ def open_event_log(settings: BrokerSettings) -> EventLog:
     return EventLog.open(
         settings.event_log, retention=timedelta(days=settings.event_log_retention_days)
     )
-
-
-def open_publisher(
-    settings: BrokerSettings, connection_name: str, log: EventLog | None
-) -> Publisher:
-    """The publisher for the configured bus; ``log`` is required when it is the local one."""
-    if settings.embedded:
-        if log is None:
-            raise ConfigError("the local event bus needs an open event log")
-        return LocalPublisher(log)
-    from gateway.broker import AmqpPublisher  # noqa: PLC0415 (see the module docstring)
-
-    return AmqpPublisher(settings.url, settings.exchange, connection_name)

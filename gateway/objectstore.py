@@ -1,8 +1,8 @@
 """Object storage behind one small interface: S3 (MinIO in production) or a local directory.
 
-The S3 store is :mod:`gateway.s3store`, imported only when S3 is configured: minio-py and what
-it loads are a good part of a service's start-up, which the file store does without. Every
-library error is converted to :class:`StorageUnavailable` by the store; callers retry.
+The S3 store is :mod:`gateway.s3store`; :func:`gateway.backends.open_store` opens the one the
+settings choose. Every library error is converted to :class:`StorageUnavailable` by the store;
+callers retry.
 """
 
 from __future__ import annotations
@@ -114,11 +114,3 @@ class FileStore:
         finally:
             if partial is not None:
                 partial.unlink(missing_ok=True)
-
-
-def open_store(settings: StorageSettings) -> ObjectStore:
-    if settings.backend == "file":
-        return FileStore(settings)
-    from gateway.s3store import S3Store  # noqa: PLC0415 (see the module docstring)
-
-    return S3Store(settings)

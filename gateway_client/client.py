@@ -65,8 +65,9 @@ from contracts.routing import (
     association_released_routing_key,
     is_valid_pipeline,
 )
+from gateway.backends import open_store
 from gateway.bus import Delivery
-from gateway.objectstore import ObjectStore, open_store
+from gateway.objectstore import ObjectStore
 from gateway_client.errors import CompletionTimeout
 from gateway_client.settings import ClientSettings
 from gateway_client.transport import Inbox, ReplyListener, Transport, open_transport

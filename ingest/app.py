@@ -22,13 +22,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from gateway.bus import CONFIRM_TIMEOUT_SECONDS, open_event_log, open_publisher
+from gateway.backends import open_publisher, open_store
+from gateway.bus import CONFIRM_TIMEOUT_SECONDS, open_event_log
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
 from gateway.metrics import IngestMetrics
 from gateway.netdicom.acceptor import LISTEN_BACKLOG, ThreadedAssociationServer
 from gateway.netdicom.modes import check_installed, configure_pynetdicom
-from gateway.objectstore import ObjectStore, open_store
+from gateway.objectstore import ObjectStore
 from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
