@@ -16,7 +16,8 @@ it starts; nothing in pynetdicom is patched.
   it also contains two faults of pynetdicom's state machine that left connections open;
 * :mod:`.prompt_dimse`: an acceptor's association thread waits on its message queue;
 * :mod:`.prompt_socket`: a PDU read with as few ``recv_into`` calls as the kernel allows,
-  ``poll()`` instead of ``select()`` (which refuses descriptors above 1023);
+  ``poll()`` instead of ``select()`` (which refuses descriptors above 1023), and quick ACKs
+  re-armed before every read (a sender with Nagle's algorithm on waits for each ACK);
 * :mod:`.pdata_run`: a data set's fragments encoded in the sending thread and written as one
   run of PDUs, instead of one hand-over to the DUL thread per fragment;
 * :mod:`.store_messages`: C-STORE command sets encoded with ``struct`` instead of pydicom;

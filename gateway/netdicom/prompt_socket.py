@@ -4,6 +4,11 @@ pynetdicom reads a PDU 4 KiB per ``recv`` call and appends each piece to a growi
 calls and copies for a 256 KiB PDU); :meth:`PromptSocket.recv` reads with as few
 ``recv_into`` calls as the kernel allows. Its other changes are fixes: ``select()`` refuses
 descriptors above 1023, and the descriptor of a connection that was never made is closed.
+
+Every read first re-arms ``TCP_QUICKACK``. Linux leaves quick-ACK mode again on its own, and
+then delays the ACK of what arrived by up to 40 ms; a sender with Nagle's algorithm on (dcmtk's
+default, and many modalities') writes a PDU as its header and then its body, and the body waits
+for that ACK. Re-armed before each read, every segment is acknowledged at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from pynetdicom.transport import AssociationSocket
 #: A PDU's first read buffer; larger PDUs grow it as their bytes arrive. Ingest accepts
 #: 256 KiB PDUs by default, so one read usually takes a whole PDU.
 FIRST_READ_BYTES = 1024 * 1024
+#: Linux only; elsewhere delayed ACKs stay as the system has them.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 #: What ``poll()`` reports for a socket with something to read (data, or its end).
 READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
@@ -85,9 +93,12 @@ class PromptSocket(AssociationSocket):
         data = bytearray(min(nr_bytes, FIRST_READ_BYTES))
         received = 0
         sock = self.socket
+        quickack = _QUICKACK if sock is not None and sock.family in _TCP_FAMILIES else None
         while sock is not None and received < nr_bytes:
             if received == len(data):
                 data += bytes(min(nr_bytes, 2 * len(data)) - len(data))
+            if quickack is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
             with memoryview(data) as view:
                 count = sock.recv_into(view[received:])
             if count == 0:

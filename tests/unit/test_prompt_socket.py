@@ -75,3 +75,42 @@ def test_an_announced_length_is_not_allocated_before_the_bytes_arrive() -> None:
         finally:
             tracemalloc.stop()
     assert peak < 4 * FIRST_READ_BYTES
+
+
+class _RecordingSocket(socket.socket):
+    """A real TCP socket that notes, in order, each quick-ACK request and each read."""
+
+    calls: list[str]
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:  # type: ignore[override]
+        if (level, option) == (socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", None)):
+            self.calls.append("quickack")
+        super().setsockopt(level, option, value)
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        self.calls.append("read")
+        return super().recv_into(buffer, nbytes, flags)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_quick_acks_are_re_armed_before_every_read() -> None:
+    """Linux leaves quick-ACK mode on its own; a Nagle sender's PDU body waits for our ACK."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        peer = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    ours = _RecordingSocket(fileno=accepted.detach())
+    ours.calls = []
+    payload = os.urandom(50_000)
+
+    def send_in_pieces() -> None:
+        for start in range(0, len(payload), 5000):
+            peer.sendall(payload[start : start + 5000])
+
+    sender = threading.Thread(target=send_in_pieces)
+    with ours, peer:
+        sender.start()
+        assert _reader(ours).recv(len(payload)) == payload
+        sender.join()
+    reads = ours.calls.count("read")
+    assert reads >= 1
+    assert ours.calls == ["quickack", "read"] * reads
