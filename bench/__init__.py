@@ -4,7 +4,9 @@
 large multi-frame instances with dcmtk's ``storescu`` into dcmtk's ``storescp`` and into
 ``dicom-gateway ingest`` (on RabbitMQ + S3 and on the embedded defaults), exports the stored CT
 series with ``dicom-gateway export`` and with ``storescu``, checks that every instance arrived
-byte for byte, and prints one markdown report. ``python -m bench --help`` lists the options.
+byte for byte, measures the ceilings of this machine's S3 and RabbitMQ and a sender with
+Nagle's algorithm on, repeats every row (medians in the report) and prints one markdown
+report. ``python -m bench --help`` lists the options.
 
 Modules, one job each:
 
@@ -21,6 +23,12 @@ The receivers are the tests' harness: dcmtk's ``storescp`` is
   stored objects and clean-up
 - :mod:`bench.events`: watching for association events on RabbitMQ or the local event log
 - :mod:`bench.ingest_runs`, :mod:`bench.export_runs`: one measured row each
+- :mod:`bench.ceilings`: the ceiling rows (storescp plus an uploader to the same S3 and one
+  confirmed publish; a parallel download of the stored objects), with :mod:`bench.inotify`
+  telling the uploader when storescp has closed a file
+- :mod:`bench.nagle`: storescp with dcmtk's defaults (Nagle's algorithm on)
+- :mod:`bench.schedule`: the order of the runs, ``--repeat`` passes alternating the rows
+- :mod:`bench.stats`: the medians of a row's runs, the export ceiling
 - :mod:`bench.report`: the rows, the markdown tables, the machine
-- :mod:`bench.cli`: options and the order of the runs
+- :mod:`bench.cli`: options, the report and the exit status
 """

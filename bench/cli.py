@@ -13,9 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from bench.backends import Backend, Embedded, RabbitMqS3
@@ -27,29 +25,13 @@ from bench.datasets import (
     load_or_generate,
     small_instances,
 )
-from bench.export_runs import export_label, gateway_export, storescu_export
-from bench.ingest_runs import (
-    Context,
-    StoredRun,
-    gateway_ingest,
-    gateway_label,
-    new_row,
-    storescp_ingest,
-)
+from bench.ingest_runs import Context
 from bench.processes import Dcmtk
-from bench.report import (
-    EXPORT_REFERENCE,
-    NOTES,
-    Row,
-    command_line,
-    export_table,
-    ingest_table,
-    machine,
-)
+from bench.report import NOTES, command_line, export_table, ingest_table, machine
+from bench.schedule import Plan, run_all
 from gateway_client.testing import ServicesUnavailable
 
 RECEIVERS = ("storescp", "rabbitmq-s3", "embedded")
-LABELS = {"storescp": "storescp", "rabbitmq-s3": RabbitMqS3.label, "embedded": Embedded.label}
 DATASETS = ("ct", "small", "large")
 
 
@@ -63,6 +45,10 @@ class Sizes:
 
 FULL = Sizes(ct=500, small=2000, large=4, large_mb=100)
 QUICK = Sizes(ct=100, small=400, large=2, large_mb=50)
+#: Runs of every row, full and --quick: the report shows their medians.
+REPEAT, QUICK_REPEAT = 3, 1
+#: Small instances sent with Nagle's algorithm on.
+NAGLE_COUNT = 150
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,6 +98,20 @@ def _parser() -> argparse.ArgumentParser:
         "1,2 (the default); rows with one association always use 1",
     )
     parser.add_argument("--no-export", action="store_true", help="skip the export rows")
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        help=f"runs of every row, alternating with the other rows; the report shows medians "
+        f"(default: {REPEAT}, with --quick {QUICK_REPEAT})",
+    )
+    parser.add_argument(
+        "--nagle-count",
+        type=int,
+        default=NAGLE_COUNT,
+        help="small instances sent by storescu with dcmtk's defaults (no TCP_NODELAY, Nagle's "
+        "algorithm on) into storescp with its defaults and into the gateway; 0 skips these "
+        "rows (default: %(default)s)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the runs' logs even when everything passed"
     )
@@ -191,14 +191,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         datasets.append(dataset)
 
+    nagle: DataSet | None = None
+    if args.nagle_count > 0:
+        spec = small_instances(args.nagle_count)
+        _progress(f"data set for the Nagle rows: {spec.description}")
+        nagle, _ = load_or_generate(spec, workdir / "data")
+    plan = Plan(
+        receivers=args.receivers,
+        associations=args.associations,
+        workers=args.workers,
+        export=not args.no_export,
+        repeat=args.repeat or (QUICK_REPEAT if args.quick else REPEAT),
+        nagle=nagle,
+    )
+
     backends, skipped = _backends(args.receivers)
     runs_dir = workdir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     context = Context(dcmtk, runs_dir, _progress)
     measured = time.monotonic()
-    ingest_rows, export_rows = _run_all(args, context, datasets, backends, skipped)
+    results = run_all(plan, context, datasets, backends, skipped)
     finished = time.monotonic()
 
-    failed = [row for row in (*ingest_rows, *export_rows) if row.failed]
+    failed = [row for row in results.all() if row.failed]
     report = [
         "# dicom-gateway benchmark",
         "",
@@ -210,16 +224,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         *data_lines,
         "",
+        f"Every row ran {plan.repeat} time(s), alternating with the other rows of its data "
+        "set; each number is the median of its runs (answered s: median, and the range).",
+        "",
         "## Ingest: storescu → receiver",
         "",
-        ingest_table(ingest_rows),
+        ingest_table(results.ingest),
     ]
-    if export_rows:
+    if results.nagle:
+        report += [
+            "",
+            f"## Ingest with Nagle's algorithm on: storescu (dcmtk's defaults, no "
+            f"TCP_NODELAY) → receiver, {args.nagle_count} small instances",
+            "",
+            ingest_table(results.nagle),
+        ]
+    if results.export:
         report += [
             "",
             "## Export: the CT series stored by the 1-association ingest row → storescp",
             "",
-            export_table(export_rows),
+            export_table(results.export),
         ]
     report += [
         "",
@@ -261,106 +286,3 @@ def _backends(receivers: Sequence[str]) -> tuple[dict[str, Backend], dict[str, s
     if "embedded" in receivers:
         backends["embedded"] = Embedded()
     return backends, skipped
-
-
-def _run_all(
-    args: argparse.Namespace,
-    context: Context,
-    datasets: Sequence[DataSet],
-    backends: dict[str, Backend],
-    skipped: dict[str, str],
-) -> tuple[list[Row], list[Row]]:
-    """Every row, data set by data set; the export rows right after the CT series was stored."""
-    ingest_rows: list[Row] = []
-    export_rows: list[Row] = []
-    queues: list[str] = []
-    try:
-        for dataset in datasets:
-            exporting = dataset.spec.name == "ct" and not args.no_export
-            if exporting:
-                context.progress(f"{dataset.spec.name}: export by storescu")
-                blank = new_row(dataset, EXPORT_REFERENCE, "storescu", 1)
-                export_rows.append(_attempt(blank, partial(storescu_export, context, dataset)))
-            # Not more associations than instances: 2 large instances make 2 associations.
-            counts = dict.fromkeys(min(n, len(dataset.instances)) for n in args.associations)
-            for associations in counts:
-                for receiver in args.receivers:
-                    if receiver == "storescp":
-                        context.progress(
-                            f"{dataset.spec.name}: {receiver}, {associations} association(s)"
-                        )
-                        blank = new_row(dataset, receiver, LABELS[receiver], associations)
-                        run = partial(storescp_ingest, context, dataset, associations)
-                        ingest_rows.append(_attempt(blank, run))
-                        continue
-                    for workers in args.workers if associations > 1 else (1,):
-                        context.progress(
-                            f"{dataset.spec.name}: {receiver}, {associations} association(s), "
-                            f"{workers} worker(s)"
-                        )
-                        blank = new_row(dataset, receiver, LABELS[receiver], associations)
-                        if receiver in skipped:
-                            blank.note = skipped[receiver]
-                            ingest_rows.append(blank)
-                            continue
-                        backend = backends[receiver]
-                        blank.label = gateway_label(backend, workers)
-                        row, exported = _gateway_rows(
-                            context,
-                            backend,
-                            dataset,
-                            (associations, workers),
-                            blank,
-                            export_to=queues if exporting and associations == 1 else None,
-                        )
-                        ingest_rows.append(row)
-                        export_rows += [exported] if exported else []
-    finally:
-        for backend in backends.values():
-            backend.close(queues)
-    return ingest_rows, export_rows
-
-
-def _gateway_rows(
-    context: Context,
-    backend: Backend,
-    dataset: DataSet,
-    concurrency: tuple[int, int],
-    blank: Row,
-    *,
-    export_to: list[str] | None,
-) -> tuple[Row, Row | None]:
-    """The gateway's ingest row, and with ``export_to`` (the queues to delete at the end) the
-    export of what it stored, before that is deleted."""
-    with ExitStack() as stored_cleanup:
-        associations, workers = concurrency
-        run = partial(
-            gateway_ingest, context, backend, dataset, associations, stored_cleanup, workers=workers
-        )
-        row, stored = _attempt_ingest(blank, run)
-        if export_to is None or stored is None or row.failed:
-            return row, None
-        context.progress(f"{dataset.spec.name}: export by {backend.key}")
-        blank = new_row(dataset, f"export-{backend.key}", export_label(backend), 1)
-        return row, _attempt(blank, partial(gateway_export, context, stored, dataset, export_to))
-
-
-def _attempt(blank: Row, run: Callable[[], Row]) -> Row:
-    """The row ``run`` measures, or ``blank`` with the error that stopped it."""
-    try:
-        return run()
-    except Exception as exc:  # noqa: BLE001 (the one boundary: reported, and fails the run)
-        blank.note = f"error: {exc}"
-        _progress(f"{blank.dataset}/{blank.label}: {exc}")
-        return blank
-
-
-def _attempt_ingest(
-    blank: Row, run: Callable[[], tuple[Row, StoredRun | None]]
-) -> tuple[Row, StoredRun | None]:
-    try:
-        return run()
-    except Exception as exc:  # noqa: BLE001 (as in _attempt)
-        blank.note = f"error: {exc}"
-        _progress(f"{blank.dataset}/{blank.label}: {exc}")
-        return blank, None

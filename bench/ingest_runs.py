@@ -13,6 +13,7 @@ from bench.backends import Backend, new_bucket
 from bench.datasets import DataSet
 from bench.events import Message
 from bench.integrity import compare
+from bench.nagle import NagleStorescp
 from bench.processes import (
     Dcmtk,
     PeakRssSampler,
@@ -44,15 +45,23 @@ class Context:
     runs_dir: Path
     progress: Callable[[str], None]
 
-    def storescp(self, directory: Path, *, fork: bool = False) -> Storescp:
-        """dcmtk's storescp (this run's dcmtk) receiving into ``directory``."""
-        return Storescp(
+    def storescp(self, directory: Path, *, fork: bool = False, nodelay: bool = True) -> Storescp:
+        """dcmtk's storescp (this run's dcmtk) receiving into ``directory``; without
+        ``nodelay`` with dcmtk's defaults (Nagle's algorithm on)."""
+        kind = Storescp if nodelay else NagleStorescp
+        return kind(
             directory, fork=fork, bin_dir=self.dcmtk.bin_dir, startup_timeout=STARTUP_SECONDS
         )
 
     def row_dir(self, *parts: object) -> Path:
-        directory = self.runs_dir / "-".join(str(part) for part in parts)
-        directory.mkdir(parents=True, exist_ok=True)
+        """A new directory for one run of a row (``-2``, ``-3``... for its repeats)."""
+        stem = "-".join(str(part) for part in parts)
+        directory = self.runs_dir / stem
+        repeat = 1
+        while directory.exists():
+            repeat += 1
+            directory = self.runs_dir / f"{stem}-{repeat}"
+        directory.mkdir(parents=True)
         return directory
 
     def send_timeout(self, dataset: DataSet) -> float:
@@ -72,19 +81,26 @@ def new_row(dataset: DataSet, who: str, label: str, associations: int) -> Row:
     )
 
 
-def _send_failures(send: SendResult) -> str:
+def _tcp(nodelay: bool) -> str:
+    return "nodelay" if nodelay else "nagle"
+
+
+def send_failures(send: SendResult) -> str:
     return "; ".join(f"{title}: {problem}" for title, problem in sorted(send.failures.items()))
 
 
-def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Row:
-    """storescu → storescp (``--fork`` for several associations), the reference."""
+def storescp_ingest(
+    context: Context, dataset: DataSet, associations: int, *, nodelay: bool = True
+) -> Row:
+    """storescu → storescp (``--fork`` for several associations), the reference; without
+    ``nodelay`` both with dcmtk's defaults (Nagle's algorithm on)."""
     label = "storescp --fork" if associations > 1 else "storescp"
     row = new_row(dataset, "storescp", label, associations)
-    directory = context.row_dir(dataset.spec.name, "storescp", associations)
+    directory = context.row_dir(dataset.spec.name, "storescp", associations, _tcp(nodelay))
     groups = split(dataset.paths, associations)
     try:
         with (
-            context.storescp(directory, fork=associations > 1) as scp,
+            context.storescp(directory, fork=associations > 1, nodelay=nodelay) as scp,
             PeakRssSampler([scp.pid], with_descendants=scp.fork) as receivers,
         ):
             cpu_before = None if scp.fork else cpu_seconds(scp.pid)
@@ -95,13 +111,14 @@ def storescp_ingest(context: Context, dataset: DataSet, associations: int) -> Ro
                 groups,
                 log_dir=directory,
                 timeout=context.send_timeout(dataset),
+                nodelay=nodelay,
             )
             row.receiver_cpu_seconds = _cpu_used(scp.pid, cpu_before)
         row.peak_rss = receivers.peak or None
         row.seconds = send.seconds
         row.verdict = compare(dataset.expected(), scp.received_digests())
         if send.failures:
-            row.note = _send_failures(send)
+            row.note = send_failures(send)
     finally:
         shutil.rmtree(directory / "received", ignore_errors=True)
     return row
@@ -153,13 +170,17 @@ def gateway_ingest(
     cleanup: ExitStack,
     *,
     workers: int,
+    nodelay: bool = True,
 ) -> tuple[Row, StoredRun | None]:
     """storescu → ``dicom-gateway ingest``; a fresh process, bucket and spool per row.
 
-    What was stored stays until ``cleanup`` closes (the export measurement reads it).
+    What was stored stays until ``cleanup`` closes (the export measurement reads it). Without
+    ``nodelay`` storescu runs with dcmtk's defaults (Nagle's algorithm on).
     """
     row = new_row(dataset, backend.key, gateway_label(backend, workers), associations)
-    directory = context.row_dir(dataset.spec.name, backend.key, associations, workers)
+    directory = context.row_dir(
+        dataset.spec.name, backend.key, associations, workers, _tcp(nodelay)
+    )
     bucket = new_bucket(f"{dataset.spec.name}-{associations}")
     cleanup.callback(backend.delete, directory, bucket)
     backend.prepare(directory, bucket)
@@ -179,11 +200,12 @@ def gateway_ingest(
             groups,
             log_dir=directory,
             timeout=context.send_timeout(dataset),
+            nodelay=nodelay,
         )
         row.receiver_cpu_seconds = _cpu_used(ingest.pid, cpu_before)
         row.seconds = send.seconds
         if send.failures:
-            row.note = _send_failures(send)
+            row.note = send_failures(send)
             return row, None
         try:
             messages = bus.wait_for_count(
@@ -195,6 +217,7 @@ def gateway_ingest(
         row.peak_rss = tree_peak_rss(ingest.pid)
     events = tuple(message.association_released() for message in messages)
     row.event_seconds = _worst_latency(messages, events, send)
+    row.first_event_seconds = max(message.arrived for message in messages) - send.started
     keys = [(i.sop_instance_uid, i.object_key) for e in events for i in e.instances]
     digests = backend.digests(directory, bucket, (key for _, key in keys))
     row.verdict = compare(dataset.expected(), zip((uid for uid, _ in keys), digests, strict=True))

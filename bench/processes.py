@@ -3,7 +3,8 @@
 dcmtk's tools are Debian's (``/usr/bin``) unless ``--dcmtk-bin`` names another directory, else
 the first directory on ``PATH`` with dcmtk's own ``storescu`` (not the Python script of the same
 name that pynetdicom installs into a virtual environment). Every dcmtk process runs with the
-tests' environment for them (:func:`tests.support.dcmtk.dcmtk_environment`, ``TCP_NODELAY=1``).
+tests' environment for them (:func:`tests.support.dcmtk.dcmtk_environment`, ``TCP_NODELAY=1``),
+except in the Nagle rows (:func:`nagle_environment`, dcmtk's defaults).
 The readers of ``/proc`` are :mod:`tests.support.proc`'s.
 """
 
@@ -199,12 +200,15 @@ def send_with_storescu(
     *,
     log_dir: Path,
     timeout: float,
+    nodelay: bool = True,
 ) -> SendResult:
     """Run one ``storescu`` per group of files at once, each in one association, and time it.
 
     The clock starts just before the first process is spawned; each process's exit (after
-    the last C-STORE response and the release) is taken by a thread waiting for it.
+    the last C-STORE response and the release) is taken by a thread waiting for it. Without
+    ``nodelay`` storescu runs with dcmtk's defaults (Nagle's algorithm on).
     """
+    environment = dcmtk_environment() if nodelay else nagle_environment()
     log_dir.mkdir(parents=True, exist_ok=True)
     titles = calling_ae_titles(len(groups))
     commands = [
@@ -238,7 +242,7 @@ def send_with_storescu(
         for title, command in zip(titles, commands, strict=True):
             with logs[title].open("wb") as log:
                 process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, env=dcmtk_environment()
+                    command, stdout=log, stderr=subprocess.STDOUT, env=environment
                 )
             processes[title] = process
             senders.add(process.pid)
@@ -264,6 +268,12 @@ def send_with_storescu(
                 f"storescu exited with {process.returncode}: " + "; ".join(problems[:3])
             ).strip()
     return result
+
+
+def nagle_environment() -> dict[str, str]:
+    """This process's environment without ``TCP_NODELAY``: dcmtk with its defaults, as many
+    senders in the field run it."""
+    return {name: value for name, value in os.environ.items() if name != "TCP_NODELAY"}
 
 
 def _problems(log: str) -> list[str]:

@@ -6,7 +6,7 @@ import os
 import platform
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,6 +16,11 @@ from bench.integrity import Verdict
 #: Receiver (or sender) keys that the ratios are taken against.
 REFERENCE = "storescp"
 EXPORT_REFERENCE = "storescu"
+#: The ceiling rows: what this machine's S3 and RabbitMQ allow (bench.ceilings).
+INGEST_CEILING = "ceiling-s3"
+EXPORT_CEILING = "ceiling-export"
+#: The gateway rows compared with each ceiling (the ceilings run on RabbitMQ + S3 only).
+CEILING_OF = {"rabbitmq-s3": INGEST_CEILING, "export-rabbitmq-s3": EXPORT_CEILING}
 
 
 @dataclass
@@ -28,9 +33,16 @@ class Row:
     associations: int
     instances: int
     dataset_bytes: int
+    #: what the sender saw: its start to its exit (the last release response); the median
+    #: of the runs once merged (bench.stats)
     seconds: float | None = None
     #: storescu exit to event arrival, the worst association (ingest rows of the gateway)
     event_seconds: float | None = None
+    #: the senders' start to the arrival of the last event (ingest rows of the gateway)
+    first_event_seconds: float | None = None
+    #: how many runs the numbers are the median of, and their ``seconds``
+    runs: int = 1
+    samples: tuple[float, ...] = ()
     peak_rss: int | None = None
     #: user + system CPU seconds of the receiving process while the senders ran (ingest rows
     #: of a single receiving process)
@@ -69,7 +81,23 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
-def _ratio(row: Row, rows: Sequence[Row], reference: str) -> str:
+def speed_ratio(ours: float | None, reference: float | None) -> float | None:
+    """How fast ours is next to the reference, from their times: ``reference / ours`` (so
+    0.50 = took twice as long); None when either is missing."""
+    if ours is None or reference is None or ours <= 0:
+        return None
+    return reference / ours
+
+
+def _ratio(
+    row: Row,
+    rows: Sequence[Row],
+    reference: str | None,
+    seconds: Callable[[Row], float | None] = lambda row: row.seconds,
+) -> str:
+    """``row`` next to the row of ``reference`` with its data set and associations."""
+    if reference is None:
+        return ""
     if row.who == reference:
         return "1.00"
     anchor = next(
@@ -79,13 +107,28 @@ def _ratio(row: Row, rows: Sequence[Row], reference: str) -> str:
             if r.who == reference
             and r.dataset == row.dataset
             and r.associations == row.associations
-            and r.per_second
+            and seconds(r)
         ),
         None,
     )
-    if anchor is None or row.per_second is None or anchor.per_second is None:
-        return "n/a"
-    return f"{row.per_second / anchor.per_second:.2f}"
+    ratio = speed_ratio(seconds(row), None if anchor is None else seconds(anchor))
+    return "n/a" if ratio is None else f"{ratio:.2f}"
+
+
+def _ceiling_ratio(row: Row, rows: Sequence[Row], value: Callable[[Row], float | None]) -> str:
+    """``row`` next to its ceiling row; empty for rows without one."""
+    reference = CEILING_OF.get(row.who)
+    if row.who in CEILING_OF.values():
+        reference = row.who
+    return _ratio(row, rows, reference, value)
+
+
+def _seconds(row: Row) -> str:
+    """The median, and the range when there were several runs."""
+    median = _number(row.seconds, 2)
+    if len(row.samples) < 2:
+        return median
+    return f"{median} ({min(row.samples):.2f}-{max(row.samples):.2f})"
 
 
 def _megabytes(value: int | None) -> str:
@@ -100,36 +143,39 @@ def _verdict(row: Row) -> str:
 
 def ingest_table(rows: Sequence[Row]) -> str:
     lines = [
-        "| data set | receiver | assocs | instances | MB | seconds | inst/s | MB/s "
-        "| release→event ms | peak RSS MB | receiver CPU % | ours/storescp | integrity |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| data set | receiver | assocs | runs | instances | MB | answered s | inst/s | MB/s "
+        "| first byte→event s | release→event ms | peak RSS MB | receiver CPU % "
+        "| answered ours/storescp | first byte→event ours/ceiling | integrity |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         event_ms = None if row.event_seconds is None else row.event_seconds * 1000
         lines.append(
-            f"| {row.dataset} | {row.label} | {row.associations} | {row.instances:,} "
-            f"| {_megabytes(row.dataset_bytes)} | {_number(row.seconds, 2)} "
+            f"| {row.dataset} | {row.label} | {row.associations} | {row.runs} "
+            f"| {row.instances:,} | {_megabytes(row.dataset_bytes)} | {_seconds(row)} "
             f"| {_number(row.per_second)} | {_number(row.megabytes_per_second)} "
-            f"| {_number(event_ms, 0)} | {_megabytes(row.peak_rss)} "
-            f"| {_number(row.receiver_cpu_percent, 0)} "
-            f"| {_ratio(row, rows, REFERENCE)} | {_verdict(row)} |"
+            f"| {_number(row.first_event_seconds, 2)} | {_number(event_ms, 0)} "
+            f"| {_megabytes(row.peak_rss)} | {_number(row.receiver_cpu_percent, 0)} "
+            f"| {_ratio(row, rows, REFERENCE)} "
+            f"| {_ceiling_ratio(row, rows, lambda r: r.first_event_seconds)} "
+            f"| {_verdict(row)} |"
         )
     return "\n".join(lines)
 
 
 def export_table(rows: Sequence[Row]) -> str:
     lines = [
-        "| data set | sender → storescp | instances | MB | seconds | inst/s | MB/s "
-        "| sender peak RSS MB | ours/storescu | integrity |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| data set | sender → storescp | runs | instances | MB | seconds | inst/s | MB/s "
+        "| sender peak RSS MB | ours/storescu | ours/ceiling | integrity |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row.dataset} | {row.label} | {row.instances:,} "
-            f"| {_megabytes(row.dataset_bytes)} | {_number(row.seconds, 2)} "
+            f"| {row.dataset} | {row.label} | {row.runs} | {row.instances:,} "
+            f"| {_megabytes(row.dataset_bytes)} | {_seconds(row)} "
             f"| {_number(row.per_second)} | {_number(row.megabytes_per_second)} "
             f"| {_megabytes(row.peak_rss)} | {_ratio(row, rows, EXPORT_REFERENCE)} "
-            f"| {_verdict(row)} |"
+            f"| {_ceiling_ratio(row, rows, lambda r: r.seconds)} | {_verdict(row)} |"
         )
     return "\n".join(lines)
 
@@ -177,12 +223,26 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 NOTES = """\
-- seconds: from the start of the sending storescu process(es) to the exit of the last one,
-  i.e. until the last instance was acknowledged and the association released; inst/s and MB/s
-  from that (MB = 10^6 bytes of data set, what travels over the wire).
-- release→event: from a storescu's exit to the arrival of its association's event at an
-  exclusive queue bound to `association.released.#` (RabbitMQ) or in the local event log (read
-  every 5 ms); the worst association of the row. It includes the upload to object storage.
+- answered s: from the start of the sending storescu process(es) to the exit of the last one,
+  i.e. until the last instance was acknowledged and the association released (what a
+  modality sees); inst/s and MB/s from that (MB = 10^6 bytes of data set, what travels over
+  the wire). Each number is the median of the row's runs; answered s also shows their range.
+- first byte→event: from the start of the senders to the arrival of the last association's
+  event (what a pipeline sees): at an exclusive queue bound to `association.released.#`
+  (RabbitMQ) or in the local event log (read every 5 ms).
+- release→event: from a storescu's exit to the arrival of its association's event; the worst
+  association of a run. It includes the upload to object storage.
+- ceiling (ingest, RabbitMQ + S3 only): storescp (`+B`) receiving while a separate uploader
+  puts each file to the same S3 as soon as storescp has closed it (inotify, 8 threads), then
+  one message published with a publisher confirm and awaited on a queue: what this machine's
+  S3 and RabbitMQ allow with dcmtk doing the DICOM. Its integrity is checked on the objects.
+- ceiling (export): the slower of storescu sending the files from local disk to storescp and
+  of an 8-thread download of the same objects from the same S3 (its row: S3 download).
+- ratios are speeds within this report, from the medians: the reference's time divided by
+  the row's (ours/storescp, ours/storescu: answered or sending time; ours/ceiling: first
+  byte→event for ingest, request→completion for export). 0.50 = took twice as long.
+- Nagle on: storescu and storescp with dcmtk's defaults (no TCP_NODELAY in their
+  environment), the way many senders in the field run; one association of small instances.
 - peak RSS: VmHWM of the receiving process, read at the end of the run; for `storescp
   --fork` the largest of the parent and its children, sampled every 20 ms while they run. For
   export, of the sending process (storescu sampled the same way).
@@ -196,6 +256,7 @@ NOTES = """\
   percent of one core (n/a for `storescp --fork`, whose children are separate processes). A
   gateway row near 100 % with several associations is bound by one Python process (the GIL).
 - integrity: every sent instance's data set is compared with what the receiver holds (for the
-  gateway, the stored object after our file meta); any loss or change fails the run.
-- senders and storescp run with TCP_NODELAY=1 and dcmtk's default PDU sizes (storescp
-  accepts 16 KiB PDUs, the gateway 256 KiB)."""
+  gateway, the stored object after our file meta), in every run; any loss or change fails
+  the run.
+- senders and storescp run with TCP_NODELAY=1 (except the Nagle rows) and dcmtk's default
+  PDU sizes (storescp accepts 16 KiB PDUs, the gateway 256 KiB)."""
