@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--nagle-count",
-        type=int,
+        type=_not_negative,
         default=NAGLE_COUNT,
         help="small instances sent by storescu with dcmtk's defaults (no TCP_NODELAY, Nagle's "
         "algorithm on) into storescp with its defaults and into the gateway; 0 skips these "
@@ -143,6 +143,15 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("at least 1")
     return value
+
+
+def _not_negative(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError("0 or more") from None
 
 
 def _counts(text: str) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from bench.backends import Backend, RabbitMqS3
+from bench.backends import Backend, Embedded, RabbitMqS3
 from bench.ceilings import DOWNLOAD, ingest_ceiling, s3_download
 from bench.datasets import DataSet
 from bench.export_runs import export_label, gateway_export, storescu_export
@@ -27,7 +27,7 @@ from bench.ingest_runs import (
 from bench.report import EXPORT_REFERENCE, INGEST_CEILING, Row
 from bench.stats import export_ceiling, merge_runs
 
-LABELS = {"storescp": "storescp", "rabbitmq-s3": RabbitMqS3.label, "embedded": "gateway, embedded"}
+LABELS = {"storescp": "storescp", "rabbitmq-s3": RabbitMqS3.label, "embedded": Embedded.label}
 
 
 @dataclass(frozen=True)

@@ -76,12 +76,14 @@ def export_ceiling(sender: Row, download: Row) -> Row:
     verdict = download.verdict
     if sender.verdict is not None and (verdict is None or not sender.verdict.ok):
         verdict = sender.verdict
-    slower = "storescu" if seconds is not None and seconds == sender.seconds else "download"
+    slower = ""
+    if seconds is not None:
+        slower = " (storescu)" if seconds == sender.seconds else " (download)"
     notes = [note for note in (sender.note, download.note) if note]
     return replace(
         download,
         who=EXPORT_CEILING,
-        label=f"ceiling: slower of storescu and S3 download ({slower})",
+        label=f"ceiling: slower of storescu and S3 download{slower}",
         seconds=seconds,
         peak_rss=None,
         runs=min(sender.runs, download.runs),
