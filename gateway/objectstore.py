@@ -7,6 +7,7 @@ callers retry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ class ObjectStore(Protocol):
 
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
+
+    def remove_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many there were."""
 
 
 class FileStore:
@@ -83,6 +87,24 @@ class FileStore:
             return []
         found = (p.relative_to(self._root).as_posix() for p in self._root.rglob("*.dcm"))
         return sorted(key for key in found if key.startswith(prefix))
+
+    def remove_prefix(self, prefix: str) -> int:
+        removed = 0
+        try:
+            # Every file, not only objects: a put cut short by a crash leaves its partial file.
+            for path in list(self._root.rglob("*")) if self._root.exists() else []:
+                if path.is_file() and path.relative_to(self._root).as_posix().startswith(prefix):
+                    path.unlink(missing_ok=True)
+                    removed += path.suffix == ".dcm"
+            # The directories the prefix's objects were in, deepest first, once empty.
+            for directory in sorted(self._root.rglob("*"), key=lambda p: -len(p.parts)):
+                relative = directory.relative_to(self._root).as_posix() + "/"
+                if directory.is_dir() and relative.startswith(prefix):
+                    with contextlib.suppress(OSError):  # not empty: a concurrent put
+                        directory.rmdir()
+        except OSError as exc:
+            raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
+        return removed
 
     def ensure_ready(self) -> None:
         try:

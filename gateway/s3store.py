@@ -13,6 +13,7 @@ from typing import BinaryIO, cast
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from gateway.errors import ConfigError, ObjectMissing, StorageUnavailable
@@ -110,3 +111,21 @@ class S3Store:
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
+
+    def remove_prefix(self, prefix: str) -> int:
+        keys = self.keys(prefix)
+        if not keys:
+            return 0
+        try:
+            # remove_objects is lazy: the deletes happen while its errors are read.
+            errors = list(
+                self._client.remove_objects(self._bucket, (DeleteObject(key) for key in keys))
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
+        if errors:
+            raise StorageUnavailable(
+                f"removing {prefix}: {len(errors)} of {len(keys)} objects not deleted, "
+                f"e.g. {errors[0].name}: {errors[0].message}"
+            )
+        return len(keys)

@@ -34,7 +34,7 @@ from gateway.port_file import listener_ports, write_port_file
 from gateway.settings import GatewaySettings, IngestSettings
 from gateway.status_server import Check, Checks, start_status_server
 from gateway.stop_signals import block_stop_signals
-from ingest.associations import IngestContext, reconcile, settle_ended_threads
+from ingest.associations import IngestContext, StorageSink, reconcile, settle_ended_threads
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
@@ -57,18 +57,17 @@ MAINTENANCE_INTERVAL_SECONDS = 5.0
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
-def _remove_due_aborted(journal: Journal, spool: Spool) -> None:
+def _remove_due_aborted(journal: Journal, uploader: StorageSink) -> None:
+    """Aborted associations whose cleanup delay is over go: objects, files and rows."""
     for association_id in journal.aborted_due(datetime.now(UTC)):
-        spool.remove_association(association_id)
-        journal.forget(association_id)
-        log.info("association %s: files of the aborted association removed", association_id)
+        uploader.aborted(association_id)
 
 
 def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
     stale_after = ctx.settings.ingest.network_timeout_seconds + 60
     while not stop.wait(MAINTENANCE_INTERVAL_SECONDS):
         try:
-            _remove_due_aborted(ctx.journal, ctx.spool)
+            _remove_due_aborted(ctx.journal, ctx.uploader)
             ctx.spool.clear_incoming(older_than=stale_after)
             settle_ended_threads(ctx)
             reconcile(ctx)
@@ -223,6 +222,7 @@ def running_ingest(
         )
         uploader.start()
         stack.callback(uploader.stop)
+        _remove_due_aborted(journal, uploader)
         stack.callback(uploader.wait_idle, grace)
 
         ctx = IngestContext(
@@ -312,7 +312,6 @@ def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
     abandoned = journal.abort_all_open(datetime.now(UTC) + timedelta(seconds=cleanup_delay))
     for association_id in abandoned:
         log.warning("association %s was open when ingest stopped: discarded", association_id)
-    _remove_due_aborted(journal, spool)
     known = set(journal.known_associations())
     for directory in spool.associations.iterdir():
         if directory.name not in known:

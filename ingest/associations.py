@@ -97,10 +97,17 @@ class AssociationTable:
             return [self._active.pop(key)[1] for key in dead]
 
 
-class ReleasedSink(Protocol):
-    """Takes released associations on to storage: the uploader, or the parent of a worker."""
+class StorageSink(Protocol):
+    """Takes associations on to storage: the uploader, or the parent of a worker process."""
 
-    def submit(self, association_id: str) -> None: ...
+    def spooled(self, association_id: str) -> None:
+        """An instance of the association is durable in the spool and the journal."""
+
+    def released(self, association_id: str) -> None:
+        """The association's release is recorded."""
+
+    def aborted(self, association_id: str) -> None:
+        """The aborted association is due for removal, and objects of it may be in storage."""
 
 
 @dataclass
@@ -108,7 +115,7 @@ class IngestContext:
     settings: GatewaySettings
     journal: Journal
     spool: Spool
-    uploader: ReleasedSink
+    uploader: StorageSink
     incoming: IncomingFiles
     metrics: ListenerCounters
     table: AssociationTable = field(default_factory=AssociationTable)
@@ -285,16 +292,19 @@ def handle_released(event: evt.Event, ctx: IngestContext) -> None:
         return
     ctx.table.pop(event.assoc)
     _log_end(ctx, active, "released")
-    ctx.uploader.submit(active.association_id)
+    ctx.uploader.released(active.association_id)
 
 
 def _finish_aborted(ctx: IngestContext, active: ActiveAssociation, outcome: str) -> None:
     delay = ctx.settings.ingest.aborted_cleanup_seconds
     try:
-        ctx.journal.mark_aborted(
+        in_storage = ctx.journal.mark_aborted(
             active.association_id, datetime.now(UTC) + timedelta(seconds=delay)
         )
-        if delay == 0:
+        if delay == 0 and in_storage:
+            # Uploads of it may be under way: the uploader removes it once they have ended.
+            ctx.uploader.aborted(active.association_id)
+        elif delay == 0:
             ctx.spool.remove_association(active.association_id)
             ctx.journal.forget(active.association_id)
     except (JournalError, OSError) as exc:
@@ -351,7 +361,7 @@ def reconcile(ctx: IngestContext) -> None:
         if state is AssociationState.RELEASING:
             log.warning("association %s: its release is recorded now", association_id)
             ctx.journal.mark_released(association_id, datetime.now(UTC))
-            ctx.uploader.submit(association_id)
+            ctx.uploader.released(association_id)
         else:
             log.warning("association %s: its abort is recorded now", association_id)
             ctx.journal.mark_aborted(association_id, cleanup_after)

@@ -12,6 +12,11 @@ Association states::
     open ──A-RELEASE-RQ──▶ releasing ──RP sent──▶ released ──all uploaded──▶ announced ──▶ (gone)
       └──────────────────────┴──aborted──▶ aborted ──files removed──▶ (gone)
 
+Instances are uploaded while the association is still open (:mod:`ingest.uploader`); before the
+first of them, :meth:`Journal.start_storing` durably marks the association ``in_storage``, so
+that after an abort, or a crash, its objects are found (by its key prefix) and deleted before
+its row goes.
+
 ``releasing`` is recorded before the A-RELEASE-RP goes out, so that a crash right after the
 sender saw its release confirmed never loses the association. After a restart a ``releasing``
 association counts as released: the sender may have its confirmation, and sending an
@@ -72,10 +77,15 @@ class SpooledInstance:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """An instance now in object storage: its stored size and sha256."""
+    """An instance now in object storage: its stored size and sha256.
+
+    ``spool_name`` says which copy was uploaded: a later copy of the same SOP instance (sent
+    twice in one association) is a row of its own, and is not stored by this upload.
+    """
 
     association_id: str
     sop_instance_uid: str
+    spool_name: str
     size: int
     sha256: str
 
@@ -182,9 +192,10 @@ class Journal:
                 ),
             )
 
-    def mark_aborted(self, association_id: str, cleanup_after: datetime) -> None:
+    def mark_aborted(self, association_id: str, cleanup_after: datetime) -> bool:
         """Fsynced: a ``releasing`` association that then aborted would otherwise count as
-        released after a crash, and be handed on."""
+        released after a crash, and be handed on. Returns whether objects of it may be in
+        storage (then only the uploader may remove it: see :meth:`start_storing`)."""
         with self._db.write() as cur:
             cur.execute(
                 "UPDATE associations SET state = ?, cleanup_after = ?"
@@ -197,6 +208,39 @@ class Journal:
                     AssociationState.RELEASING,
                 ),
             )
+            row = cur.execute(
+                "SELECT in_storage FROM associations WHERE association_id = ?", (association_id,)
+            ).fetchone()
+        return row is not None and bool(row[0])
+
+    def start_storing(self, association_id: str) -> bool:
+        """Before the association's first upload: record, fsynced, that objects of it may be in
+        storage. The fsync also makes its admission and instance rows so far durable, so after
+        a crash the association is known, and aborted with its objects.
+
+        False when it is no longer open, releasing or released (aborted meanwhile): nothing
+        of it may be uploaded then.
+        """
+        with self._db.write() as cur:
+            updated = cur.execute(
+                "UPDATE associations SET in_storage = 1 WHERE association_id = ? AND state IN"
+                " (?, ?, ?)",
+                (
+                    association_id,
+                    AssociationState.OPEN,
+                    AssociationState.RELEASING,
+                    AssociationState.RELEASED,
+                ),
+            )
+            started = updated.rowcount == 1  # read before the commit resets it
+        return started
+
+    def in_storage(self, association_id: str) -> bool:
+        """Whether objects of the association may be in storage (see :meth:`start_storing`)."""
+        rows = self._db.read(
+            "SELECT in_storage FROM associations WHERE association_id = ?", (association_id,)
+        )
+        return bool(rows and rows[0][0])
 
     def mark_failed(self, association_id: str) -> None:
         """Set aside: storing it failed for a reason retrying cannot fix (files are kept)."""
@@ -337,11 +381,18 @@ class Journal:
         )
         return [SpooledInstance(*row) for row in rows]
 
+    def unstored(self, association_id: str) -> list[SpooledInstance]:
+        """The association's instances not in storage yet, in the order they were received."""
+        return [i for i in self.instances(association_id) if i.sha256 is None]
+
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:
         """Record uploaded instances, all in one transaction (one fsync for many uploads)."""
         with self._db.write() as cur:
             cur.executemany(
                 "UPDATE instances SET size = ?, sha256 = ?"
-                " WHERE association_id = ? AND sop_instance_uid = ?",
-                [(s.size, s.sha256, s.association_id, s.sop_instance_uid) for s in stored],
+                " WHERE association_id = ? AND sop_instance_uid = ? AND spool_name = ?",
+                [
+                    (s.size, s.sha256, s.association_id, s.sop_instance_uid, s.spool_name)
+                    for s in stored
+                ],
             )

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS associations (
     state            TEXT NOT NULL,
     released_at      TEXT,
     cleanup_after    TEXT,
-    owner            INTEGER
+    owner            INTEGER,
+    in_storage       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS instances (
     association_id      TEXT NOT NULL REFERENCES associations(association_id),
@@ -89,11 +90,14 @@ def timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _add_owner_column(db: sqlite3.Connection) -> None:
-    """Journals written before worker processes existed have no ``owner`` column."""
+def _add_later_columns(db: sqlite3.Connection) -> None:
+    """Journals written by earlier versions lack the columns added since: ``owner`` (worker
+    processes) and ``in_storage`` (uploads while the association is open)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
     if "owner" not in columns:
         db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
+    if "in_storage" not in columns:
+        db.execute("ALTER TABLE associations ADD COLUMN in_storage INTEGER NOT NULL DEFAULT 0")
 
 
 class JournalDb:
@@ -107,7 +111,7 @@ class JournalDb:
     def open(cls, path: Path) -> JournalDb:
         try:
             db = connect_durable(path, _SCHEMA)
-            _add_owner_column(db)
+            _add_later_columns(db)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         return cls(db)

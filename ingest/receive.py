@@ -116,6 +116,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
         active.bytes += data_length
     ctx.metrics.instances_received.labels(active.ae.ae_title).inc()
     ctx.metrics.received_bytes.labels(active.ae.ae_title).inc(data_length)
+    ctx.uploader.spooled(active.association_id)
     return Status.SUCCESS
 
 

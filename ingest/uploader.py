@@ -1,25 +1,29 @@
-"""Moving released associations from the spool to object storage, then into the outbox.
+"""Moving instances from the spool to object storage while their association is still open.
 
-Per association: upload every instance not yet stored (our file meta + the received data set
-bytes, hashed on the way), record each in the journal, then put the event in the outbox and
-remove the spool files. Storage outages are retried with backoff for as long as they last;
-nothing is ever dropped, and a restart resumes from the journal.
+Each instance is uploaded as soon as it is durable in the spool (:meth:`Uploader.spooled`),
+:data:`UPLOAD_CONCURRENCY` at a time over all associations, taken from each in turn
+(:mod:`ingest.upload_queue`). Once an association is released (:meth:`Uploader.released`) and
+every instance of it is stored, its event goes into the outbox and its spool files go: at the
+release only the last few uploads remain. An aborted association (:meth:`Uploader.aborted`) has
+its objects deleted by its key prefix once none of its uploads is in progress, then its files
+and journal rows. Storage outages are retried with backoff for as long as they last; nothing
+is ever dropped, and a restart resumes from the journal.
+
+One thread, the dispatcher, reads and writes the journal and decides; the upload threads only
+move bytes (our file meta and the received data set, hashed on the way) and report back.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from io import RawIOBase
-from typing import BinaryIO
 
+from contracts.keys import association_prefix
 from gateway.errors import JournalError, StorageUnavailable
 from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
@@ -27,46 +31,41 @@ from gateway.settings import IngestSettings
 from ingest.announcement import released_event
 from ingest.journal import Journal, SpooledInstance, StoredObject
 from ingest.journal_db import AssociationState
-from ingest.part10 import InstanceIdentity, file_meta_bytes
+from ingest.object_upload import upload_instance
 from ingest.spool import Spool
+from ingest.upload_queue import UploadQueue
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-UPLOAD_CONCURRENCY = 4
-#: Uploaded instances are recorded in the journal this many at a time: a commit costs an
-#: fsync, and one per instance made the commits, not the uploads, the slow part of a series.
-STORED_BATCH = 64
+#: Uploads at once over all associations (the storage server's round trips, not our CPU, are
+#: what they wait on).
+UPLOAD_CONCURRENCY = 8
+#: Associations whose instances may be uploaded.
+STORABLE = (AssociationState.OPEN, AssociationState.RELEASING, AssociationState.RELEASED)
 
 
-class Part10Stream(RawIOBase):
-    """Our file meta followed by ``length`` data set bytes of a spool file, hashed as read."""
+@dataclass(frozen=True)
+class _Uploaded:
+    instance: SpooledInstance
+    stored: StoredObject
 
-    def __init__(self, meta: bytes, spooled: BinaryIO, length: int) -> None:
-        self._meta = meta
-        self._meta_position = 0
-        self._spooled = spooled
-        self._remaining = length
-        self.sha256 = hashlib.sha256()
-        self.length = len(meta) + length
 
-    def readable(self) -> bool:
-        return True
+@dataclass(frozen=True)
+class _UploadFailed:
+    instance: SpooledInstance
+    error: Exception
 
-    def read(self, size: int | None = -1) -> bytes:
-        wanted = self.length if size is None or size < 0 else size
-        out = b""
-        if self._meta_position < len(self._meta):
-            out = self._meta[self._meta_position : self._meta_position + wanted]
-            self._meta_position += len(out)
-        if len(out) < wanted and self._remaining > 0:
-            data = self._spooled.read(min(wanted - len(out), self._remaining))
-            if not data:
-                raise OSError(f"spool file ended {self._remaining} bytes early")
-            self._remaining -= len(data)
-            out += data
-        self.sha256.update(out)
-        return out
+
+@dataclass(frozen=True)
+class _Removed:
+    """The objects of an aborted association are deleted (``error`` None), or not."""
+
+    association_id: str
+    error: Exception | None
+
+
+_Outcome = _Uploaded | _UploadFailed | _Removed
 
 
 class Uploader:
@@ -86,134 +85,254 @@ class Uploader:
         self._store = store
         self._settings = settings
         self._on_announced = on_announced
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._stopping = threading.Event()
-        self._pending = 0  # submitted and not yet stored; guarded by _changed
         self._changed = threading.Condition()
+        # Guarded by _changed: what the sink calls and the upload threads hand the dispatcher.
+        self._dirty: dict[str, None] = {}  # associations to look at again, in order
+        self._discard: dict[str, None] = {}  # aborted associations to remove
+        self._outcomes: list[_Outcome] = []
+        self._stopping = False
+        # The dispatcher's own.
+        self._queue = UploadQueue()
+        self._storing: set[str] = set()  # associations marked in_storage by this process
+        self._removing: set[str] = set()  # associations whose objects are being deleted
+        self._unrecorded: list[_Uploaded] = []  # stored, but the journal did not take it yet
+        self._attempt = 0
+        self._retry_at = 0.0
         self._failing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
-        self._pool = ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload")
         # The bucket may not exist yet when storage was down at start-up; it is (re)checked
         # before the first upload and after every failure.
         self._store_checked = False
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._pool = ThreadPoolExecutor(UPLOAD_CONCURRENCY, thread_name_prefix="upload")
+
+    # -- what the SCP calls (any thread) ----------------------------------------------------
+
+    def spooled(self, association_id: str) -> None:
+        """An instance of the association is durable in the spool and the journal."""
+        self._look_at(association_id)
+
+    def released(self, association_id: str) -> None:
+        """The association's release is recorded: announce it once everything is stored."""
+        self._look_at(association_id)
+
+    def aborted(self, association_id: str) -> None:
+        """The aborted association is due for removal: its objects, files and rows."""
+        with self._changed:
+            self._discard[association_id] = None
+            self._changed.notify_all()
+
+    def _look_at(self, association_id: str) -> None:
+        with self._changed:
+            self._dirty[association_id] = None
+            self._changed.notify_all()
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         for association_id in self._journal.associations_in_state(AssociationState.ANNOUNCED):
             # Announced before a crash: its objects are stored, only the spool copy may remain.
             self._spool.remove_association(association_id)
         for association_id in self._journal.associations_in_state(AssociationState.RELEASED):
-            self.submit(association_id)
+            self.released(association_id)
         self._thread.start()
 
-    def submit(self, association_id: str) -> None:
-        with self._changed:
-            self._pending += 1
-        self._queue.put(association_id)
-
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is queued or uploading (graceful shutdown).
+        """Wait until nothing is waiting or being uploaded (graceful shutdown).
 
         Returns early while storage is failing: waiting cannot help then, and the work stays
         in the journal for the next start.
         """
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._pending:
+            while not self._idle_locked():
                 if self._failing.is_set() or time.monotonic() >= deadline:
                     return False
                 self._changed.wait(0.1)
         return True
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._queue.put("")  # wakes the thread
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         self._thread.join()
         self._pool.shutdown(wait=True)
+        # What finished meanwhile is recorded, so the next start does not upload it again.
+        finished = [u.stored for u in self._unrecorded]
+        finished += [o.stored for o in self._outcomes if isinstance(o, _Uploaded)]
+        if finished:
+            try:
+                self._journal.mark_stored(finished)
+            except JournalError as exc:
+                log.warning("%d uploads not recorded; they are repeated: %s", len(finished), exc)
+
+    # -- the dispatcher -----------------------------------------------------------------------
+
+    def _idle_locked(self) -> bool:
+        return not (
+            self._dirty
+            or self._discard
+            or self._outcomes
+            or self._queue.waiting()
+            or self._queue.in_progress()
+            or self._removing
+            or self._unrecorded
+        )
+
+    def _may_start(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _ready_locked(self) -> bool:
+        """Whether the dispatcher has something to do now (called on its own thread)."""
+        if self._stopping or self._dirty or self._outcomes:
+            return True
+        if not self._may_start():
+            return False
+        starts = self._queue.waiting() and self._queue.in_progress() < UPLOAD_CONCURRENCY
+        removals = any(
+            a not in self._removing and not self._queue.uploading(a) for a in self._discard
+        )
+        return bool(starts or removals or self._unrecorded)
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            association_id = self._queue.get()
-            if not association_id:
-                continue
-            self._store_until_done(association_id)
+        while True:
             with self._changed:
-                self._pending -= 1
-                self._changed.notify_all()
-
-    def _store_until_done(self, association_id: str) -> None:
-        """Store one association, retrying outages; set it aside on anything else.
-
-        This is the thread's boundary: an unexpected error must neither kill the only uploader
-        thread nor block every later association behind it.
-        """
-        attempt = 0
-        while not self._stopping.is_set():
+                while not self._ready_locked():
+                    backing_off = self._retry_at - time.monotonic()
+                    self._changed.wait(backing_off if backing_off > 0 else None)
+                if self._stopping:
+                    return
+                dirty, self._dirty = list(self._dirty), {}
+                outcomes, self._outcomes = self._outcomes, []
+                discard = [a for a in self._discard if a not in self._removing]
             try:
-                self._store_association(association_id)
-                self._failing.clear()
-                if attempt:
-                    log.info("association %s stored after %d retries", association_id, attempt)
-                return
-            except (StorageUnavailable, JournalError, OSError) as exc:
-                self._store_checked = False
-                self._failing.set()
-                self._metrics.upload_failures.inc()
-                delay = RETRY_BACKOFF_SECONDS[min(attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
-                log.warning(
-                    "association %s: storing failed (%s); retrying in %.0f s",
-                    association_id,
-                    exc,
-                    delay,
-                )
-                attempt += 1
-                self._stopping.wait(delay)
-            except Exception:  # see the docstring: quarantine, never die
-                log.exception(
-                    "association %s cannot be stored and is set aside; its files stay in the "
-                    "spool for inspection",
-                    association_id,
-                )
-                self._set_aside(association_id)
-                return
+                self._step(dirty, outcomes, discard)
+            except Exception:  # the dispatcher must outlive any surprise; the journal keeps all
+                log.exception("uploader: unexpected error; retrying")
+                self._back_off()
+                with self._changed:
+                    self._dirty.update(dict.fromkeys(dirty))
+            with self._changed:
+                self._changed.notify_all()  # for wait_idle
 
-    def _set_aside(self, association_id: str) -> None:
+    def _step(self, dirty: list[str], outcomes: list[_Outcome], discard: list[str]) -> None:
+        self._take_outcomes(outcomes)
+        for association_id in dirty:
+            self._look(association_id)
+        if self._may_start():
+            for association_id in discard:
+                self._start_removal(association_id)
+            self._start_uploads()
+
+    def _back_off(self) -> None:
+        self._store_checked = False
+        self._failing.set()
+        if time.monotonic() < self._retry_at:
+            return  # one more failure of the same round: the wait is set already
+        delay = RETRY_BACKOFF_SECONDS[min(self._attempt, len(RETRY_BACKOFF_SECONDS) - 1)]
+        self._attempt += 1
+        self._retry_at = time.monotonic() + delay
+
+    def _succeeded(self) -> None:
+        if self._attempt:
+            log.info("storage answers again after %d failed attempts", self._attempt)
+        self._attempt = 0
+        self._failing.clear()
+
+    def _look(self, association_id: str) -> None:
+        """Queue what of the association is not stored yet; announce it when all is."""
+        try:
+            state = self._journal.state(association_id)
+            if state not in STORABLE:
+                self._queue.drop(association_id)
+                self._storing.discard(association_id)
+                return
+            unstored = self._journal.unstored(association_id)
+            if unstored and association_id not in self._storing:
+                if not self._journal.start_storing(association_id):
+                    self._queue.drop(association_id)  # aborted meanwhile
+                    return
+                self._storing.add(association_id)
+            self._queue.add(unstored)
+            if state is AssociationState.RELEASED and not self._queue.holds(association_id):
+                self._announce(association_id)
+        except (JournalError, OSError) as exc:
+            log.warning("association %s: %s; looked at again later", association_id, exc)
+            self._back_off()
+            self._look_at(association_id)
+
+    def _take_outcomes(self, outcomes: list[_Outcome]) -> None:
+        uploaded, self._unrecorded = self._unrecorded, []
+        for outcome in outcomes:
+            match outcome:
+                case _Uploaded():
+                    uploaded.append(outcome)
+                case _UploadFailed(instance, error):
+                    self._upload_failed(instance, error)
+                case _Removed(association_id, error):
+                    self._removed(association_id, error)
+        if not uploaded:
+            return
+        try:
+            self._journal.mark_stored([u.stored for u in uploaded])
+        except JournalError as exc:
+            # Still counted as in progress, so that nothing uploads them again meanwhile.
+            log.warning("%d uploads not recorded yet: %s", len(uploaded), exc)
+            self._unrecorded = uploaded
+            self._back_off()
+            return
+        for done in uploaded:
+            self._queue.finished(done.instance)
+            self._look_at(done.instance.association_id)
+        self._metrics.instances_stored.inc(len(uploaded))
+        self._succeeded()
+
+    def _upload_failed(self, instance: SpooledInstance, error: Exception) -> None:
+        association_id = instance.association_id
+        try:
+            state = self._journal.state(association_id)
+        except JournalError:
+            state = AssociationState.OPEN  # cannot tell: retry it like an outage
+        if state not in STORABLE:
+            self._queue.finished(instance)  # aborted meanwhile: its files may be gone
+            self._look_at(association_id)
+            return
+        if isinstance(error, StorageUnavailable | JournalError | OSError):
+            self._metrics.upload_failures.inc()
+            self._back_off()
+            log.warning(
+                "association %s: storing failed for %s (%s); retrying in %.0f s",
+                association_id,
+                instance.object_key,
+                error,
+                self._retry_at - time.monotonic(),
+            )
+            self._queue.again(instance)
+            return
+        log.error(
+            "association %s cannot be stored and is set aside; its files stay in the spool "
+            "for inspection: %r",
+            association_id,
+            error,
+        )
+        self._queue.finished(instance)
+        self._queue.drop(association_id)
         try:
             self._journal.mark_failed(association_id)
         except JournalError as exc:
             log.error("association %s: cannot record that it failed: %s", association_id, exc)
 
-    def _store_association(self, association_id: str) -> None:
-        state = self._journal.state(association_id)
-        if state is not AssociationState.RELEASED:
-            # Handed on twice (when a worker process ends, its releases are handed on again
-            # in case it could not): the first time stored it, and it may even be gone.
-            log.debug("association %s is %s: nothing to store", association_id, state)
-            return
-        association = self._journal.association(association_id)
+    def _announce(self, association_id: str) -> None:
+        """Every instance is stored: the event goes into the outbox, the spool copy goes."""
+        self._storing.discard(association_id)
         instances = self._journal.instances(association_id)
-        pending = [i for i in instances if i.sha256 is None]
-        if pending and not self._store_checked:
-            self._store.ensure_ready()
-            self._store_checked = True
-        uploaded: list[StoredObject] = []
-        try:
-            for stored in self._pool.map(
-                functools.partial(self._store_instance, association.calling_ae_title), pending
-            ):
-                uploaded.append(stored)
-                if len(uploaded) >= STORED_BATCH:
-                    self._record_stored(uploaded)
-        finally:
-            # Also after a failed upload: what did get stored is not uploaded again.
-            self._record_stored(uploaded)
         if not instances:
             # Verification-only associations (C-ECHO) carry nothing for a pipeline.
             self._journal.forget(association_id)
             self._spool.remove_association(association_id)
             return
         event = released_event(
-            association,
-            self._journal.instances(association_id),
+            self._journal.association(association_id),
+            instances,
             bucket=self._store.bucket,
             instance_name=self._settings.instance_name,
             now=datetime.now(UTC),
@@ -227,33 +346,82 @@ class Uploader:
             # the leftovers. Retrying here could only repeat finished work.
             log.warning("association %s: spool files not removed: %s", association_id, exc)
 
-    def _record_stored(self, uploaded: list[StoredObject]) -> None:
-        if uploaded:
-            self._journal.mark_stored(uploaded)
-            self._metrics.instances_stored.inc(len(uploaded))
-            uploaded.clear()
+    def _start_uploads(self) -> None:
+        while self._queue.in_progress() < UPLOAD_CONCURRENCY:
+            instance = self._queue.take()
+            if instance is None:
+                return
+            self._pool.submit(self._upload, instance)
 
-    def _store_instance(self, source_ae_title: str, instance: SpooledInstance) -> StoredObject:
-        meta = file_meta_bytes(
-            InstanceIdentity(
-                sop_class_uid=instance.sop_class_uid,
-                sop_instance_uid=instance.sop_instance_uid,
-                study_instance_uid=instance.study_instance_uid,
-                series_instance_uid=instance.series_instance_uid,
-            ),
-            instance.transfer_syntax_uid,
-            source_ae_title,
-            self._settings.implementation_class_uid,
-            self._settings.implementation_version_name,
-        )
-        path = self._spool.instance_path(instance.association_id, instance.spool_name)
-        with path.open("rb") as spooled:
-            spooled.seek(instance.data_offset)
-            stream = Part10Stream(meta, spooled, instance.data_length)
-            self._store.put(instance.object_key, stream, stream.length)
-        return StoredObject(
-            instance.association_id,
-            instance.sop_instance_uid,
-            stream.length,
-            stream.sha256.hexdigest(),
+    def _start_removal(self, association_id: str) -> None:
+        """Remove an aborted association once none of its uploads is in progress."""
+        if self._queue.uploading(association_id):
+            return  # looked at again when they end
+        self._queue.drop(association_id)
+        self._storing.discard(association_id)
+        try:
+            in_storage = self._journal.in_storage(association_id)
+        except JournalError as exc:
+            log.warning("association %s: not removed yet: %s", association_id, exc)
+            self._back_off()
+            return
+        self._removing.add(association_id)
+        if in_storage:
+            self._pool.submit(self._remove_objects, association_id)
+        else:
+            self._removed(association_id, None)
+
+    def _removed(self, association_id: str, error: Exception | None) -> None:
+        self._removing.discard(association_id)
+        try:
+            if error is not None:
+                raise error
+            self._spool.remove_association(association_id)
+            self._journal.forget(association_id)
+        except (StorageUnavailable, JournalError, OSError) as exc:
+            log.warning(
+                "association %s: aborted, not removed yet (%s); retrying", association_id, exc
+            )
+            self._back_off()
+            return
+        with self._changed:
+            self._discard.pop(association_id, None)
+        self._succeeded()
+        log.info("association %s: aborted, its objects and files removed", association_id)
+
+    # -- the upload threads -------------------------------------------------------------------
+
+    def _report(self, outcome: _Outcome) -> None:
+        with self._changed:
+            self._outcomes.append(outcome)
+            self._changed.notify_all()
+
+    def _upload(self, instance: SpooledInstance) -> None:
+        try:
+            stored = self._store_instance(instance)
+        except Exception as exc:  # noqa: BLE001 (the thread's boundary: the dispatcher decides)
+            self._report(_UploadFailed(instance, exc))
+            return
+        self._report(_Uploaded(instance, stored))
+
+    def _remove_objects(self, association_id: str) -> None:
+        try:
+            removed = self._store.remove_prefix(association_prefix(association_id))
+        except StorageUnavailable as exc:
+            self._report(_Removed(association_id, exc))
+            return
+        log.debug("association %s: %d objects deleted", association_id, removed)
+        self._report(_Removed(association_id, None))
+
+    def _store_instance(self, instance: SpooledInstance) -> StoredObject:
+        if not self._store_checked:
+            self._store.ensure_ready()
+            self._store_checked = True
+        association = self._journal.association(instance.association_id)
+        return upload_instance(
+            self._store,
+            instance,
+            self._spool.instance_path(instance.association_id, instance.spool_name),
+            association.calling_ae_title,
+            self._settings,
         )

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from gateway.metrics import LISTENER_COUNTERS, Increment, ListenerCounters
-from ingest.workers.messages import CounterMoved, Message, Released, encode
+from ingest.workers.messages import Aborted, CounterMoved, Message, Released, Spooled, encode
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,31 @@ def forwarded_counters(channel: Channel) -> ListenerCounters:
     )
 
 
-class ForwardedReleases:
-    """Hands released associations to the parent's uploader."""
+class ForwardedStorage:
+    """Hands the associations of this worker to the parent's uploader."""
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
 
-    def submit(self, association_id: str) -> None:
+    def spooled(self, association_id: str) -> None:
+        if not self._channel.send(Spooled(association_id)):
+            log.error(
+                "association %s: an instance is spooled, but the parent is gone; it is "
+                "uploaded once the association is settled",
+                association_id,
+            )
+
+    def released(self, association_id: str) -> None:
         if not self._channel.send(Released(association_id)):
             log.error(
                 "association %s: released and recorded, but the parent is gone; the next "
                 "start uploads and announces it",
+                association_id,
+            )
+
+    def aborted(self, association_id: str) -> None:
+        if not self._channel.send(Aborted(association_id)):
+            log.error(
+                "association %s: aborted, but the parent is gone; the next start removes it",
                 association_id,
             )

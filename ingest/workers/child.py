@@ -35,7 +35,7 @@ from ingest.scp import build_ae, listen_address, listener_tls, scp_handlers, sto
 from ingest.spool import Spool
 from ingest.workers.channel import (
     Channel,
-    ForwardedReleases,
+    ForwardedStorage,
     forwarded_counters,
     receive_connections,
 )
@@ -83,7 +83,7 @@ def serve(start: WorkerStart) -> int:
             settings=settings,
             journal=journal,
             spool=spool,
-            uploader=ForwardedReleases(channel),
+            uploader=ForwardedStorage(channel),
             incoming=incoming,
             metrics=forwarded_counters(channel),
         )

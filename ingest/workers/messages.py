@@ -5,8 +5,12 @@ over the socket pair (:mod:`ingest.workers.channel`) with one JSON object per li
 
 - ``{"ready": true}`` (:class:`Ready`): the worker takes connections.
 - ``{"closed": true}`` (:class:`Closed`): a connection it was handed has ended.
+- ``{"spooled": ID}`` (:class:`Spooled`): an instance of an association is durable in the
+  spool and the journal; the parent uploads it.
 - ``{"released": ID}`` (:class:`Released`): an association is released and recorded; the
-  parent uploads it.
+  parent announces it once it is stored.
+- ``{"aborted": ID}`` (:class:`Aborted`): an aborted association whose objects may be in
+  storage; the parent removes it.
 - ``{"counter": NAME, "labels": [...], "amount": N}`` (:class:`CounterMoved`): one of the
   listener's counters moved.
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import assert_never
+from typing import ClassVar, assert_never
 
 from pydantic import ValidationError
 
@@ -41,12 +45,34 @@ class Closed:
 
 
 @dataclass(frozen=True)
-class Released:
+class _AboutAssociation:
+    #: The message's one key on the line.
+    key: ClassVar[str]
     association_id: str
 
     def __post_init__(self) -> None:
         if not isinstance(self.association_id, str) or not self.association_id:
-            raise WorkerMessageError(f"released: {self.association_id!r} is no association id")
+            raise WorkerMessageError(f"{self.key}: {self.association_id!r} is no association id")
+
+
+@dataclass(frozen=True)
+class Spooled(_AboutAssociation):
+    key: ClassVar[str] = "spooled"
+
+
+@dataclass(frozen=True)
+class Released(_AboutAssociation):
+    key: ClassVar[str] = "released"
+
+
+@dataclass(frozen=True)
+class Aborted(_AboutAssociation):
+    key: ClassVar[str] = "aborted"
+
+
+_ABOUT_ASSOCIATION: dict[str, type[Spooled] | type[Released] | type[Aborted]] = {
+    kind.key: kind for kind in (Spooled, Released, Aborted)
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +95,7 @@ class CounterMoved:
             raise WorkerMessageError(f"counter {self.counter}: amount {self.amount!r}")
 
 
-Message = Ready | Closed | Released | CounterMoved
+Message = Ready | Closed | Spooled | Released | Aborted | CounterMoved
 
 
 def encode(message: Message) -> bytes:
@@ -80,8 +106,8 @@ def encode(message: Message) -> bytes:
             document = {"ready": True}
         case Closed():
             document = {"closed": True}
-        case Released(association_id):
-            document = {"released": association_id}
+        case Spooled(association_id) | Released(association_id) | Aborted(association_id):
+            document = {message.key: association_id}
         case CounterMoved(counter, labels, amount):
             document = {"counter": counter, "labels": list(labels), "amount": amount}
         case _:
@@ -102,8 +128,8 @@ def decode(line: bytes) -> Message:
         return Ready()
     if keys == {"closed"} and document["closed"] is True:
         return Closed()
-    if keys == {"released"}:
-        return Released(document["released"])
+    if len(keys) == 1 and (key := next(iter(keys))) in _ABOUT_ASSOCIATION:
+        return _ABOUT_ASSOCIATION[key](document[key])
     if keys == {"counter", "labels", "amount"} and isinstance(document["labels"], list):
         return CounterMoved(document["counter"], tuple(document["labels"]), document["amount"])
     raise WorkerMessageError(f"not a message: {line[:200]!r}")

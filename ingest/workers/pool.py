@@ -30,10 +30,19 @@ from datetime import UTC, datetime, timedelta
 from gateway.errors import GatewayError, JournalError, WorkerMessageError
 from gateway.metrics import ListenerCounters
 from gateway.settings import GatewaySettings
-from ingest.associations import ReleasedSink
+from ingest.associations import StorageSink
 from ingest.ownership import Ownership
 from ingest.workers.channel import hand_over
-from ingest.workers.messages import Closed, CounterMoved, Ready, Released, WorkerStart, decode
+from ingest.workers.messages import (
+    Aborted,
+    Closed,
+    CounterMoved,
+    Ready,
+    Released,
+    Spooled,
+    WorkerStart,
+    decode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +93,13 @@ class WorkerPool:
         settings: GatewaySettings,
         listening: socket.socket,
         ownership: Ownership,
-        releases: ReleasedSink,
+        storage: StorageSink,
         counters: ListenerCounters,
     ) -> None:
         self._settings = settings
         self._listening = listening
         self._ownership = ownership
-        self._releases = releases
+        self._storage = storage
         self._counters = counters
         self._log_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self._stopping = threading.Event()
@@ -191,7 +200,7 @@ class WorkerPool:
                         owner,
                     )
                 for association_id in ended.released:
-                    self._releases.submit(association_id)
+                    self._storage.released(association_id)
         except JournalError as exc:
             log.error("associations of ended workers not settled, retrying: %s", exc)
 
@@ -299,8 +308,12 @@ class WorkerPool:
             case Closed():
                 with self._lock:
                     slot.connections = max(0, slot.connections - 1)
+            case Spooled(association_id):
+                self._storage.spooled(association_id)
             case Released(association_id):
-                self._releases.submit(association_id)
+                self._storage.released(association_id)
+            case Aborted(association_id):
+                self._storage.aborted(association_id)
             case CounterMoved(counter, labels, amount):
                 try:
                     getattr(self._counters, counter).labels(*labels).inc(amount)
@@ -327,5 +340,7 @@ class WorkerPool:
         for aborted in ended.aborted:
             log.warning("association %s aborted: its ingest worker ended", aborted.association_id)
             self._counters.associations_ended.labels(aborted.called_ae_title, "aborted").inc()
+            if self._settings.ingest.aborted_cleanup_seconds == 0:
+                self._storage.aborted(aborted.association_id)
         for association_id in ended.released:
-            self._releases.submit(association_id)
+            self._storage.released(association_id)

@@ -121,6 +121,9 @@ def test_client_receives_reads_and_exports(
             await asyncio.to_thread(gateway.send, [series[0].path])
             async with asyncio.timeout(30):
                 await (await subscription.next()).reject("not for this pipeline")
+                # The broker dead-letters after it took the reject, not before it answers.
+                while await dead_letters(gateway, consumer) == 0:
+                    await asyncio.sleep(0.05)
             assert await dead_letters(gateway, consumer) == 1
         return released, stored, completed
 

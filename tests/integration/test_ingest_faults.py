@@ -3,9 +3,10 @@ nothing aborted is handed on, nothing is left behind.
 
 Several senders keep sending associations (1 to 4 small instances each, one in six aborted by
 the sender) while the test, in an order drawn from a seed, cuts RabbitMQ, S3 or both (TCP
-links it stops and restores), kills the ingest service with SIGKILL at three kinds of moment
-(an association mid-C-STORE; a released association not yet stored in S3; an event stored but
-not yet published) and restarts it, and fills the spool's filesystem past its reserve. Then,
+links it stops and restores), kills the ingest service with SIGKILL at four kinds of moment
+(an association mid-C-STORE; an open association some of whose instances are in S3 already;
+a released association not yet stored in S3; an event stored but not yet published) and
+restarts it, and fills the spool's filesystem past its reserve. Then,
 with every service back, it reconciles what each sender saw with what reached the broker and
 the bucket. The seed is printed and a failure names it; ``GATEWAY_TEST_SEED`` replays it
 (:mod:`tests.support.seed`).
@@ -57,6 +58,7 @@ class Fault(StrEnum):
     CUT_STORAGE = "cut-storage"
     CUT_BOTH = "cut-both"
     KILL_MID_STORE = "kill-mid-store"
+    KILL_MID_UPLOAD = "kill-mid-upload"
     KILL_BEFORE_UPLOAD = "kill-before-upload"
     KILL_BEFORE_PUBLISH = "kill-before-publish"
     SPOOL_FULL = "spool-full"
@@ -71,12 +73,14 @@ class JournalSnapshot:
     """What the journal held when the service was killed."""
 
     mid_store: int  # open associations with instances
+    mid_upload: int  # open associations with instances in S3 already
     before_upload: int  # released associations with instances not yet in S3
     before_publish: int  # events not yet published
 
     def shows(self, fault: Fault) -> bool:
         return {
             Fault.KILL_MID_STORE: self.mid_store,
+            Fault.KILL_MID_UPLOAD: self.mid_upload,
             Fault.KILL_BEFORE_UPLOAD: self.before_upload,
             Fault.KILL_BEFORE_PUBLISH: self.before_publish,
         }[fault] > 0
@@ -94,6 +98,9 @@ def journal_snapshot(journal: Path) -> JournalSnapshot:
         )
         return JournalSnapshot(
             mid_store=count(per_association + "a.state = ?", AssociationState.OPEN),
+            mid_upload=count(
+                per_association + "a.state = ? AND i.sha256 IS NOT NULL", AssociationState.OPEN
+            ),
             before_upload=count(
                 per_association + "a.state IN (?, ?) AND i.sha256 IS NULL",
                 AssociationState.RELEASING,
@@ -137,6 +144,9 @@ class Faults:
                 self._outage(self.broker, self.storage)
             case Fault.KILL_MID_STORE:
                 self._kill(fault, lambda s: s.mid_store > 0)
+            case Fault.KILL_MID_UPLOAD:
+                # Uploads run while the association is open: its objects must go with it.
+                self._kill(fault, lambda s: s.mid_upload > 0)
             case Fault.KILL_BEFORE_UPLOAD:
                 # With S3 cut, released associations wait for their upload.
                 self.storage.cut()

@@ -74,7 +74,10 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
     journal.mark_released(aid, STARTED + timedelta(seconds=3))
     assert journal.associations_in_state(AssociationState.RELEASED) == [aid]
     journal.mark_stored(
-        [StoredObject(aid, sop, 1200, "ab" * 32) for sop in ("1.2.3.4.1", "1.2.3.4.2")]
+        [
+            StoredObject(aid, sop, f"{seq:06d}.dcm", 1200, "ab" * 32)
+            for seq, sop in ((1, "1.2.3.4.1"), (2, "1.2.3.4.2"))
+        ]
     )
 
     event = released_event(

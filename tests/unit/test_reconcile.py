@@ -28,8 +28,16 @@ STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 class Submitted(list[str]):
-    def submit(self, association_id: str) -> None:
+    """The released associations handed on (spooled and aborted ones play no part here)."""
+
+    def spooled(self, association_id: str) -> None:
+        return None
+
+    def released(self, association_id: str) -> None:
         self.append(association_id)
+
+    def aborted(self, association_id: str) -> None:
+        return None
 
 
 def context(tmp_path: Path, submitted: Submitted) -> IngestContext:

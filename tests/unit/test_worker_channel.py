@@ -15,18 +15,20 @@ from gateway.metrics import IngestMetrics
 from gateway.settings import GatewaySettings
 from ingest.workers.channel import (
     Channel,
-    ForwardedReleases,
+    ForwardedStorage,
     forwarded_counters,
     hand_over,
     receive_connections,
 )
 from ingest.workers.messages import (
     MAX_LINE_BYTES,
+    Aborted,
     Closed,
     CounterMoved,
     Message,
     Ready,
     Released,
+    Spooled,
     WorkerStart,
     decode,
     encode,
@@ -38,7 +40,9 @@ from ingest.workers.messages import (
     [
         (b'{"ready": true}\n', Ready()),
         (b'{"closed": true}\n', Closed()),
+        (b'{"spooled": "a-b"}\n', Spooled("a-b")),
         (b'{"released": "a-b"}\n', Released("a-b")),
+        (b'{"aborted": "a-b"}\n', Aborted("a-b")),
         (
             b'{"counter": "received_bytes", "labels": ["GATEWAY"], "amount": 512}\n',
             CounterMoved("received_bytes", ("GATEWAY",), 512.0),
@@ -58,7 +62,9 @@ def test_messages_are_read(line: bytes, message: Message) -> None:
     [
         (Ready(), b'{"ready":true}\n'),
         (Closed(), b'{"closed":true}\n'),
+        (Spooled("a-b"), b'{"spooled":"a-b"}\n'),
         (Released("a-b"), b'{"released":"a-b"}\n'),
+        (Aborted("a-b"), b'{"aborted":"a-b"}\n'),
         (
             CounterMoved("received_bytes", ("GATEWAY",), 512),
             b'{"counter":"received_bytes","labels":["GATEWAY"],"amount":512}\n',
@@ -82,6 +88,8 @@ def test_messages_are_written_as_one_line_each_and_read_back(message: Message, l
         pytest.param(b'{"ready": 1}', id="ready-not-true"),
         pytest.param(b'{"released": ""}', id="empty-id"),
         pytest.param(b'{"released": 7}', id="id-not-text"),
+        pytest.param(b'{"spooled": null}', id="spooled-id-null"),
+        pytest.param(b'{"aborted": ""}', id="aborted-empty-id"),
         pytest.param(
             b'{"counter": "events_published", "labels": [], "amount": 1}', id="not-a-listener-one"
         ),
@@ -167,14 +175,19 @@ def test_forwarded_counts_arrive_as_the_parents_counter_would_take_them() -> Non
         counters = forwarded_counters(channel)
         counters.instances_received.labels("GATEWAY").inc()
         counters.received_bytes.labels("GATEWAY").inc(1234)
-        ForwardedReleases(channel).submit("assoc-1")
+        storage = ForwardedStorage(channel)
+        storage.spooled("assoc-1")
+        storage.released("assoc-1")
+        storage.aborted("assoc-2")
         worker_end.shutdown(socket.SHUT_WR)
         lines = parent_end.makefile("rb").readlines()
     messages = [decode(line) for line in lines]
     assert messages == [
         CounterMoved("instances_received", ("GATEWAY",), 1.0),
         CounterMoved("received_bytes", ("GATEWAY",), 1234.0),
+        Spooled("assoc-1"),
         Released("assoc-1"),
+        Aborted("assoc-2"),
     ]
     # Every listener counter of the parent takes the labels the worker sends.
     parent = IngestMetrics.register(CollectorRegistry()).listener_counters()

@@ -1,0 +1,94 @@
+"""Which instance is uploaded next: each association in turn, never two copies of one key at
+once, failed uploads first in their line."""
+
+from __future__ import annotations
+
+from contracts.keys import object_key
+from ingest.journal import SpooledInstance
+from ingest.upload_queue import UploadQueue
+
+A = "11111111-1111-4111-8111-111111111111"
+B = "22222222-2222-4222-8222-222222222222"
+
+
+def spooled(association_id: str, number: int, spool_name: str = "") -> SpooledInstance:
+    sop = f"1.2.3.{number}"
+    return SpooledInstance(
+        association_id=association_id,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        spool_name=spool_name or f"{number:06d}.dcm",
+        data_offset=300,
+        data_length=1000,
+        received_seq=number,
+        object_key=object_key(association_id, "1.2.3", "1.2.3.4", sop),
+    )
+
+
+def taken(queue: UploadQueue) -> list[tuple[str, str]]:
+    order = []
+    while (instance := queue.take()) is not None:
+        order.append((instance.association_id, instance.sop_instance_uid))
+    return order
+
+
+def test_associations_are_served_in_turn() -> None:
+    queue = UploadQueue()
+    queue.add([spooled(A, n) for n in (1, 2, 3)])
+    queue.add([spooled(B, n) for n in (1, 2)])
+    assert taken(queue) == [
+        (A, "1.2.3.1"),
+        (B, "1.2.3.1"),
+        (A, "1.2.3.2"),
+        (B, "1.2.3.2"),
+        (A, "1.2.3.3"),
+    ]
+    assert queue.in_progress() == 5
+    assert queue.waiting() == 0
+
+
+def test_an_instance_waiting_or_uploading_is_not_queued_twice() -> None:
+    queue = UploadQueue()
+    assert queue.add([spooled(A, 1)]) == 1
+    assert queue.add([spooled(A, 1), spooled(A, 2)]) == 1
+    first = queue.take()
+    assert first is not None
+    assert queue.add([first]) == 0  # being uploaded
+    queue.finished(first)
+    assert queue.add([first]) == 1  # e.g. its upload failed and the journal still lists it
+
+
+def test_a_later_copy_of_a_key_waits_until_the_earlier_upload_ends() -> None:
+    queue = UploadQueue()
+    earlier, later = spooled(A, 1, "first.dcm"), spooled(A, 1, "second.dcm")
+    queue.add([earlier, later])
+    assert queue.take() == earlier
+    assert queue.take() is None  # the same key is on its way
+    queue.finished(earlier)
+    assert queue.take() == later
+
+
+def test_a_failed_upload_is_retried_first() -> None:
+    queue = UploadQueue()
+    queue.add([spooled(A, n) for n in (1, 2)])
+    first = queue.take()
+    assert first is not None
+    queue.again(first)
+    assert queue.take() == first
+
+
+def test_dropping_an_association_keeps_its_uploads_in_progress_counted() -> None:
+    queue = UploadQueue()
+    queue.add([spooled(A, n) for n in (1, 2, 3)])
+    uploading = queue.take()
+    assert uploading is not None
+    queue.drop(A)
+    assert queue.waiting() == 0
+    assert queue.uploading(A)
+    assert queue.holds(A)
+    queue.finished(uploading)
+    assert not queue.holds(A)
+    assert queue.take() is None
