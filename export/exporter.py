@@ -6,7 +6,7 @@ propose are known and the instances go out as their downloads finish. Requests d
 which contexts their objects need, so a first pass learns them from the file meta of its first
 window; an object needing a context not proposed then (first met later in a mixed request)
 waits for a further association of the same attempt, planned like every retry from the file
-meta read before: ``known``, per destination.
+meta read before (``known``, shared by the request's destinations).
 
 Associations are limited service-wide by one semaphore (``export.max_associations``); a request
 that has to wait for a slot simply waits, it is never rejected for it (its first window is
@@ -82,12 +82,23 @@ class Exporter:
                         f"no objects are stored for association {request.association_id}",
                     )
                 ]
-            destinations = await asyncio.gather(
-                *(
-                    self._to_destination(name, keys, nothing_stored, Path(workdir))
-                    for name in request.destinations
+            # Shared, so that what one destination read plans the other's retries.
+            known: dict[str, InstanceMeta] = {}
+            sends = [
+                asyncio.create_task(
+                    self._to_destination(name, keys, nothing_stored, Path(workdir), known)
                 )
-            )
+                for name in request.destinations
+            ]
+            try:
+                destinations = await asyncio.gather(*sends)
+            except BaseException:
+                # A storage outage met by one destination puts the whole request back: the
+                # others stop too, before their working directory goes.
+                for send in sends:
+                    send.cancel()
+                await asyncio.wait(sends)
+                raise
         completed = ExportCompleted(
             export_id=request.export_id,
             status=overall_status(destinations),
@@ -120,7 +131,12 @@ class Exporter:
         return completed
 
     async def _to_destination(
-        self, name: str, keys: list[str], nothing_stored: list[InstanceResult], workdir: Path
+        self,
+        name: str,
+        keys: list[str],
+        nothing_stored: list[InstanceResult],
+        workdir: Path,
+        known: dict[str, InstanceMeta],
     ) -> DestinationResult:
         destination = self.settings.destination(name)
         if destination is None:
@@ -130,7 +146,7 @@ class Exporter:
                 [unread(key, error) for key in keys]
                 + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in nothing_stored],
             )
-        run = _DestinationRun(known={})
+        run = _DestinationRun(known)
         pending = list(keys)
         for attempt in range(self.settings.retries + 1):
             pending = await self._attempt(destination, pending, workdir, run)

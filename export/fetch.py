@@ -25,8 +25,13 @@ from gateway.objectstore import ObjectStore
 FETCH_CONCURRENCY = 8
 #: Objects of one stream on disk at once, at most (downloading, or fetched and not yet sent):
 #: what bounds the working directory whatever the request's size (an instance may be hundreds
-#: of MB), while the downloads keep ahead of the association.
-FETCH_AHEAD = 16
+#: of MB), while the downloads keep ahead of the association. Instances go out in request
+#: order, so this is also what lets downloads finishing out of order go on meanwhile.
+FETCH_AHEAD = 32
+#: Objects whose file meta decides what a first association proposes (see
+#: :meth:`FetchStream.head`): fewer than :data:`FETCH_AHEAD`, so that downloads go on while
+#: that association is being opened.
+OPENING_WINDOW = 16
 
 #: One object of a stream: fetched and readable, or why it cannot be sent anywhere.
 Fetched = OutgoingInstance | InstanceResult
@@ -112,7 +117,8 @@ class FetchStream:
             )
 
     async def head(self) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
-        """The readable objects of the first window, once fetched, without taking them.
+        """The readable objects among the first :data:`OPENING_WINDOW`, once fetched, without
+        taking them.
 
         A window with nothing readable in it is taken (its results come second) and the next
         one awaited, until something readable turns up or the keys run out.
@@ -120,7 +126,7 @@ class FetchStream:
         unreadable: list[InstanceResult] = []
         while True:
             with self._lock:
-                futures = [future for _, future in self._queued]
+                futures = [future for _, future in self._queued][:OPENING_WINDOW]
             first = [await asyncio.wrap_future(future) for future in futures]
             for fetched in first:
                 self._record(fetched)
@@ -148,6 +154,10 @@ class FetchStream:
             self._give_back()
             raise
         self._record(fetched)
+        if isinstance(fetched, OutgoingInstance) and self._closed:
+            # Closed while this download was running: the sender stops here.
+            self.release(fetched)
+            return None
         if isinstance(fetched, InstanceResult):
             self._give_back()  # no file
         return fetched

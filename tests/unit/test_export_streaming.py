@@ -18,7 +18,7 @@ from pynetdicom import _config as pynetdicom_config
 from contracts.export import ExportCompleted, ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
 from export.exporter import Exporter
-from export.fetch import FETCH_AHEAD, FetchStream
+from export.fetch import FETCH_AHEAD, OPENING_WINDOW, FetchStream
 from export.plan import InstanceMeta, OutgoingInstance
 from export.scu import ScuIdentity
 from gateway.metrics import ExportMetrics
@@ -167,7 +167,7 @@ def test_no_more_than_the_window_is_on_disk_at_once(tmp_path: Path) -> None:
 def test_a_context_first_met_beyond_the_first_window_gets_a_second_association(
     tmp_path: Path,
 ) -> None:
-    series = ct_series(tmp_path / "in", FETCH_AHEAD + 2)
+    series = ct_series(tmp_path / "in", OPENING_WINDOW + 2)
     late = compressed_instance(tmp_path / "in", ExplicitVRLittleEndian)
     instances = [*series, late]
     store, keys = file_store(tmp_path, instances)
@@ -189,7 +189,7 @@ def test_a_first_window_with_nothing_readable_is_passed_over(tmp_path: Path) -> 
     store, (key,) = file_store(tmp_path, [instance])
     missing = [
         object_key(new_association_id(), "1.2.3", "1.2.3.4", f"1.2.3.4.{n}")
-        for n in range(FETCH_AHEAD + 1)
+        for n in range(OPENING_WINDOW + 1)
     ]
     known: dict[str, InstanceMeta] = {}
     (tmp_path / "work").mkdir()
@@ -207,7 +207,7 @@ def test_a_first_window_with_nothing_readable_is_passed_over(tmp_path: Path) -> 
 
     readable, skipped = asyncio.run(first_window())
     assert [r.object_key for r in readable] == [key]
-    assert skipped == FETCH_AHEAD
+    assert skipped == OPENING_WINDOW
     assert list(known) == [key]
     assert known[key].sop_instance_uid == instance.uids.sop_instance
 
