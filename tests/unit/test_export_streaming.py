@@ -89,13 +89,20 @@ def file_store(tmp_path: Path, instances: Sequence[Instance]) -> tuple[FileStore
 
 
 def export(
-    tmp_path: Path, store: WatchedStore | FileStore, scp: ScriptedScp, keys: Sequence[str]
+    tmp_path: Path,
+    store: WatchedStore | FileStore,
+    keys: Sequence[str],
+    port: int,
+    *,
+    ae_title: str = "SCRIPTED",
+    to: str = "scp",
 ) -> ExportCompleted:
+    """Export ``keys`` in this process to the destination ``scp`` at ``port``, no retries."""
     settings = ExportSettings(
         state_dir=tmp_path / "export",
         retries=0,
         destinations=(
-            DestinationSettings(name="scp", ae_title=scp.ae_title, host="127.0.0.1", port=scp.port),
+            DestinationSettings(name="scp", ae_title=ae_title, host="127.0.0.1", port=port),
         ),
     )
     exporter = Exporter(
@@ -106,7 +113,7 @@ def export(
         metrics=ExportMetrics.register(CollectorRegistry()),
     )
     request = ExportRequested(
-        export_id=f"streaming-{next(_export_ids)}", destinations=("scp",), object_keys=tuple(keys)
+        export_id=f"streaming-{next(_export_ids)}", destinations=(to,), object_keys=tuple(keys)
     )
     return asyncio.run(exporter.run(request))
 
@@ -135,7 +142,7 @@ def test_instances_go_out_while_the_last_object_is_still_to_be_fetched(tmp_path:
                 except TimeoutError:
                     held_until_arrival.append(False)
 
-        done = export(tmp_path, WatchedStore(store, hold_the_last), scp, keys)
+        done = export(tmp_path, WatchedStore(store, hold_the_last), keys, scp.port)
 
     assert held_until_arrival == [True]
     assert all_sent(done, series)
@@ -155,7 +162,7 @@ def test_no_more_than_the_window_is_on_disk_at_once(tmp_path: Path) -> None:
 
     # A destination slower than the downloads: without a window they would all pile up.
     with ScriptedScp(CONTEXTS, store_delay=0.01) as scp:
-        done = export(tmp_path, WatchedStore(store, count), scp, keys)
+        done = export(tmp_path, WatchedStore(store, count), keys, scp.port)
 
     assert all_sent(done, series)
     assert len(on_disk) == len(keys)
@@ -173,7 +180,7 @@ def test_a_context_first_met_beyond_the_first_window_gets_a_second_association(
     store, keys = file_store(tmp_path, instances)
 
     with ScriptedScp(CONTEXTS) as scp:
-        done = export(tmp_path, store, scp, keys)
+        done = export(tmp_path, store, keys, scp.port)
 
     assert all_sent(done, instances)
     assert scp.associations == 2
@@ -182,6 +189,46 @@ def test_a_context_first_met_beyond_the_first_window_gets_a_second_association(
         for a in dict.fromkeys(s.association for s in scp.stores)
     )
     assert (first, second) == ([i.uids.sop_instance for i in series], [late.uids.sop_instance])
+
+
+@pytest.mark.usefixtures("sending")
+def test_an_unreachable_destination_costs_one_window_of_downloads(
+    tmp_path: Path, refusing_port: int
+) -> None:
+    series = ct_series(tmp_path / "in", 2 * FETCH_AHEAD)
+    store, keys = file_store(tmp_path, series)
+    fetched: list[str] = []
+
+    done = export(tmp_path, WatchedStore(store, fetched.append), keys, refusing_port)
+
+    (result,) = done.destinations
+    assert (result.status, result.instances_failed) == (ExportStatus.FAILED, len(keys))
+    assert [i.object_key for i in result.instances] == keys
+    assert all(i.error is not None and "not reachable" in i.error for i in result.instances)
+    # The file meta read for the association's contexts names its instances; the rest was
+    # never read, and says so.
+    assert [i.sop_instance_uid for i in result.instances] == [
+        *(i.uids.sop_instance for i in series[:OPENING_WINDOW]),
+        *[None] * (len(keys) - OPENING_WINDOW),
+    ]
+    assert OPENING_WINDOW <= len(fetched) <= FETCH_AHEAD
+
+
+def test_an_unknown_destination_fetches_nothing(tmp_path: Path) -> None:
+    series = ct_series(tmp_path / "in", 3)
+    store, keys = file_store(tmp_path, series)
+    fetched: list[str] = []
+
+    done = export(tmp_path, WatchedStore(store, fetched.append), keys, 104, to="nowhere")
+
+    (result,) = done.destinations
+    assert (result.name, result.status, result.instances_failed) == (
+        "nowhere",
+        ExportStatus.FAILED,
+        3,
+    )
+    assert all(i.error == "unknown destination 'nowhere'" for i in result.instances)
+    assert fetched == []
 
 
 def test_a_first_window_with_nothing_readable_is_passed_over(tmp_path: Path) -> None:
