@@ -1,7 +1,16 @@
-"""Carrying out one export request: fetch, send to each destination with retries, report.
+"""Carrying out one export request: send to each destination while fetching, retry, report.
+
+Each destination gets its objects from a :class:`~export.fetch.FetchStream` of its own, a
+bounded window ahead of its association: the association opens as soon as the contexts to
+propose are known and the instances go out as their downloads finish. Requests do not say
+which contexts their objects need, so a first pass learns them from the file meta of its first
+window; an object needing a context not proposed then (first met later in a mixed request)
+waits for a further association of the same attempt, planned like every retry from the file
+meta read before (``known``, shared by the request's destinations).
 
 Associations are limited service-wide by one semaphore (``export.max_associations``); a request
-that has to wait for a slot simply waits, it is never rejected for it.
+that has to wait for a slot simply waits, it is never rejected for it (its first window is
+fetched meanwhile).
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +34,13 @@ from contracts.export import (
     overall_status,
 )
 from contracts.keys import association_prefix
-from export.fetch import fetch, request_keys
-from export.plan import OutgoingInstance, batches, failure
-from export.scu import ScuIdentity, send_batch
+from export.fetch import FetchStream, request_keys
+from export.plan import Context, InstanceMeta, failure, opening_contexts, passes, unread
+from export.scu import BatchOutcome, ScuIdentity, send_batch
 from gateway.logs import fields
 from gateway.metrics import ExportMetrics
 from gateway.objectstore import ObjectStore
-from gateway.settings import ExportSettings
+from gateway.settings import DestinationSettings, ExportSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +68,37 @@ class Exporter:
         clock = time.monotonic()
         work_root = self.settings.state_dir / "work"
         work_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_root) as workdir:
+        # Cleanup errors ignored: when the request is cancelled (SIGTERM), downloads already
+        # running may still be writing into the directory.
+        with tempfile.TemporaryDirectory(dir=work_root, ignore_cleanup_errors=True) as workdir:
             keys = await asyncio.to_thread(
                 request_keys, self.store, request.association_id, request.object_keys
             )
-            ready, unavailable = await asyncio.to_thread(fetch, self.store, keys, Path(workdir))
+            nothing_stored: list[InstanceResult] = []
             if not keys and request.association_id is not None:
-                unavailable = [
-                    InstanceResult(
-                        object_key=association_prefix(request.association_id),
-                        sop_instance_uid=None,
-                        status=InstanceOutcome.FAILED,
-                        dicom_status=None,
-                        error=f"no objects are stored for association {request.association_id}",
+                nothing_stored = [
+                    unread(
+                        association_prefix(request.association_id),
+                        f"no objects are stored for association {request.association_id}",
                     )
                 ]
-            destinations = await asyncio.gather(
-                *(self._to_destination(name, ready, unavailable) for name in request.destinations)
-            )
+            # Shared, so that what one destination read plans the other's retries.
+            known: dict[str, InstanceMeta] = {}
+            sends = [
+                asyncio.create_task(
+                    self._to_destination(name, keys, nothing_stored, Path(workdir), known)
+                )
+                for name in request.destinations
+            ]
+            try:
+                destinations = await asyncio.gather(*sends)
+            except BaseException:
+                # A storage outage met by one destination puts the whole request back: the
+                # others stop too, before their working directory goes.
+                for send in sends:
+                    send.cancel()
+                await asyncio.wait(sends)
+                raise
         completed = ExportCompleted(
             export_id=request.export_id,
             status=overall_status(destinations),
@@ -111,51 +133,105 @@ class Exporter:
     async def _to_destination(
         self,
         name: str,
-        ready: list[OutgoingInstance],
-        unavailable: list[InstanceResult],
+        keys: list[str],
+        nothing_stored: list[InstanceResult],
+        workdir: Path,
+        known: dict[str, InstanceMeta],
     ) -> DestinationResult:
         destination = self.settings.destination(name)
         if destination is None:
             error = f"unknown destination {name!r}"
             return _destination_result(
                 name,
-                [failure(i, error) for i in ready]
-                + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in unavailable],
+                [unread(key, error) for key in keys]
+                + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in nothing_stored],
             )
-        results: dict[str, InstanceResult] = {}
-        pending = list(ready)
-        error = ""
+        run = _DestinationRun(known)
+        pending = list(keys)
         for attempt in range(self.settings.retries + 1):
-            retry: list[OutgoingInstance] = []
-            permanent = False
-            for batch in batches(pending):
-                async with self.associations:
-                    started = time.monotonic()
-                    outcome = await asyncio.to_thread(
-                        send_batch, self.identity, self.settings, destination, batch
-                    )
-                    self.metrics.association_duration.labels(name).observe(
-                        time.monotonic() - started
-                    )
-                results.update((r.object_key, r) for r in outcome.results)
-                retry += outcome.retry
-                error = outcome.error or error
-                permanent = permanent or outcome.permanent
-            pending = retry
-            if not pending or permanent or attempt == self.settings.retries:
+            pending = await self._attempt(destination, pending, workdir, run)
+            if not pending or run.permanent or attempt == self.settings.retries:
                 break
             delay = self.settings.backoff(attempt + 1)
             log.warning(
                 "destination %s: %s; %d instance(s) retried in %.1f s (retry %d of %d)",
                 name,
-                error,
+                run.error,
                 len(pending),
                 delay,
                 attempt + 1,
                 self.settings.retries,
             )
             await asyncio.sleep(delay)
-        for instance in pending:
-            results[instance.object_key] = failure(instance, error)
-        ordered = [results[i.object_key] for i in ready] + list(unavailable)
-        return _destination_result(name, ordered)
+        for key in pending:
+            meta = run.known.get(key)
+            run.results[key] = unread(key, run.error) if meta is None else failure(meta, run.error)
+        ordered = [run.results[key] for key in keys if key in run.results]
+        ordered += [run.unreadable[key] for key in keys if key in run.unreadable]
+        return _destination_result(name, ordered + nothing_stored)
+
+    async def _attempt(
+        self, destination: DestinationSettings, keys: list[str], workdir: Path, run: _DestinationRun
+    ) -> list[str]:
+        """Send ``keys`` once, over as few associations as their contexts allow; returns the
+        keys to try again."""
+        retry: list[str] = []
+        work = keys
+        while work:
+            # Deferred keys come back with their file meta known, so the next round plans them
+            # up front (only an object replaced meanwhile can be deferred again).
+            deferred: list[str] = []
+            planned = passes(work, run.known)
+            for index, (batch, proposed) in enumerate(planned):
+                outcome = await self._batch(destination, batch, proposed, workdir, run.known)
+                run.results.update((r.object_key, r) for r in outcome.results)
+                run.unreadable.update((r.object_key, r) for r in outcome.unreadable)
+                retry += outcome.retry
+                deferred += outcome.deferred
+                run.error = outcome.error or run.error
+                run.permanent = run.permanent or outcome.permanent
+                if outcome.no_association:
+                    # The destination cannot be reached now: the other batches wait too.
+                    retry += [key for later, _ in planned[index + 1 :] for key in later]
+                    return retry + deferred
+            work = deferred
+        return retry
+
+    async def _batch(
+        self,
+        destination: DestinationSettings,
+        keys: list[str],
+        proposed: list[Context] | None,
+        workdir: Path,
+        known: dict[str, InstanceMeta],
+    ) -> BatchOutcome:
+        """One association for ``keys``: ``proposed`` as planned, or (None) the contexts of the
+        first window of objects fetched."""
+        with FetchStream(self.store, keys, workdir, known) as stream:
+            unreadable: list[InstanceResult] = []
+            if proposed is None:
+                readable, unreadable = await stream.head()
+                proposed = opening_contexts(readable)
+                if not proposed:  # nothing readable at all: nothing to associate for
+                    return BatchOutcome(unreadable=unreadable)
+            async with self.associations:
+                started = time.monotonic()
+                outcome = await asyncio.to_thread(
+                    send_batch, self.identity, self.settings, destination, proposed, stream
+                )
+                self.metrics.association_duration.labels(destination.name).observe(
+                    time.monotonic() - started
+                )
+        outcome.unreadable[:0] = unreadable
+        return outcome
+
+
+@dataclass
+class _DestinationRun:
+    """What one destination's attempts found out so far."""
+
+    known: dict[str, InstanceMeta]
+    results: dict[str, InstanceResult] = field(default_factory=dict)
+    unreadable: dict[str, InstanceResult] = field(default_factory=dict)
+    error: str = ""
+    permanent: bool = False

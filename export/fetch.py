@@ -1,19 +1,40 @@
-"""Fetching the objects of a request from storage into a working directory, one file each."""
+"""Fetching the objects of a request from storage, a bounded window ahead of their sending."""
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
-from contracts.export import InstanceOutcome, InstanceResult
+from contracts.export import InstanceResult
 from contracts.keys import association_prefix, is_valid_uid
-from export.plan import OutgoingInstance
+from export.plan import InstanceMeta, OutgoingInstance, unread
 from gateway.errors import ObjectMissing
 from gateway.objectstore import ObjectStore
+
+#: Downloads in flight at once for one stream: S3 answers each GET with latency of its own,
+#: so a study of hundreds of small objects is fetched far faster in parallel.
+FETCH_CONCURRENCY = 8
+#: Objects of one stream on disk at once, at most (downloading, or fetched and not yet sent):
+#: what bounds the working directory whatever the request's size (an instance may be hundreds
+#: of MB), while the downloads keep ahead of the association. Instances go out in request
+#: order, so this is also what lets downloads finishing out of order go on meanwhile.
+FETCH_AHEAD = 32
+#: Objects whose file meta decides what a first association proposes (see
+#: :meth:`FetchStream.head`): fewer than :data:`FETCH_AHEAD`, so that downloads go on while
+#: that association is being opened.
+OPENING_WINDOW = 16
+
+#: One object of a stream: fetched and readable, or why it cannot be sent anywhere.
+Fetched = OutgoingInstance | InstanceResult
 
 
 def request_keys(
@@ -25,36 +46,166 @@ def request_keys(
     return store.keys(association_prefix(association_id))
 
 
-#: Downloads in flight at once for one request: S3 answers each GET with latency of its own,
-#: so a study of hundreds of small objects is fetched far faster in parallel.
-FETCH_CONCURRENCY = 8
+class FetchStream:
+    """Downloads ``keys`` in the background and hands them out in their order.
 
+    At most ``ahead`` objects are on disk at once: a file counts from the start of its
+    download until the sender hands it back with :meth:`release`, which deletes it. Every file
+    meta read is recorded in ``known``, so that a later pass over the same keys (a retry, an
+    object whose context was not proposed) can plan its association before fetching anything.
 
-def fetch(
-    store: ObjectStore, keys: list[str], workdir: Path
-) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
-    """Download every key; returns what can be sent (in the order of ``keys``) and the keys
-    that failed for good.
-
-    Storage outages raise :class:`StorageUnavailable` (the request is retried later as a
-    whole); a missing or unreadable object fails that instance only.
+    A storage outage raises :class:`StorageUnavailable` from :meth:`head` or :meth:`take` (the
+    request is retried later as a whole); a missing or unreadable object comes out as its
+    failed result. :meth:`close` (also at the end of the ``with`` block) drops the downloads
+    not started; those running delete their file when done, and :meth:`take` returns None.
     """
-    targets = [workdir / f"{index:06d}.dcm" for index in range(len(keys))]
-    with ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="fetch") as pool:
-        outcomes = list(pool.map(functools.partial(_fetch_one, store), keys, targets))
-    ready = [o for o in outcomes if isinstance(o, OutgoingInstance)]
-    failed = [o for o in outcomes if isinstance(o, InstanceResult)]
-    return ready, failed
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        keys: Sequence[str],
+        workdir: Path,
+        known: dict[str, InstanceMeta],
+        ahead: int = FETCH_AHEAD,
+    ) -> None:
+        self._store = store
+        self._keys = list(keys)
+        self._dir = Path(tempfile.mkdtemp(dir=workdir))
+        self._known = known
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(
+            max(1, min(FETCH_CONCURRENCY, ahead, len(self._keys))), thread_name_prefix="fetch"
+        )
+        self._lock = threading.Lock()
+        self._queued: deque[tuple[str, Future[Fetched]]] = deque()
+        self._next = 0  # index of the next key to download
+        self._held = 0  # taken and not yet released
+        self._closed = False
+        with self._lock:
+            self._top_up()
+
+    def __enter__(self) -> FetchStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _top_up(self) -> None:
+        """Start downloads while the window has room (the lock is held)."""
+        while (
+            not self._closed
+            and self._next < len(self._keys)
+            and len(self._queued) + self._held < self._ahead
+        ):
+            key = self._keys[self._next]
+            target = self._dir / f"{self._next:06d}.dcm"
+            self._next += 1
+            self._queued.append((key, self._pool.submit(_fetch_one, self._store, key, target)))
+
+    def _record(self, fetched: Fetched) -> None:
+        if isinstance(fetched, OutgoingInstance):
+            self._known[fetched.object_key] = InstanceMeta(
+                object_key=fetched.object_key,
+                sop_class_uid=fetched.sop_class_uid,
+                sop_instance_uid=fetched.sop_instance_uid,
+                transfer_syntax_uid=fetched.transfer_syntax_uid,
+            )
+
+    async def head(self) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
+        """The readable objects among the first :data:`OPENING_WINDOW`, once fetched, without
+        taking them.
+
+        A window with nothing readable in it is taken (its results come second) and the next
+        one awaited, until something readable turns up or the keys run out.
+        """
+        unreadable: list[InstanceResult] = []
+        while True:
+            with self._lock:
+                futures = [future for _, future in self._queued][:OPENING_WINDOW]
+            first = [await asyncio.wrap_future(future) for future in futures]
+            for fetched in first:
+                self._record(fetched)
+            readable = [f for f in first if isinstance(f, OutgoingInstance)]
+            if readable or not first:
+                return readable, unreadable
+            with self._lock:
+                for _ in first:
+                    self._queued.popleft()
+                self._top_up()
+            unreadable += [f for f in first if isinstance(f, InstanceResult)]
+
+    def take(self) -> Fetched | None:
+        """The next object, waiting for its download; None once every key was taken."""
+        with self._lock:
+            if self._closed or not self._queued:
+                return None
+            _, future = self._queued.popleft()
+            self._held += 1
+        try:
+            fetched = future.result()
+        except CancelledError:  # closed meanwhile
+            return None
+        except BaseException:
+            self._give_back()
+            raise
+        self._record(fetched)
+        if isinstance(fetched, OutgoingInstance) and self._closed:
+            # Closed while this download was running: the sender stops here.
+            self.release(fetched)
+            return None
+        if isinstance(fetched, InstanceResult):
+            self._give_back()  # no file
+        return fetched
+
+    def release(self, instance: OutgoingInstance) -> None:
+        """The sender is done with ``instance``: delete its file, fetch the next."""
+        instance.path.unlink(missing_ok=True)
+        self._give_back()
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._held -= 1
+            self._top_up()
+
+    def untaken(self) -> list[str]:
+        """The keys not taken yet, in order."""
+        with self._lock:
+            return [key for key, _ in self._queued] + self._keys[self._next :]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            queued = [future for _, future in self._queued]
+            self._queued.clear()
+        for future in queued:
+            if not future.cancel():
+                future.add_done_callback(_discard)
+        self._pool.shutdown(wait=False)
 
 
-def _fetch_one(store: ObjectStore, key: str, target: Path) -> OutgoingInstance | InstanceResult:
+def _discard(future: Future[Fetched]) -> None:
+    """Delete the file of a download that finished after its stream was closed."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    fetched = future.result()
+    if isinstance(fetched, OutgoingInstance):
+        fetched.path.unlink(missing_ok=True)
+
+
+def _fetch_one(store: ObjectStore, key: str, target: Path) -> Fetched:
     try:
         store.download(key, target)
         meta = read_file_meta_info(target)
     except ObjectMissing:
-        return _failed(key, "object does not exist")
+        return unread(key, "object does not exist")
     except (InvalidDicomError, AttributeError, ValueError) as exc:
-        return _failed(key, f"object is not a DICOM Part 10 file: {exc}")
+        target.unlink(missing_ok=True)
+        return unread(key, f"object is not a DICOM Part 10 file: {exc}")
     outgoing = OutgoingInstance(
         object_key=key,
         path=target,
@@ -72,15 +223,6 @@ def _fetch_one(store: ObjectStore, key: str, target: Path) -> OutgoingInstance |
         if not is_valid_uid(uid)
     ]
     if invalid:
-        return _failed(key, f"file meta has no valid {', '.join(invalid)} UID")
+        target.unlink(missing_ok=True)
+        return unread(key, f"file meta has no valid {', '.join(invalid)} UID")
     return outgoing
-
-
-def _failed(key: str, error: str) -> InstanceResult:
-    return InstanceResult(
-        object_key=key,
-        sop_instance_uid=None,
-        status=InstanceOutcome.FAILED,
-        dicom_status=None,
-        error=error,
-    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydicom.uid import UID
 
@@ -17,25 +18,36 @@ MAX_CONTEXTS_PER_ASSOCIATION = 128
 REJECTED_TRANSIENT = 0x02
 
 
+#: An exact (SOP class, transfer syntax) pair to propose.
+Context = tuple[str, str]
+
+
 @dataclass(frozen=True)
-class OutgoingInstance:
-    """A stored object fetched to a local file, with what its file meta says about it."""
+class InstanceMeta:
+    """What a stored object's file meta says about it: enough to plan its association."""
 
     object_key: str
-    path: Path
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
 
     @property
-    def context(self) -> tuple[str, str]:
+    def context(self) -> Context:
         """The exact (SOP class, transfer syntax) pair to propose: stored syntax, no conversion."""
         return (self.sop_class_uid, self.transfer_syntax_uid)
 
 
-def failure(
-    instance: OutgoingInstance, error: str, dicom_status: int | None = None
-) -> InstanceResult:
+@dataclass(frozen=True)
+class OutgoingInstance(InstanceMeta):
+    """A stored object fetched to a local file."""
+
+    path: Path
+
+
+Planned = TypeVar("Planned", bound=InstanceMeta)
+
+
+def failure(instance: InstanceMeta, error: str, dicom_status: int | None = None) -> InstanceResult:
     """The result of an instance that was not delivered, and why."""
     return InstanceResult(
         object_key=instance.object_key,
@@ -46,11 +58,23 @@ def failure(
     )
 
 
+def unread(key: str, error: str) -> InstanceResult:
+    """The result of an object whose file meta was never read (missing, unreadable, or not
+    fetched at all because its destination could not be reached)."""
+    return InstanceResult(
+        object_key=key,
+        sop_instance_uid=None,
+        status=InstanceOutcome.FAILED,
+        dicom_status=None,
+        error=error,
+    )
+
+
 def is_known_transfer_syntax(uid: str) -> bool:
     return UID(uid).is_transfer_syntax
 
 
-def _fits(contexts: dict[str, set[str]], instance: OutgoingInstance, limit: int) -> bool:
+def _fits(contexts: dict[str, set[str]], instance: InstanceMeta, limit: int) -> bool:
     sop_class, syntax = instance.context
     syntaxes = contexts.get(sop_class, set())
     if syntax in syntaxes:
@@ -65,8 +89,8 @@ def _fits(contexts: dict[str, set[str]], instance: OutgoingInstance, limit: int)
 
 
 def batches(
-    instances: Sequence[OutgoingInstance], limit: int = MAX_CONTEXTS_PER_ASSOCIATION
-) -> list[list[OutgoingInstance]]:
+    instances: Sequence[Planned], limit: int = MAX_CONTEXTS_PER_ASSOCIATION
+) -> list[list[Planned]]:
     """Group ``instances`` so that each group can go over one association.
 
     One association per group, so a request is split only when it needs more distinct
@@ -74,7 +98,7 @@ def batches(
     SOP class comes both in a private transfer syntax and in another one. Each instance goes
     into the first group it fits; order within a group is kept.
     """
-    groups: list[tuple[list[OutgoingInstance], dict[str, set[str]]]] = []
+    groups: list[tuple[list[Planned], dict[str, set[str]]]] = []
     for instance in instances:
         target = next((g for g in groups if _fits(g[1], instance, limit)), None)
         if target is None:
@@ -83,6 +107,39 @@ def batches(
         target[0].append(instance)
         target[1].setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax_uid)
     return [members for members, _ in groups]
+
+
+def contexts(instances: Iterable[InstanceMeta]) -> list[Context]:
+    """The distinct contexts of ``instances``, in order of first use: what to propose."""
+    return list(dict.fromkeys(i.context for i in instances))
+
+
+def opening_contexts(
+    first: Sequence[InstanceMeta], limit: int = MAX_CONTEXTS_PER_ASSOCIATION
+) -> list[Context]:
+    """What to propose for a request whose file meta is known only for its ``first`` objects,
+    so that its association opens before the rest is fetched: the contexts of the first batch
+    of those. A later object needing another context waits for an association of its own."""
+    planned = batches(first, limit)
+    return contexts(planned[0]) if planned else []
+
+
+def passes(
+    keys: Sequence[str], known: Mapping[str, InstanceMeta]
+) -> list[tuple[list[str], list[Context] | None]]:
+    """The associations to send ``keys`` over, each as (its keys, the contexts to propose).
+
+    Keys whose file meta is ``known`` are batched up front; the others go together in a last
+    pass whose contexts (None) are learnt from its first objects once fetched.
+    """
+    planned: list[tuple[list[str], list[Context] | None]] = [
+        ([i.object_key for i in group], contexts(group))
+        for group in batches([known[key] for key in keys if key in known])
+    ]
+    unknown = [key for key in keys if key not in known]
+    if unknown:
+        planned.append((unknown, None))
+    return planned
 
 
 def rejection_is_transient(result: int) -> bool:

@@ -1,6 +1,8 @@
 """The Storage SCU: one association per batch, each instance sent with its stored bytes.
 
-Blocking (pynetdicom); the exporter runs it in a worker thread. The file is streamed
+Blocking (pynetdicom); the exporter runs it in a worker thread. The instances come from a
+source that is still fetching them, so the association is open while the downloads go on;
+each file is handed back to the source once sent. The file is streamed
 (gateway/netdicom/modes.py) so that the data set is neither decoded nor held in memory, the
 outgoing queue is bounded (gateway/netdicom/backpressure.py), and only a presentation context
 with exactly the stored transfer syntax is ever used.
@@ -11,13 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 
 from contracts.export import InstanceOutcome, InstanceResult
-from export.plan import OutgoingInstance, describe_rejection, failure, rejection_is_transient
+from export.plan import (
+    Context,
+    OutgoingInstance,
+    describe_rejection,
+    failure,
+    rejection_is_transient,
+)
 from gateway.dicom_status import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
 from gateway.errors import ConfigError
 from gateway.netdicom import backpressure
@@ -31,16 +39,37 @@ from gateway.tls import client_context
 log = logging.getLogger(__name__)
 
 
+class InstanceSource(Protocol):
+    """Where a batch's instances come from, in order (:class:`export.fetch.FetchStream`)."""
+
+    def take(self) -> OutgoingInstance | InstanceResult | None:
+        """The next instance, or the result of an object that cannot be read; None at the
+        end."""
+
+    def release(self, instance: OutgoingInstance) -> None:
+        """Done with ``instance`` (its file may go)."""
+
+    def untaken(self) -> list[str]:
+        """The keys of the instances not taken yet."""
+
+
 @dataclass
 class BatchOutcome:
     """What happened to one batch: final results, and what may be tried again."""
 
     results: list[InstanceResult] = field(default_factory=list)
-    retry: list[OutgoingInstance] = field(default_factory=list)
+    #: Objects that could not be read: the same result at every destination.
+    unreadable: list[InstanceResult] = field(default_factory=list)
+    #: Keys worth another attempt.
+    retry: list[str] = field(default_factory=list)
+    #: Keys whose context was not proposed: for another association of the same attempt.
+    deferred: list[str] = field(default_factory=list)
     #: Why ``retry`` is not empty, or why the association failed.
     error: str | None = None
     #: A permanent association rejection: retrying cannot help.
     permanent: bool = False
+    #: No association was established (not reachable, rejected, misconfigured).
+    no_association: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,25 +121,28 @@ def send_batch(
     identity: ScuIdentity,
     settings: ExportSettings,
     destination: DestinationSettings,
-    instances: Sequence[OutgoingInstance],
+    proposed: Sequence[Context],
+    source: InstanceSource,
 ) -> BatchOutcome:
-    """Send ``instances`` over one association; never raises for DICOM-level problems."""
+    """Propose ``proposed`` and send what ``source`` hands out over one association, as it
+    comes; never raises for DICOM-level problems (a storage outage propagates, the association
+    released). An instance of a context not proposed is deferred, not sent."""
     ae = _application_entity(identity, settings)
-    for sop_class, transfer_syntax in dict.fromkeys(i.context for i in instances):
+    for sop_class, transfer_syntax in proposed:
         ae.add_requested_context(sop_class, [transfer_syntax])
-    outcome = BatchOutcome()
+    outcome = BatchOutcome(no_association=True)
     try:
         assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
     except ConfigError as exc:  # retrying cannot mend a configuration
-        outcome.retry, outcome.error, outcome.permanent = list(instances), str(exc), True
+        outcome.retry, outcome.error, outcome.permanent = source.untaken(), str(exc), True
         return outcome
     except (OSError, RuntimeError) as exc:
-        outcome.retry = list(instances)
+        outcome.retry = source.untaken()
         outcome.error = f"cannot connect: {exc}"
         return outcome
     if not assoc.is_established:
         outcome.error, outcome.permanent = _association_failure(assoc)
-        outcome.retry = list(instances)
+        outcome.retry = source.untaken()
         return outcome
     try:
         backpressure.install(assoc)
@@ -119,28 +151,15 @@ def send_batch(
             "association to %s: outgoing queue not bounded, aborting: %s", destination.name, exc
         )
         assoc.abort()
-        outcome.error, outcome.retry = f"outgoing queue not bounded: {exc}", list(instances)
+        outcome.error, outcome.retry = f"outgoing queue not bounded: {exc}", source.untaken()
         return outcome
+    outcome.no_association = False
     try:
         accepted = {
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
         }
         with ae.requests_in_a_row(assoc):
-            for index, instance in enumerate(instances):
-                if has_ended(assoc):
-                    outcome.retry += instances[index:]
-                    outcome.error = (
-                        outcome.error or "association ended before every instance was sent"
-                    )
-                    break
-                result = _send_one(assoc, instance, accepted)
-                if result is None:
-                    # No status: the destination may or may not have it. Sending it again is
-                    # harmless (same SOP Instance UID), reporting it as sent would not be.
-                    outcome.retry.append(instance)
-                    outcome.error = "no C-STORE response from the destination"
-                else:
-                    outcome.results.append(result)
+            _send_all(assoc, set(proposed), accepted, source, outcome)
     finally:
         if assoc.is_established:
             # The reactor, held until now, may not have seen the peer's abort yet; an abort
@@ -150,6 +169,40 @@ def send_batch(
             else:
                 assoc.release()
     return outcome
+
+
+def _send_all(
+    assoc: Association,
+    proposed: set[Context],
+    accepted: set[Context],
+    source: InstanceSource,
+    outcome: BatchOutcome,
+) -> None:
+    while not has_ended(assoc):
+        item = source.take()
+        if item is None:
+            return
+        if isinstance(item, InstanceResult):
+            outcome.unreadable.append(item)
+            continue
+        try:
+            if item.context not in proposed:
+                outcome.deferred.append(item.object_key)
+                continue
+            result = _send_one(assoc, item, accepted)
+        finally:
+            source.release(item)
+        if result is None:
+            # No status: the destination may or may not have it. Sending it again is
+            # harmless (same SOP Instance UID), reporting it as sent would not be.
+            outcome.retry.append(item.object_key)
+            outcome.error = "no C-STORE response from the destination"
+        else:
+            outcome.results.append(result)
+    rest = source.untaken()
+    if rest:
+        outcome.retry += rest
+        outcome.error = outcome.error or "association ended before every instance was sent"
 
 
 def _send_one(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from export.plan import OutgoingInstance, batches, rejection_is_transient
+from export.plan import InstanceMeta, batches, opening_contexts, passes, rejection_is_transient
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -15,11 +13,11 @@ J2K = "1.2.840.10008.1.2.4.90"
 PRIVATE = "1.2.826.0.1.3680043.9999.2.1"
 
 
-def instance(sop_class: str, syntax: str, n: int) -> OutgoingInstance:
-    return OutgoingInstance(f"k{n}", Path(f"{n}.dcm"), sop_class, f"1.2.3.{n}", syntax)
+def instance(sop_class: str, syntax: str, n: int) -> InstanceMeta:
+    return InstanceMeta(f"k{n}", sop_class, f"1.2.3.{n}", syntax)
 
 
-def shape(groups: list[list[OutgoingInstance]]) -> list[list[str]]:
+def shape(groups: list[list[InstanceMeta]]) -> list[list[str]]:
     return [[i.object_key for i in group] for group in groups]
 
 
@@ -59,6 +57,58 @@ def test_batches(pairs: list[tuple[str, str]], limit: int, expected: list[list[s
 def test_129_contexts_need_two_associations() -> None:
     instances = [instance(f"1.2.840.10008.5.1.4.1.1.{n}", EXPLICIT, n) for n in range(129)]
     assert [len(group) for group in batches(instances)] == [128, 1]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        pytest.param([(CT, EXPLICIT)] * 3, [(CT, EXPLICIT)], id="one-context"),
+        pytest.param(
+            [(CT, EXPLICIT), (MR, J2K), (CT, EXPLICIT)],
+            [(CT, EXPLICIT), (MR, J2K)],
+            id="in-order-of-first-use",
+        ),
+        pytest.param(
+            [(CT, PRIVATE), (CT, EXPLICIT), (MR, J2K)],
+            [(CT, PRIVATE), (MR, J2K)],
+            id="first-batch-only",
+        ),
+        pytest.param([], [], id="nothing-readable"),
+    ],
+)
+def test_opening_contexts(pairs: list[tuple[str, str]], expected: list[tuple[str, str]]) -> None:
+    first = [instance(sop, syntax, n) for n, (sop, syntax) in enumerate(pairs)]
+    assert opening_contexts(first) == expected
+
+
+@pytest.mark.parametrize(
+    ("keys", "known", "expected"),
+    [
+        pytest.param(["k0", "k1"], {}, [(["k0", "k1"], None)], id="nothing-known"),
+        pytest.param(
+            ["k0", "k1"],
+            {"k0": (CT, EXPLICIT), "k1": (CT, EXPLICIT)},
+            [(["k0", "k1"], [(CT, EXPLICIT)])],
+            id="all-known",
+        ),
+        pytest.param(
+            ["k0", "k1", "k2", "k3"],
+            {"k1": (CT, EXPLICIT), "k3": (CT, PRIVATE)},
+            [(["k1"], [(CT, EXPLICIT)]), (["k3"], [(CT, PRIVATE)]), (["k0", "k2"], None)],
+            id="known-batches-first-then-the-rest",
+        ),
+        pytest.param([], {}, [], id="nothing"),
+    ],
+)
+def test_passes(
+    keys: list[str],
+    known: dict[str, tuple[str, str]],
+    expected: list[tuple[list[str], list[tuple[str, str]] | None]],
+) -> None:
+    metas = {
+        key: InstanceMeta(key, sop, f"1.2.3.{key}", syntax) for key, (sop, syntax) in known.items()
+    }
+    assert passes(keys, metas) == expected
 
 
 @pytest.mark.parametrize(("result", "transient"), [(1, False), (2, True)])
