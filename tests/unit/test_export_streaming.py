@@ -67,6 +67,9 @@ class WatchedStore:
     def keys(self, prefix: str) -> list[str]:
         return self._store.keys(prefix)
 
+    def remove_prefix(self, prefix: str) -> int:
+        return self._store.remove_prefix(prefix)
+
 
 @pytest.fixture
 def sending(monkeypatch: pytest.MonkeyPatch) -> None:
