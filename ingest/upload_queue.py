@@ -62,12 +62,6 @@ class UploadQueue:
                 del self._busy[instance.association_id]
         self._known.discard((instance.association_id, instance.spool_name))
 
-    def again(self, instance: SpooledInstance) -> None:
-        """Its upload failed and is to be retried: first in its association's line."""
-        self.finished(instance)
-        self._known.add((instance.association_id, instance.spool_name))
-        self._waiting.setdefault(instance.association_id, deque()).appendleft(instance)
-
     def drop(self, association_id: str) -> None:
         """Forget the association's waiting instances (uploads in progress go on)."""
         for instance in self._waiting.pop(association_id, deque()):

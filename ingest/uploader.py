@@ -306,7 +306,11 @@ class Uploader:
                 error,
                 self._retry_at - time.monotonic(),
             )
-            self._queue.again(instance)
+            # Queued again from the journal, which may have replaced it meanwhile (the same
+            # SOP instance sent again, its earlier file removed): retrying the instance itself
+            # could fail for ever.
+            self._queue.finished(instance)
+            self._look_at(association_id)
             return
         log.error(
             "association %s cannot be stored and is set aside; its files stay in the spool "

@@ -1,5 +1,5 @@
 """Which instance is uploaded next: each association in turn, never two copies of one key at
-once, failed uploads first in their line."""
+once."""
 
 from __future__ import annotations
 
@@ -69,15 +69,6 @@ def test_a_later_copy_of_a_key_waits_until_the_earlier_upload_ends() -> None:
     assert queue.take() is None  # the same key is on its way
     queue.finished(earlier)
     assert queue.take() == later
-
-
-def test_a_failed_upload_is_retried_first() -> None:
-    queue = UploadQueue()
-    queue.add([spooled(A, n) for n in (1, 2)])
-    first = queue.take()
-    assert first is not None
-    queue.again(first)
-    assert queue.take() == first
 
 
 def test_dropping_an_association_keeps_its_uploads_in_progress_counted() -> None:
