@@ -26,7 +26,6 @@ The receivers are the tests' harness: dcmtk's ``storescp`` is
 - :mod:`bench.ceilings`: the ceiling rows (storescp plus an uploader to the same S3 and one
   confirmed publish; a parallel download of the stored objects), with :mod:`bench.inotify`
   telling the uploader when storescp has closed a file
-- :mod:`bench.nagle`: storescp with dcmtk's defaults (Nagle's algorithm on)
 - :mod:`bench.schedule`: the order of the runs, ``--repeat`` passes alternating the rows
 - :mod:`bench.stats`: the medians of a row's runs, the export ceiling
 - :mod:`bench.report`: the rows, the markdown tables, the machine

@@ -13,7 +13,6 @@ from bench.backends import Backend, new_bucket
 from bench.datasets import DataSet
 from bench.events import Message
 from bench.integrity import compare
-from bench.nagle import NagleStorescp
 from bench.processes import (
     Dcmtk,
     PeakRssSampler,
@@ -48,9 +47,12 @@ class Context:
     def storescp(self, directory: Path, *, fork: bool = False, nodelay: bool = True) -> Storescp:
         """dcmtk's storescp (this run's dcmtk) receiving into ``directory``; without
         ``nodelay`` with dcmtk's defaults (Nagle's algorithm on)."""
-        kind = Storescp if nodelay else NagleStorescp
-        return kind(
-            directory, fork=fork, bin_dir=self.dcmtk.bin_dir, startup_timeout=STARTUP_SECONDS
+        return Storescp(
+            directory,
+            fork=fork,
+            nodelay=nodelay,
+            bin_dir=self.dcmtk.bin_dir,
+            startup_timeout=STARTUP_SECONDS,
         )
 
     def row_dir(self, *parts: object) -> Path:

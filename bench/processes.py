@@ -4,7 +4,7 @@ dcmtk's tools are Debian's (``/usr/bin``) unless ``--dcmtk-bin`` names another d
 the first directory on ``PATH`` with dcmtk's own ``storescu`` (not the Python script of the same
 name that pynetdicom installs into a virtual environment). Every dcmtk process runs with the
 tests' environment for them (:func:`tests.support.dcmtk.dcmtk_environment`, ``TCP_NODELAY=1``),
-except in the Nagle rows (:func:`nagle_environment`, dcmtk's defaults).
+except in the Nagle rows (dcmtk's defaults).
 The readers of ``/proc`` are :mod:`tests.support.proc`'s.
 """
 
@@ -208,7 +208,7 @@ def send_with_storescu(
     the last C-STORE response and the release) is taken by a thread waiting for it. Without
     ``nodelay`` storescu runs with dcmtk's defaults (Nagle's algorithm on).
     """
-    environment = dcmtk_environment() if nodelay else nagle_environment()
+    environment = dcmtk_environment(nodelay=nodelay)
     log_dir.mkdir(parents=True, exist_ok=True)
     titles = calling_ae_titles(len(groups))
     commands = [
@@ -268,12 +268,6 @@ def send_with_storescu(
                 f"storescu exited with {process.returncode}: " + "; ".join(problems[:3])
             ).strip()
     return result
-
-
-def nagle_environment() -> dict[str, str]:
-    """This process's environment without ``TCP_NODELAY``: dcmtk with its defaults, as many
-    senders in the field run it."""
-    return {name: value for name, value in os.environ.items() if name != "TCP_NODELAY"}
 
 
 def _problems(log: str) -> list[str]:

@@ -149,9 +149,15 @@ def parse_rejection(output: str) -> Rejection | None:
     return Rejection(result, source, reason)
 
 
-def dcmtk_environment() -> dict[str, str]:
-    """The environment of every dcmtk process: ``TCP_NODELAY=1`` (see the module docstring)."""
-    return {**os.environ, "TCP_NODELAY": "1"}
+def dcmtk_environment(*, nodelay: bool = True) -> dict[str, str]:
+    """The environment of every dcmtk process: ``TCP_NODELAY=1`` (see the module docstring).
+
+    Without ``nodelay``, dcmtk's defaults (Nagle's algorithm on), as many senders in the field
+    run it: the benchmark's Nagle rows.
+    """
+    if nodelay:
+        return {**os.environ, "TCP_NODELAY": "1"}
+    return {name: value for name, value in os.environ.items() if name != "TCP_NODELAY"}
 
 
 def run_tool(

@@ -5,7 +5,8 @@ each data set exactly as received behind storescp's own file meta, ``-dhl`` skip
 lookups. ``fork`` serves each association in a child process of its own (dcmtk's way to serve
 several at once); ``max_pdu`` sets the largest PDU it receives. It runs with ``TCP_NODELAY=1``
 (:func:`tests.support.dcmtk.dcmtk_environment`): as a receiver without it, a 300-instance send
-takes seconds instead of a fraction of one.
+takes seconds instead of a fraction of one. ``nodelay=False`` runs it with dcmtk's defaults
+instead (the benchmark's Nagle rows).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Storescp:
         extra_args: Sequence[str] = (),
         fork: bool = False,
         max_pdu: int | None = None,
+        nodelay: bool = True,
         bin_dir: Path = DCMTK_BIN,
         startup_timeout: float = 15.0,
     ) -> None:
@@ -52,6 +54,7 @@ class Storescp:
         self.extra_args = tuple(extra_args)
         self.fork = fork
         self.max_pdu = max_pdu
+        self.nodelay = nodelay
         self.bin_dir = bin_dir
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -82,7 +85,10 @@ class Storescp:
         )
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=dcmtk_environment()
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dcmtk_environment(nodelay=self.nodelay),
             )
         try:
             wait_until(self._answers_echo, self.startup_timeout, "storescp answering C-ECHO")

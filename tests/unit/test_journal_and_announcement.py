@@ -5,66 +5,29 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
-from contracts.keys import new_association_id, object_key
+from contracts.keys import new_association_id
 from gateway.errors import JournalError
 from ingest.announcement import released_event
 from ingest.journal import (
     AssociationNotOpen,
-    AssociationRecord,
     Journal,
-    SpooledInstance,
     StoredObject,
 )
 from ingest.journal_db import AssociationState
 from ingest.outbox import OutboxEvent
 from ingest.ownership import EndedAssociation, OwnerEnded
-
-STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+from tests.support.journal_rows import STARTED, begin, instance, record
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
     return Journal.open(tmp_path / "journal.sqlite3")
-
-
-def record(association_id: str) -> AssociationRecord:
-    return AssociationRecord(
-        association_id=association_id,
-        called_ae_title="GATEWAY",
-        calling_ae_title="CT01",
-        remote_host="127.0.0.1",
-        remote_port=40000,
-        pipeline="lung",
-        started_at=STARTED,
-    )
-
-
-def begin(journal: Journal) -> str:
-    association_id = new_association_id()
-    assert journal.begin_association(record(association_id), limit=1000)
-    return association_id
-
-
-def instance(association_id: str, sop: str, seq: int, spool_name: str = "") -> SpooledInstance:
-    return SpooledInstance(
-        association_id=association_id,
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.4",
-        spool_name=spool_name or f"{seq:06d}.dcm",
-        data_offset=300,
-        data_length=1000,
-        received_seq=seq,
-        object_key=object_key(association_id, "1.2.3", "1.2.3.4", sop),
-    )
 
 
 def test_released_association_is_announced_once_with_every_instance(journal: Journal) -> None:

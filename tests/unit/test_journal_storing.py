@@ -10,7 +10,7 @@ import pytest
 
 from ingest.journal import Journal, StoredObject
 from ingest.journal_db import AssociationState
-from tests.unit.test_journal_and_announcement import STARTED, begin, instance
+from tests.support.journal_rows import STARTED, begin, instance
 
 
 @pytest.fixture

@@ -3,29 +3,16 @@ once."""
 
 from __future__ import annotations
 
-from contracts.keys import object_key
 from ingest.journal import SpooledInstance
 from ingest.upload_queue import UploadQueue
+from tests.support.journal_rows import instance
 
 A = "11111111-1111-4111-8111-111111111111"
 B = "22222222-2222-4222-8222-222222222222"
 
 
 def spooled(association_id: str, number: int, spool_name: str = "") -> SpooledInstance:
-    sop = f"1.2.3.{number}"
-    return SpooledInstance(
-        association_id=association_id,
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.4",
-        spool_name=spool_name or f"{number:06d}.dcm",
-        data_offset=300,
-        data_length=1000,
-        received_seq=number,
-        object_key=object_key(association_id, "1.2.3", "1.2.3.4", sop),
-    )
+    return instance(association_id, f"1.2.3.{number}", number, spool_name)
 
 
 def taken(queue: UploadQueue) -> list[tuple[str, str]]:
