@@ -82,26 +82,42 @@ class FileStore:
         except OSError as exc:
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
 
-    def keys(self, prefix: str) -> list[str]:
-        if not self._root.exists():
+    def _files_under(self, prefix: str) -> list[Path]:
+        """Every file whose key starts with ``prefix``, partial ones included; only the
+        prefix's own directory is walked, not the whole bucket."""
+        parts = prefix.split("/")
+        if ".." in parts:
+            raise StorageUnavailable(f"{prefix!r} is not a key prefix")
+        directory = self._root.joinpath(*parts[:-1])
+        if not directory.is_dir():
             return []
-        found = (p.relative_to(self._root).as_posix() for p in self._root.rglob("*.dcm"))
-        return sorted(key for key in found if key.startswith(prefix))
+        return [
+            path
+            for path in directory.rglob("*")
+            if path.is_file() and path.relative_to(self._root).as_posix().startswith(prefix)
+        ]
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(
+            path.relative_to(self._root).as_posix()
+            for path in self._files_under(prefix)
+            if path.suffix == ".dcm"
+        )
 
     def remove_prefix(self, prefix: str) -> int:
         removed = 0
         try:
-            # Every file, not only objects: a put cut short by a crash leaves its partial file.
-            for path in list(self._root.rglob("*")) if self._root.exists() else []:
-                if path.is_file() and path.relative_to(self._root).as_posix().startswith(prefix):
-                    path.unlink(missing_ok=True)
-                    removed += path.suffix == ".dcm"
-            # The directories the prefix's objects were in, deepest first, once empty.
-            for directory in sorted(self._root.rglob("*"), key=lambda p: -len(p.parts)):
-                relative = directory.relative_to(self._root).as_posix() + "/"
-                if directory.is_dir() and relative.startswith(prefix):
+            # Partial files too: a put cut short by a crash leaves one.
+            for path in self._files_under(prefix):
+                path.unlink(missing_ok=True)
+                removed += path.suffix == ".dcm"
+            # The directories the prefix's files were in, deepest first, once empty.
+            directory = self._root.joinpath(*prefix.split("/")[:-1])
+            if directory != self._root and directory.is_dir():
+                nested = sorted(directory.rglob("*"), key=lambda p: -len(p.parts))
+                for empty in [*nested, directory]:
                     with contextlib.suppress(OSError):  # not empty: a concurrent put
-                        directory.rmdir()
+                        empty.rmdir()
         except OSError as exc:
             raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
         return removed

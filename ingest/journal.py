@@ -370,20 +370,17 @@ class Journal:
             )
         return None if previous is None else str(previous[0])
 
-    def instances(self, association_id: str) -> list[SpooledInstance]:
-        """The association's instances in the order they were received."""
+    def instances(self, association_id: str, *, unstored: bool = False) -> list[SpooledInstance]:
+        """The association's instances in the order they were received; with ``unstored``,
+        only those not in storage yet (read as each instance arrives: only a few rows)."""
         rows = self._db.read(
             "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
             " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
-            " received_seq, object_key, size, sha256"
-            " FROM instances WHERE association_id = ? ORDER BY received_seq",
-            (association_id,),
+            " received_seq, object_key, size, sha256 FROM instances WHERE association_id = ?"
+            " AND (? = 0 OR sha256 IS NULL) ORDER BY received_seq",
+            (association_id, int(unstored)),
         )
         return [SpooledInstance(*row) for row in rows]
-
-    def unstored(self, association_id: str) -> list[SpooledInstance]:
-        """The association's instances not in storage yet, in the order they were received."""
-        return [i for i in self.instances(association_id) if i.sha256 is None]
 
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:
         """Record uploaded instances, all in one transaction (one fsync for many uploads)."""

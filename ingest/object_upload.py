@@ -1,20 +1,51 @@
-"""One spooled instance into object storage: our file meta, then the data set as received.
+"""One spooled instance into object storage, and an aborted association's objects out of it:
+the work of the uploader's threads, each ending in an outcome for its dispatcher.
 
-The object is read from the spool file once, on its way to the store, and hashed as it goes:
-its SHA-256 (the event's ``sha256``) costs no second pass.
+The object is our file meta, then the data set as received. It is read from the spool file
+once, on its way to the store, and hashed as it goes: its SHA-256 (the event's ``sha256``)
+costs no second pass.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from dataclasses import dataclass
 from io import RawIOBase
 from pathlib import Path
 from typing import BinaryIO
 
+from contracts.keys import association_prefix
+from gateway.errors import StorageUnavailable
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.journal import SpooledInstance, StoredObject
 from ingest.part10 import InstanceIdentity, file_meta_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    instance: SpooledInstance
+    stored: StoredObject
+
+
+@dataclass(frozen=True)
+class UploadFailed:
+    instance: SpooledInstance
+    error: Exception
+
+
+@dataclass(frozen=True)
+class Removed:
+    """The objects of an aborted association are deleted (``error`` None), or not."""
+
+    association_id: str
+    error: Exception | None
+
+
+Outcome = Uploaded | UploadFailed | Removed
 
 
 class Part10Stream(RawIOBase):
@@ -78,3 +109,28 @@ def upload_instance(
         stream.length,
         stream.sha256.hexdigest(),
     )
+
+
+def attempt_upload(
+    store: ObjectStore,
+    instance: SpooledInstance,
+    spooled_path: Path,
+    source_ae_title: str,
+    settings: IngestSettings,
+) -> Uploaded | UploadFailed:
+    """:func:`upload_instance`, whatever happens, as an outcome."""
+    try:
+        stored = upload_instance(store, instance, spooled_path, source_ae_title, settings)
+    except Exception as exc:  # noqa: BLE001 (the upload thread's boundary: the dispatcher decides)
+        return UploadFailed(instance, exc)
+    return Uploaded(instance, stored)
+
+
+def attempt_removal(store: ObjectStore, association_id: str) -> Removed:
+    """Delete every object of the association, as an outcome."""
+    try:
+        removed = store.remove_prefix(association_prefix(association_id))
+    except StorageUnavailable as exc:
+        return Removed(association_id, exc)
+    log.debug("association %s: %d objects deleted", association_id, removed)
+    return Removed(association_id, None)

@@ -10,7 +10,9 @@ and journal rows. Storage outages are retried with backoff for as long as they l
 is ever dropped, and a restart resumes from the journal.
 
 One thread, the dispatcher, reads and writes the journal and decides; the upload threads only
-move bytes (our file meta and the received data set, hashed on the way) and report back.
+move bytes (:mod:`ingest.object_upload`) and report back. The module is a little over 400
+lines because the dispatcher's state (what waits, uploads, is being removed, the backoff) is
+changed under one discipline, on its own thread, and reads best in one place.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from contracts.keys import association_prefix
 from gateway.errors import JournalError, StorageUnavailable
 from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.announcement import released_event
-from ingest.journal import Journal, SpooledInstance, StoredObject
+from ingest.journal import Journal, SpooledInstance
 from ingest.journal_db import AssociationState
-from ingest.object_upload import upload_instance
+from ingest.object_upload import (
+    Outcome,
+    Removed,
+    Uploaded,
+    UploadFailed,
+    attempt_removal,
+    attempt_upload,
+)
 from ingest.spool import Spool
 from ingest.upload_queue import UploadQueue
 
@@ -43,29 +50,6 @@ RETRY_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 UPLOAD_CONCURRENCY = 8
 #: Associations whose instances may be uploaded.
 STORABLE = (AssociationState.OPEN, AssociationState.RELEASING, AssociationState.RELEASED)
-
-
-@dataclass(frozen=True)
-class _Uploaded:
-    instance: SpooledInstance
-    stored: StoredObject
-
-
-@dataclass(frozen=True)
-class _UploadFailed:
-    instance: SpooledInstance
-    error: Exception
-
-
-@dataclass(frozen=True)
-class _Removed:
-    """The objects of an aborted association are deleted (``error`` None), or not."""
-
-    association_id: str
-    error: Exception | None
-
-
-_Outcome = _Uploaded | _UploadFailed | _Removed
 
 
 class Uploader:
@@ -89,13 +73,15 @@ class Uploader:
         # Guarded by _changed: what the sink calls and the upload threads hand the dispatcher.
         self._dirty: dict[str, None] = {}  # associations to look at again, in order
         self._discard: dict[str, None] = {}  # aborted associations to remove
-        self._outcomes: list[_Outcome] = []
+        self._outcomes: list[Outcome] = []
         self._stopping = False
         # The dispatcher's own.
         self._queue = UploadQueue()
-        self._storing: set[str] = set()  # associations marked in_storage by this process
+        #: Associations marked in_storage by this process, with the calling AE title that
+        #: goes into their objects' file meta (read once, not per upload).
+        self._storing: dict[str, str] = {}
         self._removing: set[str] = set()  # associations whose objects are being deleted
-        self._unrecorded: list[_Uploaded] = []  # stored, but the journal did not take it yet
+        self._unrecorded: list[Uploaded] = []  # stored, but the journal did not take it yet
         self._attempt = 0
         self._retry_at = 0.0
         self._failing = threading.Event()
@@ -158,7 +144,7 @@ class Uploader:
         self._pool.shutdown(wait=True)
         # What finished meanwhile is recorded, so the next start does not upload it again.
         finished = [u.stored for u in self._unrecorded]
-        finished += [o.stored for o in self._outcomes if isinstance(o, _Uploaded)]
+        finished += [o.stored for o in self._outcomes if isinstance(o, Uploaded)]
         if finished:
             try:
                 self._journal.mark_stored(finished)
@@ -214,7 +200,7 @@ class Uploader:
             with self._changed:
                 self._changed.notify_all()  # for wait_idle
 
-    def _step(self, dirty: list[str], outcomes: list[_Outcome], discard: list[str]) -> None:
+    def _step(self, dirty: list[str], outcomes: list[Outcome], discard: list[str]) -> None:
         self._take_outcomes(outcomes)
         for association_id in dirty:
             self._look(association_id)
@@ -244,14 +230,15 @@ class Uploader:
             state = self._journal.state(association_id)
             if state not in STORABLE:
                 self._queue.drop(association_id)
-                self._storing.discard(association_id)
+                self._storing.pop(association_id, None)
                 return
-            unstored = self._journal.unstored(association_id)
+            unstored = self._journal.instances(association_id, unstored=True)
             if unstored and association_id not in self._storing:
+                calling = self._journal.association(association_id).calling_ae_title
                 if not self._journal.start_storing(association_id):
                     self._queue.drop(association_id)  # aborted meanwhile
                     return
-                self._storing.add(association_id)
+                self._storing[association_id] = calling
             self._queue.add(unstored)
             if state is AssociationState.RELEASED and not self._queue.holds(association_id):
                 self._announce(association_id)
@@ -259,16 +246,19 @@ class Uploader:
             log.warning("association %s: %s; looked at again later", association_id, exc)
             self._back_off()
             self._look_at(association_id)
+        except Exception:  # retrying cannot fix it: set aside, as an upload's own failure
+            log.exception("association %s cannot be stored", association_id)
+            self._set_aside(association_id)
 
-    def _take_outcomes(self, outcomes: list[_Outcome]) -> None:
+    def _take_outcomes(self, outcomes: list[Outcome]) -> None:
         uploaded, self._unrecorded = self._unrecorded, []
         for outcome in outcomes:
             match outcome:
-                case _Uploaded():
+                case Uploaded():
                     uploaded.append(outcome)
-                case _UploadFailed(instance, error):
+                case UploadFailed(instance, error):
                     self._upload_failed(instance, error)
-                case _Removed(association_id, error):
+                case Removed(association_id, error):
                     self._removed(association_id, error)
         if not uploaded:
             return
@@ -282,7 +272,10 @@ class Uploader:
             return
         for done in uploaded:
             self._queue.finished(done.instance)
-            self._look_at(done.instance.association_id)
+        # Only an association with nothing left waiting or uploading can be announced now.
+        for association_id in {done.instance.association_id for done in uploaded}:
+            if not self._queue.holds(association_id):
+                self._look_at(association_id)
         self._metrics.instances_stored.inc(len(uploaded))
         self._succeeded()
 
@@ -312,14 +305,18 @@ class Uploader:
             self._queue.finished(instance)
             self._look_at(association_id)
             return
-        log.error(
-            "association %s cannot be stored and is set aside; its files stay in the spool "
-            "for inspection: %r",
-            association_id,
-            error,
-        )
+        log.error("association %s cannot be stored: %r", association_id, error)
         self._queue.finished(instance)
+        self._set_aside(association_id)
+
+    def _set_aside(self, association_id: str) -> None:
+        """Retrying cannot help: the association waits, failed, for someone to look at it."""
+        log.error(
+            "association %s is set aside; its files stay in the spool for inspection",
+            association_id,
+        )
         self._queue.drop(association_id)
+        self._storing.pop(association_id, None)
         try:
             self._journal.mark_failed(association_id)
         except JournalError as exc:
@@ -327,7 +324,7 @@ class Uploader:
 
     def _announce(self, association_id: str) -> None:
         """Every instance is stored: the event goes into the outbox, the spool copy goes."""
-        self._storing.discard(association_id)
+        self._storing.pop(association_id, None)
         instances = self._journal.instances(association_id)
         if not instances:
             # Verification-only associations (C-ECHO) carry nothing for a pipeline.
@@ -355,14 +352,14 @@ class Uploader:
             instance = self._queue.take()
             if instance is None:
                 return
-            self._pool.submit(self._upload, instance)
+            self._pool.submit(self._upload, instance, self._storing[instance.association_id])
 
     def _start_removal(self, association_id: str) -> None:
         """Remove an aborted association once none of its uploads is in progress."""
         if self._queue.uploading(association_id):
             return  # looked at again when they end
         self._queue.drop(association_id)
-        self._storing.discard(association_id)
+        self._storing.pop(association_id, None)
         try:
             in_storage = self._journal.in_storage(association_id)
         except JournalError as exc:
@@ -377,14 +374,15 @@ class Uploader:
 
     def _removed(self, association_id: str, error: Exception | None) -> None:
         self._removing.discard(association_id)
-        try:
-            if error is not None:
-                raise error
-            self._spool.remove_association(association_id)
-            self._journal.forget(association_id)
-        except (StorageUnavailable, JournalError, OSError) as exc:
+        if error is None:
+            try:
+                self._spool.remove_association(association_id)
+                self._journal.forget(association_id)
+            except (JournalError, OSError) as exc:
+                error = exc
+        if error is not None:
             log.warning(
-                "association %s: aborted, not removed yet (%s); retrying", association_id, exc
+                "association %s: aborted, not removed yet (%s); retrying", association_id, error
             )
             self._back_off()
             return
@@ -395,37 +393,21 @@ class Uploader:
 
     # -- the upload threads -------------------------------------------------------------------
 
-    def _report(self, outcome: _Outcome) -> None:
+    def _report(self, outcome: Outcome) -> None:
         with self._changed:
             self._outcomes.append(outcome)
             self._changed.notify_all()
 
-    def _upload(self, instance: SpooledInstance) -> None:
-        try:
-            stored = self._store_instance(instance)
-        except Exception as exc:  # noqa: BLE001 (the thread's boundary: the dispatcher decides)
-            self._report(_UploadFailed(instance, exc))
-            return
-        self._report(_Uploaded(instance, stored))
+    def _upload(self, instance: SpooledInstance, calling_ae_title: str) -> None:
+        if not self._store_checked:
+            try:
+                self._store.ensure_ready()
+            except StorageUnavailable as exc:
+                self._report(UploadFailed(instance, exc))
+                return
+            self._store_checked = True
+        path = self._spool.instance_path(instance.association_id, instance.spool_name)
+        self._report(attempt_upload(self._store, instance, path, calling_ae_title, self._settings))
 
     def _remove_objects(self, association_id: str) -> None:
-        try:
-            removed = self._store.remove_prefix(association_prefix(association_id))
-        except StorageUnavailable as exc:
-            self._report(_Removed(association_id, exc))
-            return
-        log.debug("association %s: %d objects deleted", association_id, removed)
-        self._report(_Removed(association_id, None))
-
-    def _store_instance(self, instance: SpooledInstance) -> StoredObject:
-        if not self._store_checked:
-            self._store.ensure_ready()
-            self._store_checked = True
-        association = self._journal.association(instance.association_id)
-        return upload_instance(
-            self._store,
-            instance,
-            self._spool.instance_path(instance.association_id, instance.spool_name),
-            association.calling_ae_title,
-            self._settings,
-        )
+        self._report(attempt_removal(self._store, association_id))

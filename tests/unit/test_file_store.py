@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.keys import new_association_id, object_key
+from contracts.keys import association_prefix, new_association_id, object_key
 from gateway.errors import ObjectMissing
 from gateway.objectstore import FileStore
 from gateway.settings import StorageSettings
@@ -65,3 +65,20 @@ def test_a_work_directory_on_another_file_system_gets_a_copy(
         store.download(KEY, target)
         assert target.read_bytes() == b"object"
         assert target.stat().st_nlink == 1  # a copy, not a second name of the object
+
+
+def test_removing_an_association_takes_its_objects_and_partial_files_only(
+    store: FileStore, tmp_path: Path
+) -> None:
+    gone, kept = new_association_id(), new_association_id()
+    for association_id in (gone, kept):
+        for sop in ("1.2.3.4.5", "1.2.3.4.6"):
+            key = object_key(association_id, "1.2.3", "1.2.3.4", sop)
+            store.put(key, io.BytesIO(b"x"), 1)
+    # What a put killed half-way leaves beside the objects.
+    partial = tmp_path / "objects" / store.bucket / gone / "1.2.3" / "1.2.3.4" / "tmpabc"
+    partial.write_bytes(b"half")
+    assert store.remove_prefix(association_prefix(gone)) == 2
+    assert not (tmp_path / "objects" / store.bucket / gone).exists()
+    assert store.keys(association_prefix(gone)) == []
+    assert len(store.keys(association_prefix(kept))) == 2

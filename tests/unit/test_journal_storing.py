@@ -57,7 +57,7 @@ def test_an_upload_of_an_earlier_copy_does_not_store_its_replacement(journal: Jo
     journal.add_instance(instance(aid, "1.2.3.4.1", 1, spool_name="first.dcm"))
     journal.add_instance(instance(aid, "1.2.3.4.1", 2, spool_name="second.dcm"))
     journal.mark_stored([StoredObject(aid, "1.2.3.4.1", "first.dcm", 1300, "ab" * 32)])
-    assert [i.spool_name for i in journal.unstored(aid)] == ["second.dcm"]
+    assert [i.spool_name for i in journal.instances(aid, unstored=True)] == ["second.dcm"]
     journal.mark_stored([StoredObject(aid, "1.2.3.4.1", "second.dcm", 1300, "cd" * 32)])
-    assert journal.unstored(aid) == []
+    assert journal.instances(aid, unstored=True) == []
     assert journal.state(aid) is AssociationState.OPEN
