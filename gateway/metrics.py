@@ -47,6 +47,7 @@ class ListenerCounters:
     instances_received: LabelledCounter
     received_bytes: LabelledCounter
     instances_refused: LabelledCounter
+    fast_path_stores: LabelledCounter
 
 
 #: The names of :class:`ListenerCounters`' fields, as forwarded by worker processes.
@@ -62,6 +63,7 @@ class IngestMetrics:
     instances_received: Counter
     received_bytes: Counter
     instances_refused: Counter
+    fast_path_stores: Counter
     instances_stored: Counter
     upload_failures: Counter
     event_publish_latency: Histogram
@@ -116,6 +118,13 @@ class IngestMetrics:
                 ["status"],
                 registry=registry,
             ),
+            fast_path_stores=Counter(
+                f"{PREFIX}_fast_path_stores",
+                "C-STOREs read on the fast path rather than through pynetdicom's DIMSE "
+                "decoding (docs/performance.md), whatever their status, by called AE title.",
+                ["called_ae"],
+                registry=registry,
+            ),
             instances_stored=Counter(
                 f"{PREFIX}_instances_stored",
                 "Instances uploaded to object storage.",
@@ -163,6 +172,7 @@ class IngestMetrics:
             instances_received=self.instances_received,
             received_bytes=self.received_bytes,
             instances_refused=self.instances_refused,
+            fast_path_stores=self.fast_path_stores,
         )
 
     def observe_with(

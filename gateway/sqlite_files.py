@@ -3,16 +3,20 @@
 Each is opened in WAL mode with ``synchronous=FULL``, so that a commit is on disk when it
 returns: the services answer senders and acknowledge messages on the strength of it. A
 connection is shared by the threads of one process behind a lock; other processes wait for the
-write lock up to :data:`BUSY_TIMEOUT_SECONDS`.
+write lock up to :data:`BUSY_TIMEOUT_SECONDS`, or, for a file that several processes write all
+the time, queue for it on a file lock (:class:`ProcessesWriteLock`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import TracebackType
 
 from gateway.errors import GatewayError
 
@@ -36,10 +40,53 @@ def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+class ProcessesWriteLock:
+    """The write lock of a SQLite file that several processes write at a high rate.
+
+    SQLite makes a writer that finds the file locked by another process sleep and try again
+    (sleeps growing to 100 ms), while the threads of the process holding it take it back to
+    back: under a burst (ingest's worker processes each journaling hundreds of instances a
+    second) a waiting process saw none of its tries succeed for the whole busy timeout, and an
+    association was refused with "database is locked". Here the writers of every process
+    queue on a POSIX record lock of a file beside the database, which wakes a waiter as soon
+    as the lock is free; the process's own threads queue on :attr:`threads` first (the record
+    lock is the process's), which also guards the shared connection for reads. A record lock,
+    not ``flock``: a forked child does not inherit it, and the kernel drops it with the process
+    that holds it, whatever that process's children still have open.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.threads = threading.Lock()
+        self._fd = os.open(f"{database}.writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self.threads.acquire()
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
+
+    def close(self) -> None:
+        with self.threads:
+            os.close(self._fd)
+
+
 @contextmanager
 def transaction(
     db: sqlite3.Connection,
-    lock: threading.Lock,
+    lock: threading.Lock | AbstractContextManager[None],
     error: type[GatewayError],
     what: str,
     *,

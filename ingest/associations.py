@@ -24,7 +24,11 @@ from contracts.keys import new_association_id
 from gateway.errors import JournalError
 from gateway.logs import fields
 from gateway.metrics import ListenerCounters
-from gateway.netdicom.association import discard_partial_data_set, is_release_request, reject
+from gateway.netdicom.association import (
+    discard_partial_data_set,
+    is_release_request,
+    reject,
+)
 from gateway.settings import AESettings, GatewaySettings
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, Journal

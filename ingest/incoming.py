@@ -43,7 +43,7 @@ class IncomingFile:
         except OSError:
             self._failures.record(self.name, exc)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         if not self.failed:
             try:
                 self._out.write(data)

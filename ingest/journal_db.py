@@ -17,7 +17,6 @@ a crash before it discards the association, rows or not.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from contextlib import AbstractContextManager
 from datetime import datetime
 from enum import StrEnum
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import JournalError
-from gateway.sqlite_files import connect_durable, transaction
+from gateway.sqlite_files import ProcessesWriteLock, connect_durable, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS associations (
@@ -103,28 +102,32 @@ def _add_later_columns(db: sqlite3.Connection) -> None:
 class JournalDb:
     """Thread-safe: one connection, one lock; every write is one transaction."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, write_lock: ProcessesWriteLock) -> None:
         self._db = connection
-        self._lock = threading.Lock()
+        # Worker processes write the journal too (ingest/workers), each instance they receive.
+        self._write_lock = write_lock
+        self._lock = write_lock.threads
 
     @classmethod
     def open(cls, path: Path) -> JournalDb:
         try:
             db = connect_durable(path, _SCHEMA)
             _add_later_columns(db)
+            write_lock = ProcessesWriteLock(path)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
-        return cls(db)
+        return cls(db, write_lock)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._write_lock.close()
 
     def write(self, *, durable_with_next: bool = False) -> AbstractContextManager[sqlite3.Cursor]:
         """One write transaction; ``durable_with_next``: see the module's docstring."""
         return transaction(
             self._db,
-            self._lock,
+            self._write_lock,
             JournalError,
             "journal write failed",
             durable_with_next=durable_with_next,

@@ -20,7 +20,7 @@ from gateway.errors import StorageUnavailable
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.journal import SpooledInstance, StoredObject
-from ingest.part10 import InstanceIdentity, file_meta_bytes
+from ingest.part10 import file_meta_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +87,12 @@ def upload_instance(
 ) -> StoredObject:
     """Store the instance under its object key; returns what was stored."""
     meta = file_meta_bytes(
-        InstanceIdentity(
-            sop_class_uid=instance.sop_class_uid,
-            sop_instance_uid=instance.sop_instance_uid,
-            study_instance_uid=instance.study_instance_uid,
-            series_instance_uid=instance.series_instance_uid,
-        ),
+        instance.sop_class_uid,
+        instance.sop_instance_uid,
         instance.transfer_syntax_uid,
-        source_ae_title,
-        settings.implementation_class_uid,
-        settings.implementation_version_name,
+        source_ae_title=source_ae_title,
+        implementation_class_uid=settings.implementation_class_uid,
+        implementation_version_name=settings.implementation_version_name,
     )
     with spooled_path.open("rb") as spooled:
         spooled.seek(instance.data_offset)

@@ -16,13 +16,10 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import UID
 
 from contracts.keys import is_valid_uid
 from gateway.dicom_status import Status
@@ -68,25 +65,42 @@ def data_set_offset(received: BinaryIO) -> int:
     return len(_PREAMBLE) + 12 + int(group_length)
 
 
+def _element(tag: int, vr: bytes, value: bytes, padding: bytes) -> bytes:
+    """One explicit VR little endian element of group 0002, padded to an even length."""
+    if len(value) % 2:
+        value += padding
+    if vr == b"OB":  # a 2-byte reserved field, then a 4-byte length
+        return struct.pack("<HH2s2xI", 0x0002, tag, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, tag, vr, len(value)) + value
+
+
 def file_meta_bytes(
-    identity: InstanceIdentity,
+    sop_class_uid: str,
+    sop_instance_uid: str,
     transfer_syntax_uid: str,
+    *,
     source_ae_title: str,
     implementation_class_uid: str,
     implementation_version_name: str,
 ) -> bytes:
-    """Preamble, ``DICM`` and the file meta group that precede the data set in the object."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(identity.sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(identity.sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(implementation_class_uid)
-    meta.ImplementationVersionName = implementation_version_name
-    meta.SourceApplicationEntityTitle = source_ae_title
-    buffer = DicomBytesIO()
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return _PREAMBLE + buffer.getvalue()
+    """Preamble, ``DICM`` and the file meta group that precede the data set in the object.
+
+    Encoded directly, as pydicom's ``write_file_meta_info`` encodes the same elements (a unit
+    test compares the two): building it with pydicom cost a quarter of the upload threads'
+    Python time, and the C-STORE fast path builds it for every instance it receives.
+    """
+    body = b"".join(
+        (
+            _element(0x0001, b"OB", b"\x00\x01", b"\0"),
+            _element(0x0002, b"UI", sop_class_uid.encode("ascii"), b"\0"),
+            _element(0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\0"),
+            _element(0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\0"),
+            _element(0x0012, b"UI", implementation_class_uid.encode("ascii"), b"\0"),
+            _element(0x0013, b"SH", implementation_version_name.encode("ascii"), b" "),
+            _element(0x0016, b"AE", source_ae_title.encode("ascii"), b" "),
+        )
+    )
+    return _PREAMBLE + _GROUP_LENGTH_HEADER + struct.pack("<I", len(body)) + body
 
 
 def _uid(data_set: Dataset, tag: BaseTag, fallback: str, name: str) -> str:

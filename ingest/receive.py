@@ -1,9 +1,11 @@
 """Receiving instances: ingest's C-STORE and C-ECHO handlers.
 
-pynetdicom has already written the data set as received to a file of the spool
-(gateway/netdicom/modes.py, ingest/incoming.py); :func:`handle_store` checks it, adopts it into
-the association's directory, fsynced, and records it in the journal before answering. It runs
-on the association's own thread, with its dependencies bound explicitly.
+A data set arrives in a file of the spool's ``incoming/`` directory (ingest/incoming.py) by one
+of two ways: on the C-STORE fast path, written as it arrives by :class:`DirectReceiver` on
+the association's DUL thread (gateway/netdicom/direct_store.py), or by pynetdicom, which then
+calls :func:`handle_store`. Either way :func:`store_received` checks it, adopts it into the
+association's directory, fsynced, and records it in the journal before the C-STORE is
+answered.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from pynetdicom.dimse_primitives import C_STORE
 from contracts.keys import is_valid_uid, object_key
 from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected, JournalError
-from ingest.associations import IngestContext
+from gateway.netdicom.association import enable_direct_store
+from gateway.netdicom.direct_store import IncomingInstance, StoreRequest
+from ingest.associations import ActiveAssociation, IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
-from ingest.part10 import data_set_offset, read_identity
+from ingest.part10 import data_set_offset, file_meta_bytes, read_identity
 from ingest.well_formed import check_well_formed
 
 log = logging.getLogger(__name__)
@@ -36,14 +40,34 @@ def _check_transfer_syntax(transfer_syntax: str) -> None:
 
 
 def handle_store(event: evt.Event, ctx: IngestContext) -> int:
+    """pynetdicom's C-STORE handler: the data set is in ``event.dataset_path``."""
     active = ctx.table.get(event.assoc)
     received = Path(event.dataset_path)
     if active is None:
         log.error("C-STORE on an association ingest does not know; refusing")
         received.unlink(missing_ok=True)
         return Status.OUT_OF_RESOURCES
-    transfer_syntax = str(event.context.transfer_syntax)
     request = cast(C_STORE, event.request)
+    return store_received(
+        ctx,
+        active,
+        received,
+        str(event.context.transfer_syntax),
+        command_sop_class=str(request.AffectedSOPClassUID or ""),
+        command_sop_instance=str(request.AffectedSOPInstanceUID or ""),
+    )
+
+
+def store_received(
+    ctx: IngestContext,
+    active: ActiveAssociation,
+    received: Path,
+    transfer_syntax: str,
+    *,
+    command_sop_class: str,
+    command_sop_instance: str,
+) -> int:
+    """Check the received file, spool and journal it; the C-STORE status to answer."""
     adopted: Path | None = None
     try:
         write_error = ctx.incoming.take_failure(received)
@@ -56,11 +80,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
             # answered with success, and pydicom then only reads what is well-formed.
             check_well_formed(data, offset, transfer_syntax)
             identity = read_identity(
-                data,
-                offset,
-                transfer_syntax,
-                str(request.AffectedSOPClassUID or ""),
-                str(request.AffectedSOPInstanceUID or ""),
+                data, offset, transfer_syntax, command_sop_class, command_sop_instance
             )
         data_length = received.stat().st_size - offset
         key = object_key(
@@ -88,6 +108,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
             )
         )
     except InstanceRejected as exc:
+        received.unlink(missing_ok=True)
         log.warning(
             "association %s: C-STORE refused with 0x%04X: %s",
             active.association_id,
@@ -97,6 +118,7 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
         ctx.metrics.instances_refused.labels(f"{exc.status:04X}").inc()
         return exc.status
     except (JournalError, OSError) as exc:
+        received.unlink(missing_ok=True)
         if adopted is not None:
             adopted.unlink(missing_ok=True)
         level = logging.INFO if isinstance(exc, AssociationNotOpen) else logging.ERROR
@@ -118,6 +140,73 @@ def handle_store(event: evt.Event, ctx: IngestContext) -> int:
     ctx.metrics.received_bytes.labels(active.ae.ae_title).inc(data_length)
     ctx.uploader.spooled(active.association_id)
     return Status.SUCCESS
+
+
+class _DirectInstance:
+    """One data set arriving on the fast path: our file meta, then the fragments as received."""
+
+    def __init__(
+        self,
+        ctx: IngestContext,
+        active: ActiveAssociation,
+        request: StoreRequest,
+        transfer_syntax: str,
+    ) -> None:
+        self._ctx, self._active = ctx, active
+        self._request, self._transfer_syntax = request, transfer_syntax
+        self._file = ctx.incoming()
+        self._file.write(
+            file_meta_bytes(
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                transfer_syntax,
+                source_ae_title=active.calling_ae_title,
+                implementation_class_uid=ctx.settings.ingest.implementation_class_uid,
+                implementation_version_name=ctx.settings.ingest.implementation_version_name,
+            )
+        )
+
+    def write(self, fragment: memoryview) -> None:
+        self._file.write(fragment)
+        self._file.flush()  # start the fragment's way to the disk, as pynetdicom's writes do
+
+    def finish(self) -> int:
+        self._file.close()
+        self._ctx.metrics.fast_path_stores.labels(self._active.ae.ae_title).inc()
+        return store_received(
+            self._ctx,
+            self._active,
+            Path(self._file.name),
+            self._transfer_syntax,
+            command_sop_class=self._request.sop_class_uid,
+            command_sop_instance=self._request.sop_instance_uid,
+        )
+
+    def discard(self) -> None:
+        self._file.close()
+        path = Path(self._file.name)
+        self._ctx.incoming.take_failure(path)
+        path.unlink(missing_ok=True)
+
+
+class DirectReceiver:
+    """The C-STOREs of one admitted association, taken on the fast path."""
+
+    def __init__(self, ctx: IngestContext, active: ActiveAssociation) -> None:
+        self._ctx, self._active = ctx, active
+
+    def begin(self, request: StoreRequest, transfer_syntax: str) -> IncomingInstance | None:
+        if not is_valid_uid(request.sop_class_uid) or not is_valid_uid(request.sop_instance_uid):
+            return None  # pynetdicom's path refuses it with the status it always gave
+        return _DirectInstance(self._ctx, self._active, request, transfer_syntax)
+
+
+def take_stores_directly(event: evt.Event, ctx: IngestContext) -> None:
+    """``EVT_REQUESTED``, bound after :func:`~ingest.associations.handle_requested`: an admitted
+    association's C-STOREs take the fast path (in prompt mode; plain mode has none)."""
+    active = ctx.table.get(event.assoc)
+    if active is not None:
+        enable_direct_store(event.assoc, DirectReceiver(ctx, active))
 
 
 def handle_echo(_event: evt.Event) -> int:

@@ -31,7 +31,7 @@ from ingest.associations import (
     handle_requested,
     settle_ended_threads,
 )
-from ingest.receive import handle_echo, handle_store
+from ingest.receive import handle_echo, handle_store, take_stores_directly
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def scp_handlers(ctx: IngestContext) -> list[Any]:
     """The event handlers that tie pynetdicom's associations to ingest."""
     return [
         (evt.EVT_CONN_OPEN, handle_conn_open),
+        # In this order: pynetdicom calls a notification's handlers in the order bound.
         (evt.EVT_REQUESTED, handle_requested, [ctx]),
+        (evt.EVT_REQUESTED, take_stores_directly, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_ACSE_RECV, handle_acse_recv, [ctx]),

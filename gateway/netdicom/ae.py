@@ -107,7 +107,7 @@ class PromptAE(GatewayAE):
     ) -> AssociationSocket:
         assoc.dul = PromptDUL(assoc)
         assoc.dimse = StoreDIMSE(assoc)
-        assoc._reactor_checkpoint = HoldableCheckpoint()
+        assoc._reactor_checkpoint = HoldableCheckpoint(reactor=assoc)
         _reset_timers(assoc)
         sock = PromptSocket(assoc, address=address)
         sock.tls_args = tls_args

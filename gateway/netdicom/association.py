@@ -15,6 +15,9 @@ from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.transport import AssociationSocket
 
+from gateway.netdicom.direct_store import StoreReceiver
+from gateway.netdicom.prompt_dul import PromptDUL
+
 #: How long a rejection waits for the A-ASSOCIATE-RJ to leave before giving up.
 REJECT_SEND_SECONDS = 5.0
 #: The request waits for our answer in these states (PS3.8 9.2); any other means it has left.
@@ -76,3 +79,14 @@ def has_ended(assoc: Association) -> bool:
     """Whether the requested association ``assoc`` can carry no more requests: what its reactor
     would see, asked while the reactor is held (gateway/netdicom/reactor_hold.py)."""
     return not assoc.is_established or assoc.acse.is_aborted() or not assoc.dul.is_alive()
+
+
+def enable_direct_store(assoc: Association, receiver: StoreReceiver) -> bool:
+    """Take ``assoc``'s C-STORE requests on the fast path (direct_store.py), giving their data
+    sets to ``receiver``; call it before the association is established. False in plain mode,
+    where pynetdicom receives everything."""
+    dul = assoc.dul
+    if not isinstance(dul, PromptDUL):
+        return False
+    dul.enable_direct_store(receiver)
+    return True

@@ -154,6 +154,17 @@ REACHES: tuple[Reach, ...] = (
         "DULServiceProvider.state_machine",
         "DULServiceProvider.socket",
     ),
+    *_reaches(
+        "prompt_dul",
+        _DUL,
+        "DULServiceProvider._read_pdu_data",
+        "DULServiceProvider._decode_pdu",
+        "DULServiceProvider._recv_pdu",
+        "DULServiceProvider._run_loop_delay",
+        "DULServiceProvider.assoc",
+    ),
+    *_reaches("prompt_dul", _ASSOCIATION, "Association._accepted_cx", "Association.dimse"),
+    *_reaches("prompt_dul", _DIMSE, "DIMSEServiceProvider.message"),
     *_reaches("prompt_dul", "pynetdicom.timer", "Timer._start_time", "Timer.remaining"),
     *_reaches(
         "prompt_dul",

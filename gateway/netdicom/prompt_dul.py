@@ -23,6 +23,7 @@ import os
 import queue
 import select
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -31,8 +32,10 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 
+from gateway.netdicom.direct_store import Context, DirectStore, StoreReceiver, Verdict
 from gateway.netdicom.pdata_run import PDataRun, data_set_fragment, is_last
 from gateway.netdicom.prompt_socket import READABLE
+from gateway.netdicom.store_messages import command_pdus
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,14 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 0.5
 #: State 13: the DUL waits for the peer to close; pynetdicom drains the socket there itself.
 _CLOSING = "Sta13"
+#: pynetdicom's pause between two looks of its DUL loop when the last one found no event.
+_LOOP_DELAY_SECONDS = 0.001
+#: Established: P-DATA flows both ways (PS3.8 9.2).
+_ESTABLISHED = "Sta6"
+_P_DATA_TF = 0x04
+#: The PDU types of PS3.8 9.3; any other is an unrecognised PDU (Evt19).
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+_PDU_HEADER = struct.Struct(">BBL")
 #: Events that our own side raises by queueing a primitive (PS3.8 9.2.1).
 _LOCAL_EVENTS = frozenset({"Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 #: No connection, or waiting for the peer to close it: nothing can be sent any more.
@@ -157,6 +168,86 @@ class PromptDUL(DULServiceProvider):
         #: Data set fragments collected in the sending thread, not yet queued.
         self._run: PDataRun | None = None
         self._run_lock = threading.Lock()
+        #: The C-STORE fast path, once the user armed it (:meth:`enable_direct_store`).
+        self.direct_store: DirectStore | None = None
+
+    def enable_direct_store(self, receiver: StoreReceiver) -> None:
+        """Read this association's C-STORE requests on this thread (direct_store.py) and give
+        their data sets to ``receiver``. Called before the association is established."""
+        self.direct_store = DirectStore(receiver, self._accepted_context, self._send_command)
+
+    def _accepted_context(self, context_id: int) -> Context | None:
+        context = self.assoc._accepted_cx.get(context_id)
+        if context is None or context.abstract_syntax is None or not context.transfer_syntax:
+            return None
+        return Context(str(context.abstract_syntax), str(context.transfer_syntax[0]))
+
+    def _send_command(self, context_id: int, command: bytes) -> None:
+        if self.socket is not None:
+            self.socket.send(command_pdus(context_id, command, self.assoc.dimse.maximum_pdu_size))
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's, with P-DATA-TF PDUs offered to the C-STORE fast path first.
+
+        The PDU is read as pynetdicom reads it, with the same events for a connection that
+        ends and for an unknown PDU type; what the fast path does not take is decoded by
+        pynetdicom from the same bytes, so its state machine sees what it always saw.
+        """
+        direct = self.direct_store
+        if direct is None or self.socket is None:
+            super()._read_pdu_data()
+            return
+        try:
+            header = self.socket.recv(_PDU_HEADER.size)
+            if len(header) < _PDU_HEADER.size:
+                self._connection_ended(direct)
+                return
+            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in _PDU_TYPES:
+                log.warning("unknown PDU type 0x%02X received", pdu_type)
+                direct.discard()
+                self.event_queue.put("Evt19")  # unrecognised PDU
+                return
+            body = self.socket.recv(length)
+        except OSError:
+            self._connection_ended(direct)
+            return
+        if len(body) < length:
+            self._connection_ended(direct)
+            return
+        if pdu_type == _P_DATA_TF:
+            may_begin = (
+                self.state_machine.current_state == _ESTABLISHED
+                and self.assoc.dimse.message is None
+            )
+            with memoryview(body) as view:
+                verdict = direct.feed(view, may_begin)
+            if verdict is Verdict.TAKEN:
+                # No event is left for pynetdicom's loop, which then sleeps its loop delay
+                # before it looks again, once per PDU; its next look waits in poll() anyway.
+                self._run_loop_delay = 0.0
+                return
+            if verdict is Verdict.BROKEN:
+                self.event_queue.put("Evt19")  # invalid PDU: A-ABORT, as for a broken message
+                return
+        else:
+            direct.discard()  # a release or an abort in the middle of a data set
+        self._decode(header + body)
+
+    def _connection_ended(self, direct: DirectStore) -> None:
+        direct.discard()
+        self.event_queue.put("Evt17")  # transport connection closed
+
+    def _decode(self, pdu_bytes: bytearray) -> None:
+        """What pynetdicom does with a PDU it has read."""
+        try:
+            pdu, event = self._decode_pdu(pdu_bytes)
+        except Exception as exc:  # noqa: BLE001 (as pynetdicom: any decoding failure is Evt19)
+            log.warning("cannot decode the received PDU: %s: %s", type(exc).__name__, exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
 
     def _notify_user(self) -> None:
         self.wake_user()  # looked up at each call: it is set after this DUL is made
@@ -213,6 +304,8 @@ class PromptDUL(DULServiceProvider):
             )
             self._end_connection()
         finally:
+            if self.direct_store is not None:
+                self.direct_store.discard()
             self._waker.close()
             self.wake_user()  # it checks whether this thread still runs
 
@@ -231,6 +324,7 @@ class PromptDUL(DULServiceProvider):
         timer keeps measuring the peer's silence, as in pynetdicom.
         """
         waker = self._waker
+        self._run_loop_delay = _LOOP_DELAY_SECONDS  # see _read_pdu_data
         # The flag goes up before the queues are looked at: a primitive queued after the look
         # sees it and wakes us, one queued before it is found by the look.
         self._may_be_waiting = True

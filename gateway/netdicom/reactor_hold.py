@@ -17,35 +17,75 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 
 from pynetdicom.association import Association
 
-#: How often to look whether the reactor has reached its pause point: pynetdicom's own interval.
-_PAUSE_POLL_SECONDS = 0.0001
+#: How often a pause that waits for the reactor looks whether the reactor thread still runs.
+_ALIVE_CHECK_SECONDS = 0.05
 
 
 class HoldableCheckpoint(threading.Event):
-    """pynetdicom's reactor checkpoint, which stays closed while it is held.
+    """pynetdicom's reactor checkpoint, which stays closed while it is held, and whose
+    ``clear()`` returns only once the reactor is really stopped at it.
 
     pynetdicom opens it at the end of each request (``set()``); while held, that is put off
     until the hold ends. A hold always ends by opening it, so a reactor that was asked to stop
     meanwhile (an abort) then stops.
+
+    pynetdicom pauses its reactor with ``clear()`` and then waits for the reactor's
+    ``_is_paused`` flag; but the reactor raises that flag *before* it calls ``wait()``, so a
+    ``clear()`` just after the reactor passed an open checkpoint finds the flag still up, the
+    request goes out, and the reactor, running one more loop, can take the response off the
+    queue ("Received unexpected C-STORE" and a request that waits for ever). Against a peer
+    that answers in microseconds (ingest's fast path) that happened. Here the reactor's
+    ``wait()`` records that it is blocked, under the same lock as the flag it waits for, and
+    ``clear()`` from any other thread returns once it is, or once the reactor thread has ended.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reactor: threading.Thread | None = None) -> None:
         super().__init__()
         self.held = False
-        super().set()  # open, as pynetdicom makes it
+        self._reactor = reactor
+        self._state = threading.Condition()
+        self._open = True  # as pynetdicom makes it
+        self._reactor_blocked = False
+
+    def is_set(self) -> bool:
+        return self._open
 
     def set(self) -> None:
         if not self.held:
-            super().set()
+            self._open_checkpoint()
 
     def release_hold(self) -> None:
         self.held = False
-        super().set()
+        self._open_checkpoint()
+
+    def _open_checkpoint(self) -> None:
+        with self._state:
+            self._open = True
+            self._state.notify_all()
+
+    def clear(self) -> None:
+        reactor = self._reactor
+        with self._state:
+            self._open = False
+            if reactor is None or threading.current_thread() is reactor:
+                return
+            while not self._reactor_blocked and reactor.is_alive():
+                self._state.wait(_ALIVE_CHECK_SECONDS)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._state:
+            if self._open:
+                return True
+            self._reactor_blocked = True
+            self._state.notify_all()
+            try:
+                return self._state.wait_for(lambda: self._open, timeout)
+            finally:
+                self._reactor_blocked = False
 
 
 @contextlib.contextmanager
@@ -55,9 +95,7 @@ def requests_in_a_row(assoc: Association) -> Iterator[None]:
     checkpoint = assoc._reactor_checkpoint
     if not isinstance(checkpoint, HoldableCheckpoint):
         raise TypeError(f"association {assoc.name} has pynetdicom's own reactor checkpoint")
-    checkpoint.clear()
-    while not assoc._is_paused and assoc.is_established and assoc.is_alive():
-        time.sleep(_PAUSE_POLL_SECONDS)
+    checkpoint.clear()  # returns once the reactor is stopped at it (or has ended)
     checkpoint.held = True
     try:
         yield

@@ -56,6 +56,8 @@ _COMMAND_LAST = 0x03
 _ELEMENT_HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
+# P-DATA-TF: PDU type, reserved, PDU length; PDV item length, context ID, control header.
+_PDU_HEADER = struct.Struct(">BBLLBB")
 
 
 def _us(element: int, value: int) -> bytes:
@@ -85,8 +87,10 @@ def encode(primitive: object) -> bytes | None:
         elements = _request(primitive)
     else:
         elements = _response(primitive)
-    if elements is None:
-        return None
+    return None if elements is None else _command_set(elements)
+
+
+def _command_set(elements: list[bytes]) -> bytes:
     body = b"".join(elements)
     return _ELEMENT_HEADER.pack(0, 0x0000, 4) + _UL.pack(len(body)) + body
 
@@ -121,7 +125,14 @@ def _response(primitive: C_STORE) -> list[bytes] | None:
         or primitive.OffendingElement is not None
     ):
         return None
-    sop_class, sop_instance = primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID
+    return _response_elements(
+        responded_to, primitive.AffectedSOPClassUID, primitive.AffectedSOPInstanceUID, status
+    )
+
+
+def _response_elements(
+    responded_to: int, sop_class: str | None, sop_instance: str | None, status: int
+) -> list[bytes]:
     return [
         *([] if sop_class is None else [_ui(_AFFECTED_SOP_CLASS_UID, sop_class)]),
         _us(_COMMAND_FIELD, C_STORE_RSP_FIELD),
@@ -130,6 +141,30 @@ def _response(primitive: C_STORE) -> list[bytes] | None:
         _us(_STATUS, status),
         *([] if sop_instance is None else [_ui(_AFFECTED_SOP_INSTANCE_UID, sop_instance)]),
     ]
+
+
+def store_response(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, status: int
+) -> bytes:
+    """The command set of the C-STORE-RSP to request ``message_id``, as pynetdicom encodes it."""
+    return _command_set(_response_elements(message_id, sop_class_uid, sop_instance_uid, status))
+
+
+def command_pdus(context_id: int, command: bytes, max_pdu_length: int) -> bytes:
+    """``command`` as the P-DATA-TF PDUs pynetdicom would send it in (one fragment each)."""
+    pieces = fragments(command, max_pdu_length)
+    return b"".join(
+        _PDU_HEADER.pack(
+            0x04,
+            0,
+            6 + len(piece),
+            2 + len(piece),
+            context_id,
+            _COMMAND_LAST if index == len(pieces) - 1 else _COMMAND,
+        )
+        + piece
+        for index, piece in enumerate(pieces)
+    )
 
 
 def fragments(data: bytes, max_pdu_length: int) -> list[bytes]:

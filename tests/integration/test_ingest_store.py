@@ -11,8 +11,11 @@ import pytest
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
+from gateway.dicom_status import VERIFICATION_SOP_CLASS
+from gateway_client.testing import http_get
 from tests.support import dcmtk
 from tests.support.factories import (
+    CT_IMAGE_STORAGE,
     PRIVATE_TRANSFER_SYNTAX,
     awkward_instance,
     compressed_instance,
@@ -22,6 +25,7 @@ from tests.support.factories import (
     private_sop_instance,
 )
 from tests.support.ingest import Ingest, released
+from tests.support.prometheus import metric
 from tests.support.settled import wait_until_handed_on
 from tests.support.wire import RecordingProxy
 
@@ -220,3 +224,35 @@ def test_echo_is_answered_and_announces_nothing(ingest: Ingest) -> None:
         # The echo's association is in the journal until ingest has decided about it.
         wait_until_handed_on(ingest.workdir / "spool")
         events.assert_no_more()
+
+
+@pytest.mark.usefixtures("raw_sending")
+def test_c_stores_of_an_established_association_take_the_fast_path(
+    ingest: Ingest, inbox: Path
+) -> None:
+    """Every C-STORE of dcmtk's association, and those between C-ECHOs of pynetdicom's, is read
+    on the fast path: none of them reaches pynetdicom's DIMSE decoder, and the C-ECHOs, which
+    the fast path leaves to pynetdicom, are answered on the same association."""
+    config = ingest.config()
+    config["netdicom"] = "prompt"
+    gateway = ingest.start(config)
+    dcmtk_sent = ct_series(inbox, 3, seed=3)
+    pynetdicom_sent = ct_series(inbox, 2, seed=4)
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    ae.add_requested_context(CT_IMAGE_STORAGE, [pynetdicom_sent[0].uids.transfer_syntax])
+    with ingest.events() as events:
+        dcmtk.storescu(gateway.host, gateway.port, [i.path for i in dcmtk_sent], "GATEWAY").check()
+        assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
+        assert assoc.is_established
+        statuses = [assoc.send_c_echo().Status]
+        for instance in pynetdicom_sent:
+            statuses += [assoc.send_c_store(instance.path).Status, assoc.send_c_echo().Status]
+        assoc.release()
+        assert statuses == [0x0000] * 5
+        messages = events.wait_for(2)
+    assert sorted(released(m).instance_count for m in messages) == [2, 3]
+    _, text = http_get("127.0.0.1", gateway.http_port, "/metrics")
+    by_title = {"called_ae": "GATEWAY"}
+    assert metric(text, "dicom_gateway_fast_path_stores_total", by_title) == 5
+    assert metric(text, "dicom_gateway_instances_received_total", by_title) == 5

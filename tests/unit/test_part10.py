@@ -12,7 +12,10 @@ import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -136,8 +139,14 @@ def test_file_without_part10_header_is_refused() -> None:
 def test_object_is_meta_plus_the_untouched_data_set() -> None:
     raw = received_file(JPEG2000Lossless)
     offset = data_set_offset(io.BytesIO(raw))
-    identity = InstanceIdentity(SOP_CLASS, SOP_INSTANCE, STUDY, SERIES)
-    meta = file_meta_bytes(identity, JPEG2000Lossless, "CT01", "2.25.1", "TESTGW")
+    meta = file_meta_bytes(
+        SOP_CLASS,
+        SOP_INSTANCE,
+        JPEG2000Lossless,
+        source_ae_title="CT01",
+        implementation_class_uid="2.25.1",
+        implementation_version_name="TESTGW",
+    )
     stored = pydicom.dcmread(io.BytesIO(meta + raw[offset:]), defer_size=64)
     assert stored.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert stored.file_meta.SourceApplicationEntityTitle == "CT01"
@@ -145,6 +154,39 @@ def test_object_is_meta_plus_the_untouched_data_set() -> None:
     assert stored.file_meta.ImplementationVersionName == "TESTGW"
     assert stored.file_meta.MediaStorageSOPInstanceUID == SOP_INSTANCE
     assert data_set_offset(io.BytesIO(meta)) == len(meta)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (SOP_CLASS, SOP_INSTANCE, JPEG2000Lossless, "CT01", "2.25.1", "TESTGW"),
+        # odd lengths everywhere: UIDs padded with NUL, SH and AE with a space
+        ("1.2.3", "1.2.3.45", "1.2.840.10008.1.2", "ODD", "2.25.123", "V1"),
+        ("1.2", "1.2.34", "1.2.840.10008.1.2.1", "A" * 16, "2.25.9", "VERSION-NAME-16C"),
+        (SOP_CLASS, SOP_INSTANCE, "1.2.840.10008.1.2.4.201", "MR", "2.25.12", ""),
+    ],
+)
+def test_file_meta_is_what_pydicom_writes(case: tuple[str, str, str, str, str, str]) -> None:
+    sop_class, sop_instance, transfer_syntax, source, implementation, version = case
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(implementation)
+    meta.ImplementationVersionName = version
+    meta.SourceApplicationEntityTitle = source
+    buffer = DicomBytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    expected = b"\x00" * 128 + b"DICM" + buffer.getvalue()
+    assert expected == file_meta_bytes(
+        sop_class,
+        sop_instance,
+        transfer_syntax,
+        source_ae_title=source,
+        implementation_class_uid=implementation,
+        implementation_version_name=version,
+    )
 
 
 def test_a_large_element_in_a_deflated_data_set_is_skipped_in_bounded_memory() -> None:

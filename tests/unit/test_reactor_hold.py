@@ -3,6 +3,8 @@ a peer's abort still seen between two requests. Real pynetdicom associations ove
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +50,42 @@ def test_a_held_checkpoint_opens_only_when_the_hold_ends() -> None:
     checkpoint.release_hold()
     assert checkpoint.is_set()
     assert not checkpoint.held
+
+
+def test_once_cleared_the_reactor_does_not_pass_again_until_opened() -> None:
+    """pynetdicom's reactor loop: raise the paused flag, wait at the checkpoint, lower it, look
+    for a message. A ``clear()`` that returned while the reactor could still run one more loop
+    let it take the response to the request sent next."""
+    passes = 0
+    stop = threading.Event()
+
+    def reactor_loop() -> None:
+        nonlocal passes
+        while not stop.is_set():
+            checkpoint.wait()
+            passes += 1  # where pynetdicom's reactor takes a message off the queue
+
+    reactor = threading.Thread(target=reactor_loop)
+    checkpoint = HoldableCheckpoint(reactor=reactor)
+    reactor.start()
+    for _ in range(300):
+        checkpoint.clear()
+        seen = passes
+        time.sleep(0.0005)  # the window in which the request goes out and its response arrives
+        assert passes == seen, "the reactor passed a checkpoint that had been cleared"
+        checkpoint.set()
+    stop.set()
+    reactor.join(5)
+    assert not reactor.is_alive()
+
+
+def test_a_clear_does_not_wait_for_a_reactor_that_has_ended() -> None:
+    reactor = threading.Thread(target=lambda: None)
+    reactor.start()
+    reactor.join()
+    checkpoint = HoldableCheckpoint(reactor=reactor)
+    checkpoint.clear()  # returns: nothing will ever block at it
+    assert not checkpoint.is_set()
 
 
 def test_the_reactor_stays_paused_between_requests_and_runs_again_after(acceptor: int) -> None:
