@@ -32,8 +32,9 @@ class ObjectStore(Protocol):
     def ensure_ready(self) -> None:
         """Create the bucket (or directory) if missing; StorageUnavailable if unreachable."""
 
-    def put(self, key: str, data: Readable, length: int) -> None:
-        """Store ``length`` bytes read from ``data`` under ``key``; return only once durable."""
+    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
+        """Store ``length`` bytes read from ``data`` under ``key``; return only once durable.
+        ``sha256``: the bytes' SHA-256 (hex) when the caller knows it already."""
 
     def download(self, key: str, target: Path) -> None:
         """Stream the object to ``target``; ObjectMissing if there is no such object."""
@@ -128,7 +129,7 @@ class FileStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot create {self._root}: {exc}") from exc
 
-    def put(self, key: str, data: Readable, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
         target = self._path(key)
         partial: Path | None = None
         try:

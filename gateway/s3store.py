@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
+from minio.credentials.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
@@ -35,6 +37,39 @@ LARGE_SINGLE_PART = 1024 * 1024
 LARGE_SINGLE_UPLOADS = 4
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
 DOWNLOAD_CHUNK = 1024 * 1024
+#: The SigV4 header that carries the payload's SHA-256 (the server checks the body against it).
+CONTENT_SHA256 = "x-amz-content-sha256"
+
+
+class KnownHashMinio(Minio):
+    """minio-py's client, signing a payload whose SHA-256 is given instead of hashing it.
+
+    Over plain HTTP minio-py hashes every request body for its signature: a second pass over
+    each object (about 40 % of the upload threads' client CPU), when ingest knows the object's
+    hash already from receiving it. A request whose headers carry
+    :data:`CONTENT_SHA256` is signed with that value. A server that checks the body against it
+    (AWS S3 documents that it does) refuses a spool file that changed on disk since it was
+    received; SeaweedFS, the tests' server, does not check. Over HTTPS minio-py signs
+    ``UNSIGNED-PAYLOAD`` and hashes nothing, as before. Only single-part uploads pass the
+    header (:meth:`S3Store.put`); a test pins this to minio-py's ``_build_headers``
+    (tests/unit/test_s3store_hash.py).
+    """
+
+    def _build_headers(
+        self,
+        host: str,
+        headers: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        creds: Credentials | None = None,
+    ) -> tuple[dict[str, Any], datetime]:
+        known = None if headers is None else headers.get(CONTENT_SHA256)
+        if known is None or creds is None or self._base_url.is_https:
+            return super()._build_headers(host, headers, body, creds)
+        built, date = super()._build_headers(host, headers, None, creds)
+        if body:
+            built["Content-Length"] = str(len(body))
+        built[CONTENT_SHA256] = known
+        return built, date
 
 
 class S3Store:
@@ -46,7 +81,7 @@ class S3Store:
             maxsize=16,
         )
         try:
-            self._client = Minio(
+            self._client = KnownHashMinio(
                 settings.endpoint,
                 access_key=settings.access_key,
                 secret_key=settings.secret_key,
@@ -71,7 +106,7 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
 
-    def put(self, key: str, data: Readable, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
         multipart = length > PART_SIZE
         if multipart:
             bound: contextlib.AbstractContextManager[object] = self._multipart
@@ -87,6 +122,7 @@ class S3Store:
                     cast(BinaryIO, data),  # minio only ever calls read(size)
                     length,
                     content_type="application/dicom",
+                    metadata=None if sha256 is None or multipart else {CONTENT_SHA256: sha256},
                     part_size=PART_SIZE if multipart else 0,
                     num_parallel_uploads=PARALLEL_PARTS,
                 )

@@ -73,6 +73,10 @@ class SpooledInstance:
     object_key: str
     size: int | None = None
     sha256: str | None = None
+    #: The SHA-256 of the whole spool file, when that file is the object byte for byte (the
+    #: C-STORE fast path writes our file meta before the data set): the upload then sends the
+    #: file as it is, with the hash computed while it arrived (ingest/object_upload.py).
+    spool_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -352,8 +356,8 @@ class Journal:
             cur.execute(
                 "INSERT OR REPLACE INTO instances (association_id, sop_instance_uid,"
                 " sop_class_uid, transfer_syntax_uid, study_instance_uid, series_instance_uid,"
-                " spool_name, data_offset, data_length, received_seq, object_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " spool_name, data_offset, data_length, received_seq, object_key, spool_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     instance.association_id,
                     instance.sop_instance_uid,
@@ -366,6 +370,7 @@ class Journal:
                     instance.data_length,
                     instance.received_seq,
                     instance.object_key,
+                    instance.spool_sha256,
                 ),
             )
         return None if previous is None else str(previous[0])
@@ -376,7 +381,8 @@ class Journal:
         rows = self._db.read(
             "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
             " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
-            " received_seq, object_key, size, sha256 FROM instances WHERE association_id = ?"
+            " received_seq, object_key, size, sha256, spool_sha256 FROM instances"
+            " WHERE association_id = ?"
             " AND (? = 0 OR sha256 IS NULL) ORDER BY received_seq",
             (association_id, int(unstored)),
         )

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS instances (
     object_key          TEXT NOT NULL,
     size                INTEGER,
     sha256              TEXT,
+    spool_sha256        TEXT,
     PRIMARY KEY (association_id, sop_instance_uid)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -91,12 +92,15 @@ def timestamp(value: datetime | None) -> str | None:
 
 def _add_later_columns(db: sqlite3.Connection) -> None:
     """Journals written by earlier versions lack the columns added since: ``owner`` (worker
-    processes) and ``in_storage`` (uploads while the association is open)."""
+    processes), ``in_storage`` (uploads while the association is open) and the instances'
+    ``spool_sha256`` (one hash per instance)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
     if "owner" not in columns:
         db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
     if "in_storage" not in columns:
         db.execute("ALTER TABLE associations ADD COLUMN in_storage INTEGER NOT NULL DEFAULT 0")
+    if "spool_sha256" not in {row[1] for row in db.execute("PRAGMA table_info(instances)")}:
+        db.execute("ALTER TABLE instances ADD COLUMN spool_sha256 TEXT")
 
 
 class JournalDb:

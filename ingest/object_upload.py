@@ -1,9 +1,11 @@
 """One spooled instance into object storage, and an aborted association's objects out of it:
 the work of the uploader's threads, each ending in an outcome for its dispatcher.
 
-The object is our file meta, then the data set as received. It is read from the spool file
-once, on its way to the store, and hashed as it goes: its SHA-256 (the event's ``sha256``)
-costs no second pass.
+The object is our file meta, then the data set as received. A spool file written by the
+C-STORE fast path is that object already, and its SHA-256 (the event's ``sha256``) was
+computed as it arrived: it is sent as it is, and nothing hashes it again (the S3 store signs
+with the known hash). Any other spool file is read once, after our file meta, and hashed as
+it goes.
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ def upload_instance(
     settings: IngestSettings,
 ) -> StoredObject:
     """Store the instance under its object key; returns what was stored."""
+    if instance.spool_sha256 is not None:
+        with spooled_path.open("rb") as spooled:
+            size = instance.data_offset + instance.data_length
+            store.put(instance.object_key, spooled, size, sha256=instance.spool_sha256)
+        return StoredObject(
+            instance.association_id,
+            instance.sop_instance_uid,
+            instance.spool_name,
+            size,
+            instance.spool_sha256,
+        )
     meta = file_meta_bytes(
         instance.sop_class_uid,
         instance.sop_instance_uid,

@@ -10,6 +10,7 @@ answered.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import cast
@@ -66,8 +67,14 @@ def store_received(
     *,
     command_sop_class: str,
     command_sop_instance: str,
+    file_sha256: str | None = None,
 ) -> int:
-    """Check the received file, spool and journal it; the C-STORE status to answer."""
+    """Check the received file, spool and journal it; the C-STORE status to answer.
+
+    ``file_sha256``: the SHA-256 of the whole received file, when it begins with our file meta
+    built from the command's UIDs; it is kept when the data set's UIDs are the same, for then
+    the file is the object byte for byte.
+    """
     adopted: Path | None = None
     try:
         write_error = ctx.incoming.take_failure(received)
@@ -83,6 +90,10 @@ def store_received(
                 data, offset, transfer_syntax, command_sop_class, command_sop_instance
             )
         data_length = received.stat().st_size - offset
+        is_the_object = (identity.sop_class_uid, identity.sop_instance_uid) == (
+            command_sop_class,
+            command_sop_instance,
+        )
         key = object_key(
             active.association_id,
             identity.study_instance_uid,
@@ -105,6 +116,7 @@ def store_received(
                 data_length=data_length,
                 received_seq=seq,
                 object_key=key,
+                spool_sha256=file_sha256 if is_the_object else None,
             )
         )
     except InstanceRejected as exc:
@@ -143,7 +155,8 @@ def store_received(
 
 
 class _DirectInstance:
-    """One data set arriving on the fast path: our file meta, then the fragments as received."""
+    """One data set arriving on the fast path: our file meta, then the fragments as received,
+    hashed as they are written (the object's SHA-256, unless the data set names other UIDs)."""
 
     def __init__(
         self,
@@ -155,18 +168,19 @@ class _DirectInstance:
         self._ctx, self._active = ctx, active
         self._request, self._transfer_syntax = request, transfer_syntax
         self._file = ctx.incoming()
-        self._file.write(
-            file_meta_bytes(
-                request.sop_class_uid,
-                request.sop_instance_uid,
-                transfer_syntax,
-                source_ae_title=active.calling_ae_title,
-                implementation_class_uid=ctx.settings.ingest.implementation_class_uid,
-                implementation_version_name=ctx.settings.ingest.implementation_version_name,
-            )
+        meta = file_meta_bytes(
+            request.sop_class_uid,
+            request.sop_instance_uid,
+            transfer_syntax,
+            source_ae_title=active.calling_ae_title,
+            implementation_class_uid=ctx.settings.ingest.implementation_class_uid,
+            implementation_version_name=ctx.settings.ingest.implementation_version_name,
         )
+        self._sha256 = hashlib.sha256(meta)
+        self._file.write(meta)
 
     def write(self, fragment: memoryview) -> None:
+        self._sha256.update(fragment)
         self._file.write(fragment)
         self._file.flush()  # start the fragment's way to the disk, as pynetdicom's writes do
 
@@ -180,6 +194,7 @@ class _DirectInstance:
             self._transfer_syntax,
             command_sop_class=self._request.sop_class_uid,
             command_sop_instance=self._request.sop_instance_uid,
+            file_sha256=self._sha256.hexdigest(),
         )
 
     def discard(self) -> None:

@@ -160,7 +160,6 @@ REACHES: tuple[Reach, ...] = (
         "DULServiceProvider._read_pdu_data",
         "DULServiceProvider._decode_pdu",
         "DULServiceProvider._recv_pdu",
-        "DULServiceProvider._run_loop_delay",
         "DULServiceProvider.assoc",
     ),
     *_reaches("prompt_dul", _ASSOCIATION, "Association._accepted_cx", "Association.dimse"),

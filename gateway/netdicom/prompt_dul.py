@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 0.5
 #: State 13: the DUL waits for the peer to close; pynetdicom drains the socket there itself.
 _CLOSING = "Sta13"
-#: pynetdicom's pause between two looks of its DUL loop when the last one found no event.
-_LOOP_DELAY_SECONDS = 0.001
+#: The event a PDU taken by the fast path leaves for pynetdicom's loop: it does nothing.
+TAKEN_BY_FAST_PATH = "EvtTakenByFastPath"
 #: Established: P-DATA flows both ways (PS3.8 9.2).
 _ESTABLISHED = "Sta6"
 _P_DATA_TF = 0x04
@@ -106,6 +106,8 @@ class _EndingTolerantStateMachine(StateMachine):
     """
 
     def do_action(self, event: str) -> None:
+        if event == TAKEN_BY_FAST_PATH:
+            return
         state = self.current_state
         if (
             (event, state) not in TRANSITION_TABLE
@@ -223,9 +225,9 @@ class PromptDUL(DULServiceProvider):
             with memoryview(body) as view:
                 verdict = direct.feed(view, may_begin)
             if verdict is Verdict.TAKEN:
-                # No event is left for pynetdicom's loop, which then sleeps its loop delay
-                # before it looks again, once per PDU; its next look waits in poll() anyway.
-                self._run_loop_delay = 0.0
+                # Without an event pynetdicom's loop would sleep before it looks again (and,
+                # in a busy process, wait for the GIL after it), once per PDU.
+                self.event_queue.put(TAKEN_BY_FAST_PATH)
                 return
             if verdict is Verdict.BROKEN:
                 self.event_queue.put("Evt19")  # invalid PDU: A-ABORT, as for a broken message
@@ -324,7 +326,6 @@ class PromptDUL(DULServiceProvider):
         timer keeps measuring the peer's silence, as in pynetdicom.
         """
         waker = self._waker
-        self._run_loop_delay = _LOOP_DELAY_SECONDS  # see _read_pdu_data
         # The flag goes up before the queues are looked at: a primitive queued after the look
         # sees it and wakes us, one queued before it is found by the look.
         self._may_be_waiting = True

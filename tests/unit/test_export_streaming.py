@@ -57,7 +57,7 @@ class WatchedStore:
     def ensure_ready(self) -> None:
         self._store.ensure_ready()
 
-    def put(self, key: str, data: Readable, length: int) -> None:
+    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
         self._store.put(key, data, length)
 
     def download(self, key: str, target: Path) -> None:
