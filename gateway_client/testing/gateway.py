@@ -21,11 +21,12 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import evt
 
 from contracts.events import AssociationReleased
 from gateway.bus import dead_letter_queue
 from gateway.dicom_status import STORED_WITH_WARNING, Status
+from gateway.netdicom.ae import PromptAE
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.settings import GatewaySettings
 from gateway_client.client import PipelineClient
@@ -121,7 +122,9 @@ class RunningGateway:
         instance is not stored.
         """
         datasets = [_sendable(item) for item in items]
-        ae = AE(ae_title=calling_ae)
+        # Not pynetdicom's own AE: its requestor can lose a response that comes back before
+        # its reactor has paused, and ingest answers that fast (gateway/netdicom/reactor_hold.py).
+        ae = PromptAE(ae_title=calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
         for context in dict.fromkeys(
             (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets

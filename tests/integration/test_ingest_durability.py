@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
 
+from gateway.netdicom.ae import PromptAE
 from gateway_client.testing import GatewayProcess
 from tests.support import dcmtk
 from tests.support.factories import ct_series, large_instance
@@ -251,7 +251,7 @@ def test_sigterm_lets_an_open_association_finish_within_the_grace(
 ) -> None:
     gateway = ingest.start(shutdown_grace_seconds=20)
     (instance,) = ct_series(inbox, 1)
-    ae = AE(ae_title="MODALITY")
+    ae = PromptAE(ae_title="MODALITY")
     ae.add_requested_context(instance.uids.sop_class, [instance.uids.transfer_syntax])
     with ingest.events() as events:
         assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
+from gateway.netdicom.ae import PromptAE
 from gateway_client.testing import gateway_environment
 from tests.support import dcmtk
 from tests.support.dcmtk import Rejection
@@ -66,8 +66,8 @@ def test_spool_above_watermark_is_temporary_congestion(ingest: Ingest) -> None:
 
 
 @pytest.fixture
-def scu() -> Iterator[AE]:
-    ae = AE(ae_title="HOLDER")
+def scu() -> Iterator[PromptAE]:
+    ae = PromptAE(ae_title="HOLDER")
     ae.add_requested_context(VERIFICATION)
     yield ae
     ae.shutdown()
@@ -75,7 +75,7 @@ def scu() -> Iterator[AE]:
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_association_limit_counts_real_associations_not_port_probes(
-    ingest: Ingest, scu: AE, workers: int
+    ingest: Ingest, scu: PromptAE, workers: int
 ) -> None:
     # With two worker processes the two held associations are on different workers (the
     # main process hands each connection to the one with fewer): the limit is global.
@@ -163,7 +163,7 @@ def test_invalid_uids_fail_that_instance_only(
     gateway = ingest.start()
     good, template = ct_series(inbox, 2)
     bad = _with_uid(template.path, tmp_path / "bad.dcm", keyword, value)
-    ae = AE(ae_title="PYNETDICOM")
+    ae = PromptAE(ae_title="PYNETDICOM")
     ae.add_requested_context(good.uids.sop_class, [good.uids.transfer_syntax])
     with ingest.events() as events:
         assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")

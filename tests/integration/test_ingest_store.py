@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS
+from gateway.netdicom.ae import PromptAE
 from gateway_client.testing import http_get
 from tests.support import dcmtk
 from tests.support.factories import (
@@ -98,7 +98,7 @@ def test_implementation_uid_and_version_are_sent_as_configured(ingest: Ingest) -
     gateway = ingest.start(
         implementation_class_uid="2.25.1234567", implementation_version_name="HOSPITAL_GW_1"
     )
-    ae = AE(ae_title="PYNETDICOM")
+    ae = PromptAE(ae_title="PYNETDICOM")
     ae.add_requested_context("1.2.840.10008.1.1")
     assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
     try:
@@ -172,7 +172,7 @@ def test_syntaxes_dcmtk_cannot_send_from_a_pynetdicom_sender(
 ) -> None:
     gateway = ingest.start()
     instance = compressed_instance(inbox, syntax)
-    ae = AE(ae_title="PYNETDICOM")
+    ae = PromptAE(ae_title="PYNETDICOM")
     ae.add_requested_context(instance.uids.sop_class, [syntax])
     with ingest.events() as events:
         assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
@@ -238,7 +238,7 @@ def test_c_stores_of_an_established_association_take_the_fast_path(
     gateway = ingest.start(config)
     dcmtk_sent = ct_series(inbox, 3, seed=3)
     pynetdicom_sent = ct_series(inbox, 2, seed=4)
-    ae = AE(ae_title="PYNETDICOM")
+    ae = PromptAE(ae_title="PYNETDICOM")
     ae.add_requested_context(VERIFICATION_SOP_CLASS)
     ae.add_requested_context(CT_IMAGE_STORAGE, [pynetdicom_sent[0].uids.transfer_syntax])
     with ingest.events() as events:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pynetdicom import AE
 from pynetdicom.association import Association
 
 from gateway.dicom_status import Status
+from gateway.netdicom.ae import PromptAE
 from tests.support.factories import ct_series, data_set_bytes, file_meta_length
 from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
@@ -16,7 +16,7 @@ from tests.support.settled import wait_until_handed_on
 
 
 def _open_association(ingest: Ingest, sop_class: str, transfer_syntax: str) -> Association:
-    ae = AE(ae_title="MODALITY")
+    ae = PromptAE(ae_title="MODALITY")
     ae.add_requested_context(sop_class, [transfer_syntax])
     gateway = ingest.start()
     assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status
+from gateway.netdicom.ae import PromptAE
 from gateway_client.testing import GatewayProcess, http_get
 from tests.support import dcmtk
 from tests.support.factories import Instance, ct_series, data_set_bytes, file_meta_length
@@ -27,8 +27,8 @@ WORKERS = 2
 
 
 @pytest.fixture
-def scu() -> Iterator[AE]:
-    ae = AE(ae_title="HOLDER")
+def scu() -> Iterator[PromptAE]:
+    ae = PromptAE(ae_title="HOLDER")
     ae.add_requested_context(VERIFICATION_SOP_CLASS)
     ae.add_requested_context(CTImageStorage)
     yield ae
@@ -56,7 +56,7 @@ def counter(port: int, sample: str) -> float:
 
 
 def test_concurrent_associations_are_spread_over_the_workers_and_all_stored(
-    ingest: Ingest, inbox: Path, scu: AE
+    ingest: Ingest, inbox: Path, scu: PromptAE
 ) -> None:
     gateway = ingest.start(workers=WORKERS)
     http_port = gateway.http_port
@@ -112,7 +112,7 @@ def test_concurrent_associations_are_spread_over_the_workers_and_all_stored(
 
 
 def test_a_killed_worker_aborts_its_association_and_is_replaced(
-    ingest: Ingest, inbox: Path, scu: AE
+    ingest: Ingest, inbox: Path, scu: PromptAE
 ) -> None:
     gateway = ingest.start(workers=WORKERS)
     before = worker_pids(gateway)
@@ -159,7 +159,7 @@ def running(pid: int) -> bool:
 
 
 def test_workers_abort_and_stop_when_the_main_process_is_killed(
-    ingest: Ingest, inbox: Path, scu: AE
+    ingest: Ingest, inbox: Path, scu: PromptAE
 ) -> None:
     gateway = ingest.start(workers=WORKERS)
     workers = worker_pids(gateway)
