@@ -19,7 +19,7 @@ import pytest
 from gateway_client.testing import GatewayProcess, Readiness
 from tests.support import services
 from tests.support.ingest import GatewayFactory
-from tests.support.machine_share import one_heavy_test_at_a_time
+from tests.support.machine_share import machine_share
 from tests.support.markers import mark_integration
 from tests.support.seed import SEED_KEY, add_to_failed_report, draw_seed, replay_hint
 from tests.support.services import S3Service, TestServices
@@ -39,15 +39,16 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(autouse=True)
-def _heavy_tests_one_at_a_time(
+def _share_the_machine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """A test marked ``heavy`` waits for the heavy test running in another process, if any."""
-    if request.node.get_closest_marker("heavy") is None:
+    """Integration tests share the machine; one marked ``alone`` has it to itself."""
+    if request.node.get_closest_marker("integration") is None:
         yield
         return
     # The parent of this process's base directory is shared by all of the session's processes.
-    with one_heavy_test_at_a_time(tmp_path_factory.getbasetemp().parent):
+    shared = tmp_path_factory.getbasetemp().parent
+    with machine_share(shared, alone=request.node.get_closest_marker("alone") is not None):
         yield
 
 

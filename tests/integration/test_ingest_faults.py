@@ -297,7 +297,6 @@ def check_the_bucket(
         assert stored[file_meta_length(stored) :] == expected[uid], f"{key} altered: {summary}"
 
 
-@pytest.mark.heavy
 @pytest.mark.backends(RABBITMQ_S3)
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_random_faults_lose_nothing_released_and_hand_on_nothing_aborted(

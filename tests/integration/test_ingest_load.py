@@ -112,7 +112,7 @@ async def _load(gateway: GatewayProcess, data_sets: list[DataSet]) -> LoadResult
     return result
 
 
-@pytest.mark.heavy
+@pytest.mark.alone
 @pytest.mark.backends(RABBITMQ_S3)
 def test_a_thousand_simultaneous_associations_are_served_or_turned_away_cleanly(
     ingest: Ingest, inbox: Path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,14 +150,15 @@ class Ingest:
         return result
 
     def spool_files(self) -> list[Path]:
-        """Instance files in the spool (not the journal)."""
+        """Instance files in the spool (not the journal). The gateway removes files and
+        directories while this looks: what vanishes meanwhile is not there (``os.walk``
+        skips a directory it cannot list, where ``rglob`` raised)."""
         spool = self.workdir / "spool"
         return sorted(
-            p
+            Path(parent) / name
             for directory in ("associations", "incoming")
-            if (spool / directory).exists()
-            for p in (spool / directory).rglob("*")
-            if p.is_file()
+            for parent, _, names in os.walk(spool / directory)
+            for name in names
         )
 
     def delete_shared(self) -> None:

@@ -1,12 +1,15 @@
-"""Tests marked ``heavy`` run one at a time; every other test runs beside them as usual.
+"""Tests marked ``alone`` run with no other integration test at the same time.
 
-The suite runs in several processes (pytest-xdist) on a small machine. A few tests load it far
-more than the rest: the load test (a thousand associations answered within their deadlines),
-the fault suites (gateways killed and restarted under senders, each restart with a readiness
-deadline). Run beside each other they measure the machine, not the gateway: the load test's
-senders timed out and the fault suite's restarts missed their deadline, with or without any
-change to the gateway. Each holds an exclusive lock on a file shared by the session's
-processes for its duration, so it waits at most for the heavy test already running.
+The suite runs in several processes (pytest-xdist) on a small machine. A load test measures
+what the machine allows (a thousand associations answered within their deadlines), so its
+figures only mean something when nothing else loads the machine; run beside the fault suite,
+the load test's senders timed out and the fault suite's restarts missed their readiness
+deadline, with or without any change to the gateway.
+
+A readers-writer lock over two lock files shared by the test processes: every integration
+test holds the *room* shared; an ``alone`` test takes the *turnstile* first, so that no test
+starts meanwhile, then waits for the room to empty and holds it exclusively. It waits at most
+for the tests already running to end.
 """
 
 from __future__ import annotations
@@ -19,12 +22,25 @@ from pathlib import Path
 
 
 @contextmanager
-def one_heavy_test_at_a_time(directory: Path) -> Iterator[None]:
-    """Hold the heavy tests' lock for the block; ``directory`` is shared by every process of
-    the test session."""
-    fd = os.open(directory / "heavy-tests.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _locked(path: Path, operation: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, operation)
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+@contextmanager
+def machine_share(directory: Path, *, alone: bool) -> Iterator[None]:
+    """Hold the machine shared, or ``alone``, for the block; ``directory`` is shared by every
+    process of the test session."""
+    turnstile, room = directory / "machine.turnstile", directory / "machine.room"
+    if alone:
+        with _locked(turnstile, fcntl.LOCK_EX), _locked(room, fcntl.LOCK_EX):
+            yield
+        return
+    with _locked(turnstile, fcntl.LOCK_EX):
+        pass  # waits while an ``alone`` test holds it
+    with _locked(room, fcntl.LOCK_SH):
+        yield
