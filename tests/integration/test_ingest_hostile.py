@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import itertools
 import socket
 import sqlite3
@@ -45,9 +46,14 @@ END_SECONDS = 15.0
 def exchange(gateway: GatewayProcess, data: bytes) -> None:
     """Send ``data``, close our side, and wait for the service to end the connection."""
     with socket.create_connection((gateway.host, gateway.port), timeout=END_SECONDS) as sock:
-        with contextlib.suppress(ConnectionError):  # it may have aborted already
+        try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            # It may have ended the connection already: a reset, a broken pipe, or (when the
+            # connection was gone before our shutdown) no connection at all.
+            if not isinstance(exc, ConnectionError) and exc.errno != errno.ENOTCONN:
+                raise
         with contextlib.suppress(ConnectionResetError):  # an abort may come as a reset
             while sock.recv(65536):
                 pass
