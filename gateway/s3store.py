@@ -123,7 +123,10 @@ class S3Store:
                     length,
                     content_type="application/dicom",
                     metadata=None if sha256 is None or multipart else {CONTENT_SHA256: sha256},
-                    part_size=PART_SIZE if multipart else 0,
+                    # Always given: left to choose (0), minio-py splits objects above its own
+                    # 5 MiB minimum, so those up to PART_SIZE went in parts too, outside the
+                    # bounds above and with the whole object's hash on the starting request.
+                    part_size=PART_SIZE,
                     num_parallel_uploads=PARALLEL_PARTS,
                 )
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:

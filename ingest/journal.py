@@ -73,9 +73,8 @@ class SpooledInstance:
     object_key: str
     size: int | None = None
     sha256: str | None = None
-    #: The SHA-256 of the whole spool file, when that file is the object byte for byte (the
-    #: C-STORE fast path writes our file meta before the data set): the upload then sends the
-    #: file as it is, with the hash computed while it arrived (ingest/object_upload.py).
+    #: The SHA-256 of the spool file when it is the object byte for byte (the fast path's);
+    #: the upload then sends it as it is (ingest/object_upload.py).
     spool_sha256: str | None = None
 
 

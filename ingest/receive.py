@@ -22,7 +22,8 @@ from contracts.keys import is_valid_uid, object_key
 from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected, JournalError
 from gateway.netdicom.association import enable_direct_store
-from gateway.netdicom.direct_store import IncomingInstance, StoreRequest
+from gateway.netdicom.direct_store import IncomingInstance
+from gateway.netdicom.store_messages import StoreRequest
 from ingest.associations import ActiveAssociation, IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
 from ingest.part10 import data_set_offset, file_meta_bytes, read_identity
@@ -72,8 +73,8 @@ def store_received(
     """Check the received file, spool and journal it; the C-STORE status to answer.
 
     ``file_sha256``: the SHA-256 of the whole received file, when it begins with our file meta
-    built from the command's UIDs; it is kept when the data set's UIDs are the same, for then
-    the file is the object byte for byte.
+    built from the command's UIDs. The file is then the object byte for byte: ``read_identity``
+    refuses a data set whose UIDs are not the command's.
     """
     adopted: Path | None = None
     try:
@@ -90,10 +91,6 @@ def store_received(
                 data, offset, transfer_syntax, command_sop_class, command_sop_instance
             )
         data_length = received.stat().st_size - offset
-        is_the_object = (identity.sop_class_uid, identity.sop_instance_uid) == (
-            command_sop_class,
-            command_sop_instance,
-        )
         key = object_key(
             active.association_id,
             identity.study_instance_uid,
@@ -116,7 +113,7 @@ def store_received(
                 data_length=data_length,
                 received_seq=seq,
                 object_key=key,
-                spool_sha256=file_sha256 if is_the_object else None,
+                spool_sha256=file_sha256,
             )
         )
     except InstanceRejected as exc:
@@ -156,7 +153,7 @@ def store_received(
 
 class _DirectInstance:
     """One data set arriving on the fast path: our file meta, then the fragments as received,
-    hashed as they are written (the object's SHA-256, unless the data set names other UIDs)."""
+    hashed as they are written (the object's SHA-256)."""
 
     def __init__(
         self,

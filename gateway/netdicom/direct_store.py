@@ -19,7 +19,8 @@ command fragment in the middle of a data set, a malformed item) is a protocol er
 partial data set is discarded and the association is aborted, as pynetdicom does for a DIMSE
 message it cannot decode.
 
-This module is pure: :class:`DirectStore` is fed PDU bodies and gives verdicts; the DUL thread
+The command set is decoded beside its encoder (gateway/netdicom/store_messages.py). This module
+is pure: :class:`DirectStore` is fed PDU bodies and gives verdicts; the DUL thread
 (gateway/netdicom/prompt_dul.py) reads the connection and acts on them.
 """
 
@@ -32,35 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.netdicom.store_messages import (
-    C_STORE_RQ_FIELD,
-    NO_DATA_SET,
-    store_response,
-)
+from gateway.netdicom.pdata_run import COMMAND_BIT, LAST_BIT
+from gateway.netdicom.store_messages import StoreRequest, store_request, store_response
 
 log = logging.getLogger(__name__)
 
-# Message Control Header bits (PS3.8 E.2).
-_COMMAND_BIT = 0x01
-_LAST_BIT = 0x02
 _PDV_HEADER = struct.Struct(">LB")  # item length, presentation context ID
-_ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian: group, element, length
-_US = struct.Struct("<H")
-_UL = struct.Struct("<I")
-
-# C-STORE-RQ command elements (PS3.7 9.3.1.1), group 0000.
-_GROUP_LENGTH = 0x0000
-_AFFECTED_SOP_CLASS_UID = 0x0002
-_COMMAND_FIELD = 0x0100
-_MESSAGE_ID = 0x0110
-_PRIORITY = 0x0700
-_COMMAND_DATA_SET_TYPE = 0x0800
-_AFFECTED_SOP_INSTANCE_UID = 0x1000
-_US_ELEMENTS = frozenset({_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _COMMAND_DATA_SET_TYPE})
-_UI_ELEMENTS = frozenset({_AFFECTED_SOP_CLASS_UID, _AFFECTED_SOP_INSTANCE_UID})
-_REQUIRED = _US_ELEMENTS | _UI_ELEMENTS
-#: A UID is at most 64 characters (PS3.5 9.1), 64 bytes padded.
-_MAX_UID_BYTES = 64
 
 
 class MalformedPData(ValueError):
@@ -95,76 +73,12 @@ def presentation_data_values(body: memoryview) -> list[Value]:
         control = body[position + 5]
         fragment = body[position + 6 : position + 4 + item_length]
         values.append(
-            Value(context_id, bool(control & _COMMAND_BIT), bool(control & _LAST_BIT), fragment)
+            Value(context_id, bool(control & COMMAND_BIT), bool(control & LAST_BIT), fragment)
         )
         position += 4 + item_length
     if not values:
         raise MalformedPData("a P-DATA-TF PDU without a value item")
     return values
-
-
-@dataclass(frozen=True)
-class StoreRequest:
-    """A C-STORE-RQ, decoded from its command set."""
-
-    context_id: int
-    message_id: int
-    sop_class_uid: str
-    sop_instance_uid: str
-    priority: int
-
-
-def _uid(value: bytes) -> str | None:
-    if len(value) > _MAX_UID_BYTES:
-        return None
-    try:
-        text = value.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return text.rstrip("\0 ")
-
-
-def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest | None:
-    """The C-STORE-RQ that ``command`` (a whole command set, implicit VR little endian) encodes,
-    or None when it is anything else: another command, a C-STORE-RQ without a data set, one
-    with elements this decoder does not know (a C-MOVE originator, say), or one it cannot
-    read. None is never an error: pynetdicom then decodes the command as it always has."""
-    values: dict[int, bytes] = {}
-    position = 0
-    end = len(command)
-    while position < end:
-        if end - position < _ELEMENT_HEADER.size:
-            return None
-        group, element, length = _ELEMENT_HEADER.unpack_from(command, position)
-        position += _ELEMENT_HEADER.size
-        if group != 0 or position + length > end or element in values:
-            return None
-        value = bytes(command[position : position + length])
-        position += length
-        if element == _GROUP_LENGTH:
-            if length != _UL.size or _UL.unpack(value)[0] != end - position:
-                return None
-            continue
-        if element not in _REQUIRED or (element in _US_ELEMENTS and length != _US.size):
-            return None
-        values[element] = value
-    if values.keys() != _REQUIRED:
-        return None
-    if _US.unpack(values[_COMMAND_FIELD])[0] != C_STORE_RQ_FIELD:
-        return None
-    if _US.unpack(values[_COMMAND_DATA_SET_TYPE])[0] == NO_DATA_SET:
-        return None
-    sop_class = _uid(values[_AFFECTED_SOP_CLASS_UID])
-    sop_instance = _uid(values[_AFFECTED_SOP_INSTANCE_UID])
-    if not sop_class or not sop_instance:
-        return None
-    return StoreRequest(
-        context_id=context_id,
-        message_id=_US.unpack(values[_MESSAGE_ID])[0],
-        sop_class_uid=sop_class,
-        sop_instance_uid=sop_instance,
-        priority=_US.unpack(values[_PRIORITY])[0],
-    )
 
 
 class IncomingInstance(Protocol):
@@ -222,8 +136,6 @@ class DirectStore:
         self._respond = respond
         self._request: StoreRequest | None = None
         self._incoming: IncomingInstance | None = None
-        #: C-STOREs received on this path: how a test shows the path is in use.
-        self.received = 0
 
     @property
     def in_message(self) -> bool:
@@ -288,7 +200,6 @@ class DirectStore:
         if value.last:
             self._request = self._incoming = None
             status = incoming.finish()
-            self.received += 1
             self._respond(
                 request.context_id,
                 store_response(

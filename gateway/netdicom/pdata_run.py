@@ -24,8 +24,8 @@ from pynetdicom.pdu_primitives import P_DATA
 RUN_BYTES = 256 * 1024
 _P_DATA_TF = 0x04
 #: Message Control Header bits (PS3.8 E.2): set for a command fragment, set for the last one.
-_COMMAND_BIT = 0x01
-_LAST_BIT = 0x02
+COMMAND_BIT = 0x01
+LAST_BIT = 0x02
 # PDU type, reserved, PDU length; PDV item length, presentation context ID.
 _HEADER = struct.Struct(">BBLLB")
 
@@ -39,14 +39,22 @@ def data_set_fragment(primitive: object) -> tuple[int, bytes] | None:
     if len(values) != 1:
         return None
     context_id, value = values[0]
-    if not value or value[0] & _COMMAND_BIT:
+    if not value or value[0] & COMMAND_BIT:
         return None
     return context_id, value
 
 
+def pdu_header(context_id: int, value_length: int) -> bytes:
+    """The header of a P-DATA-TF PDU holding one presentation data value item whose value (the
+    message control header and the fragment) is ``value_length`` bytes, as pynetdicom encodes
+    it."""
+    item_length = 1 + value_length  # the context ID, then the value
+    return _HEADER.pack(_P_DATA_TF, 0, 4 + item_length, item_length, context_id)
+
+
 def is_last(value: bytes) -> bool:
     """True for the fragment that ends its data set."""
-    return bool(value[0] & _LAST_BIT)
+    return bool(value[0] & LAST_BIT)
 
 
 class PDataRun(P_DATA):
@@ -64,11 +72,7 @@ class PDataRun(P_DATA):
 
     def add(self, context_id: int, value: bytes) -> None:
         """Append one fragment as a P-DATA-TF PDU holding one presentation data value item."""
-        item_length = 1 + len(value)  # the context ID, then the control header and data
-        self._parts += (
-            _HEADER.pack(_P_DATA_TF, 0, 4 + item_length, item_length, context_id),
-            value,
-        )
+        self._parts += (pdu_header(context_id, len(value)), value)
         self._size += _HEADER.size + len(value)
 
     @property

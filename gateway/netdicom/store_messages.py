@@ -1,4 +1,5 @@
-"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them.
+"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them,
+and a C-STORE-RQ's command set decoded directly for the fast path (:func:`store_request`).
 
 pynetdicom turns every DIMSE primitive into a pydicom data set (one attribute at a time) and
 encodes it twice, the first time only to learn its group length: a large part of the time
@@ -21,12 +22,15 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from gateway.netdicom.pdata_run import pdu_header
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ NO_DATA_SET = 0x0101
 DATA_SET_PRESENT = 0x0001
 
 # Command elements (group 0000) in tag order, as pydicom writes a data set.
+_COMMAND_GROUP_LENGTH = 0x0000
 _AFFECTED_SOP_CLASS_UID = 0x0002
 _COMMAND_FIELD = 0x0100
 _MESSAGE_ID = 0x0110
@@ -56,8 +61,12 @@ _COMMAND_LAST = 0x03
 _ELEMENT_HEADER = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 _UL = struct.Struct("<I")
-# P-DATA-TF: PDU type, reserved, PDU length; PDV item length, context ID, control header.
-_PDU_HEADER = struct.Struct(">BBLLBB")
+#: The elements of a C-STORE-RQ that :func:`store_request` decodes (PS3.7 9.3.1.1).
+_US_ELEMENTS = frozenset({_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _COMMAND_DATA_SET_TYPE})
+_UI_ELEMENTS = frozenset({_AFFECTED_SOP_CLASS_UID, _AFFECTED_SOP_INSTANCE_UID})
+_REQUIRED = _US_ELEMENTS | _UI_ELEMENTS
+#: A UID is at most 64 characters (PS3.5 9.1), 64 bytes padded.
+_MAX_UID_BYTES = 64
 
 
 def _us(element: int, value: int) -> bytes:
@@ -92,7 +101,7 @@ def encode(primitive: object) -> bytes | None:
 
 def _command_set(elements: list[bytes]) -> bytes:
     body = b"".join(elements)
-    return _ELEMENT_HEADER.pack(0, 0x0000, 4) + _UL.pack(len(body)) + body
+    return _ELEMENT_HEADER.pack(0, _COMMAND_GROUP_LENGTH, 4) + _UL.pack(len(body)) + body
 
 
 def _request(primitive: C_STORE) -> list[bytes] | None:
@@ -153,17 +162,76 @@ def store_response(
 def command_pdus(context_id: int, command: bytes, max_pdu_length: int) -> bytes:
     """``command`` as the P-DATA-TF PDUs pynetdicom would send it in (one fragment each)."""
     pieces = fragments(command, max_pdu_length)
+    last = len(pieces) - 1
     return b"".join(
-        _PDU_HEADER.pack(
-            0x04,
-            0,
-            6 + len(piece),
-            2 + len(piece),
-            context_id,
-            _COMMAND_LAST if index == len(pieces) - 1 else _COMMAND,
-        )
+        pdu_header(context_id, 1 + len(piece))
+        + bytes([_COMMAND_LAST if index == last else _COMMAND])
         + piece
         for index, piece in enumerate(pieces)
+    )
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """A C-STORE-RQ, decoded from its command set."""
+
+    context_id: int
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    priority: int
+
+
+def _uid(value: bytes) -> str | None:
+    if len(value) > _MAX_UID_BYTES:
+        return None
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text.rstrip("\0 ")
+
+
+def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest | None:
+    """The C-STORE-RQ that ``command`` (a whole command set, implicit VR little endian) encodes,
+    or None when it is anything else: another command, a C-STORE-RQ without a data set, one
+    with elements this decoder does not know (a C-MOVE originator, say), or one it cannot
+    read. None is never an error: pynetdicom then decodes the command as it always has."""
+    values: dict[int, bytes] = {}
+    position = 0
+    end = len(command)
+    while position < end:
+        if end - position < _ELEMENT_HEADER.size:
+            return None
+        group, element, length = _ELEMENT_HEADER.unpack_from(command, position)
+        position += _ELEMENT_HEADER.size
+        if group != 0 or position + length > end or element in values:
+            return None
+        value = bytes(command[position : position + length])
+        position += length
+        if element == _COMMAND_GROUP_LENGTH:
+            if length != _UL.size or _UL.unpack(value)[0] != end - position:
+                return None
+            continue
+        if element not in _REQUIRED or (element in _US_ELEMENTS and length != _US.size):
+            return None
+        values[element] = value
+    if values.keys() != _REQUIRED:
+        return None
+    if _US.unpack(values[_COMMAND_FIELD])[0] != C_STORE_RQ_FIELD:
+        return None
+    if _US.unpack(values[_COMMAND_DATA_SET_TYPE])[0] == NO_DATA_SET:
+        return None
+    sop_class = _uid(values[_AFFECTED_SOP_CLASS_UID])
+    sop_instance = _uid(values[_AFFECTED_SOP_INSTANCE_UID])
+    if not sop_class or not sop_instance:
+        return None
+    return StoreRequest(
+        context_id=context_id,
+        message_id=_US.unpack(values[_MESSAGE_ID])[0],
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        priority=_US.unpack(values[_PRIORITY])[0],
     )
 
 
