@@ -22,6 +22,11 @@ class StorageUnavailable(GatewayError):
     """The object store could not be reached or refused a request; the operation may be retried."""
 
 
+class ObjectChanged(GatewayError):
+    """The object store refused an object whose bytes are not those of the hash it was sent
+    with: the spool copy changed after it was received, and retrying sends the same bytes."""
+
+
 class ObjectMissing(GatewayError):
     """The object store answered: there is no object under that key (not worth retrying)."""
 

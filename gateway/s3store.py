@@ -1,7 +1,8 @@
 """The S3 object store (MinIO in production), through minio-py.
 
 minio-py is synchronous and thread-safe, so the store is called from worker threads. Every
-library error is converted to :class:`StorageUnavailable` here; callers retry.
+library error is converted to :class:`StorageUnavailable` here, which callers retry, except
+the few answers that say retrying cannot help (:class:`ObjectMissing`, :class:`ObjectChanged`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from minio.credentials.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
-from gateway.errors import ConfigError, ObjectMissing, StorageUnavailable
+from gateway.errors import ConfigError, ObjectChanged, ObjectMissing, StorageUnavailable
 from gateway.objectstore import Readable
 from gateway.settings import StorageSettings
 
@@ -36,6 +37,8 @@ MULTIPART_UPLOADS = 1
 LARGE_SINGLE_PART = 1024 * 1024
 LARGE_SINGLE_UPLOADS = 4
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
+#: S3's answers to a body that does not match its SigV4 payload hash or its Content-MD5.
+_BODY_DIFFERS = frozenset({"XAmzContentSHA256Mismatch", "BadDigest"})
 DOWNLOAD_CHUNK = 1024 * 1024
 #: The SigV4 header that carries the payload's SHA-256 (the server checks the body against it).
 CONTENT_SHA256 = "x-amz-content-sha256"
@@ -49,7 +52,8 @@ class KnownHashMinio(Minio):
     hash already from receiving it. A request whose headers carry
     :data:`CONTENT_SHA256` is signed with that value. A server that checks the body against it
     (AWS S3 documents that it does) refuses a spool file that changed on disk since it was
-    received; SeaweedFS, the tests' server, does not check. Over HTTPS minio-py signs
+    received (:class:`ObjectChanged`: the uploader sets the association aside instead of
+    retrying); SeaweedFS, the tests' server, does not check. Over HTTPS minio-py signs
     ``UNSIGNED-PAYLOAD`` and hashes nothing, as before. Only single-part uploads pass the
     header (:meth:`S3Store.put`); a test pins this to minio-py's ``_build_headers``
     (tests/unit/test_s3store_hash.py).
@@ -129,6 +133,12 @@ class S3Store:
                     part_size=PART_SIZE,
                     num_parallel_uploads=PARALLEL_PARTS,
                 )
+        except S3Error as exc:
+            if exc.code in _BODY_DIFFERS:
+                raise ObjectChanged(
+                    f"upload of {key} refused: its bytes are not those received ({exc.code})"
+                ) from exc
+            raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
 

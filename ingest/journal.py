@@ -388,8 +388,15 @@ class Journal:
         return [SpooledInstance(*row) for row in rows]
 
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:
-        """Record uploaded instances, all in one transaction (one fsync for many uploads)."""
-        with self._db.write() as cur:
+        """Record uploaded instances, all in one transaction.
+
+        Not fsynced on its own: the receiving threads, and other processes' receivers, wait
+        for the journal's write lock while a commit is on its way to the disk, and a record
+        lost in a crash only repeats an upload of the same bytes to the same key. The
+        association's announcement, which counts on these records, is an fsynced commit after
+        them and makes them durable with it.
+        """
+        with self._db.write(durable_with_next=True) as cur:
             cur.executemany(
                 "UPDATE instances SET size = ?, sha256 = ?"
                 " WHERE association_id = ? AND sop_instance_uid = ? AND spool_name = ?",

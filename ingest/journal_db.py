@@ -7,11 +7,13 @@ association marked announced) is one transaction, and the durability rules below
 
 Every write is one ``BEGIN IMMEDIATE`` transaction (WAL mode with ``synchronous=FULL``: a commit
 is on disk when it returns), so a DICOM answer or later step given after it can rely on it.
-Three kinds of record are committed without waiting for the disk (``durable_with_next``), as
+Four kinds of record are committed without waiting for the disk (``durable_with_next``), as
 they only count once a later, fsynced record exists: the admission of an association, its
 instance rows, and the release after the A-RELEASE-RP. The write-ahead log is appended in
 order, so the fsynced release request (or any later fsynced commit) makes them durable too;
-a crash before it discards the association, rows or not.
+a crash before it discards the association, rows or not. The fourth, the record that an
+instance is in storage, only spares a repeated upload: the announcement's fsynced commit
+makes it durable, and a crash before that repeats the upload of the same bytes.
 """
 
 from __future__ import annotations
