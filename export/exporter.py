@@ -164,8 +164,8 @@ class Exporter:
             )
             await asyncio.sleep(delay)
         for key in pending:
-            meta = run.known.get(key)
-            run.results[key] = unread(key, run.error) if meta is None else failure(meta, run.error)
+            meta, why = run.known.get(key), run.reasons.get(key, run.error)
+            run.results[key] = unread(key, why) if meta is None else failure(meta, why)
         ordered = [run.results[key] for key in keys if key in run.results]
         ordered += [run.unreadable[key] for key in keys if key in run.unreadable]
         return _destination_result(name, ordered + nothing_stored)
@@ -186,14 +186,16 @@ class Exporter:
                 outcome = await self._batch(destination, batch, proposed, workdir, run.known)
                 run.results.update((r.object_key, r) for r in outcome.results)
                 run.unreadable.update((r.object_key, r) for r in outcome.unreadable)
-                retry += outcome.retry
+                retry += list(outcome.retry)
+                run.reasons.update(outcome.retry)
                 deferred += outcome.deferred
                 run.error = outcome.error or run.error
                 run.permanent = run.permanent or outcome.permanent
                 if outcome.no_association:
                     # The destination cannot be reached now: the other batches wait too.
-                    retry += [key for later, _ in planned[index + 1 :] for key in later]
-                    return retry + deferred
+                    later = [key for batch_keys, _ in planned[index + 1 :] for key in batch_keys]
+                    run.reasons.update(dict.fromkeys(later + deferred, run.error))
+                    return retry + later + deferred
             work = deferred
         return retry
 
@@ -233,5 +235,8 @@ class _DestinationRun:
     known: dict[str, InstanceMeta]
     results: dict[str, InstanceResult] = field(default_factory=dict)
     unreadable: dict[str, InstanceResult] = field(default_factory=dict)
+    #: Why each key still pending was not sent, as its last attempt found.
+    reasons: dict[str, str] = field(default_factory=dict)
+    #: The latest association-level problem (for the retry log).
     error: str = ""
     permanent: bool = False

@@ -10,8 +10,9 @@ with exactly the stored transfer syntax is ever used.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,22 +22,26 @@ from pynetdicom.association import Association
 from contracts.export import InstanceOutcome, InstanceResult
 from export.plan import (
     Context,
+    InstanceMeta,
     OutgoingInstance,
     describe_rejection,
     failure,
     rejection_is_transient,
 )
-from gateway.dicom_status import STORED_WITH_WARNING, VERIFICATION_SOP_CLASS, Status
+from gateway.dicom_status import VERIFICATION_SOP_CLASS, Status, stored
 from gateway.errors import ConfigError
 from gateway.netdicom import backpressure
 from gateway.netdicom.ae import GatewayAE
-from gateway.netdicom.association import has_ended
+from gateway.netdicom.association import has_ended, was_aborted
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.netdicom.modes import application_entity
 from gateway.settings import DestinationSettings, ExportSettings, NetdicomMode
 from gateway.tls import client_context
 
 log = logging.getLogger(__name__)
+
+#: Message IDs are an unsigned 16-bit field (PS3.7 E.1).
+MAX_MESSAGE_ID = 0xFFFF
 
 
 class InstanceSource(Protocol):
@@ -60,16 +65,21 @@ class BatchOutcome:
     results: list[InstanceResult] = field(default_factory=list)
     #: Objects that could not be read: the same result at every destination.
     unreadable: list[InstanceResult] = field(default_factory=list)
-    #: Keys worth another attempt.
-    retry: list[str] = field(default_factory=list)
+    #: Keys worth another attempt, each with why it was not sent this time.
+    retry: dict[str, str] = field(default_factory=dict)
     #: Keys whose context was not proposed: for another association of the same attempt.
     deferred: list[str] = field(default_factory=list)
-    #: Why ``retry`` is not empty, or why the association failed.
+    #: Why the association failed or ended early (for the log); None when it did not.
     error: str | None = None
     #: A permanent association rejection: retrying cannot help.
     permanent: bool = False
     #: No association was established (not reachable, rejected, misconfigured).
     no_association: bool = False
+
+    def retry_all(self, keys: list[str], why: str) -> None:
+        """``keys`` are to be tried again, all for the same reason, which is the batch's."""
+        self.retry.update(dict.fromkeys(keys, why))
+        self.error = why
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,20 @@ def _associate(ae: GatewayAE, destination: DestinationSettings, handlers: list[A
     )
 
 
+def _not_accepted(instance: InstanceMeta) -> InstanceResult:
+    return failure(
+        instance,
+        f"destination does not accept SOP class {instance.sop_class_uid} "
+        f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)",
+    )
+
+
+def _accepted_no_context(assoc: Association) -> bool:
+    """The destination answered the association request but accepted none of its contexts
+    (pynetdicom then aborts it): a refusal of these contexts, not an outage."""
+    return not assoc.is_rejected and bool(assoc.rejected_contexts) and not assoc.accepted_contexts
+
+
 def _association_failure(assoc: Association) -> tuple[str, bool]:
     """(reason, permanent) for an association that was not established."""
     primitive = assoc.acceptor.primitive
@@ -134,15 +158,19 @@ def send_batch(
     try:
         assoc = _associate(ae, destination, [(evt.EVT_CONN_OPEN, handle_conn_open)])
     except ConfigError as exc:  # retrying cannot mend a configuration
-        outcome.retry, outcome.error, outcome.permanent = source.untaken(), str(exc), True
+        outcome.retry_all(source.untaken(), str(exc))
+        outcome.permanent = True
         return outcome
     except (OSError, RuntimeError) as exc:
-        outcome.retry = source.untaken()
-        outcome.error = f"cannot connect: {exc}"
+        outcome.retry_all(source.untaken(), f"cannot connect: {exc}")
+        return outcome
+    if not assoc.is_established and _accepted_no_context(assoc):
+        outcome.no_association = False
+        _refuse_all(set(proposed), source, outcome)
         return outcome
     if not assoc.is_established:
-        outcome.error, outcome.permanent = _association_failure(assoc)
-        outcome.retry = source.untaken()
+        why, outcome.permanent = _association_failure(assoc)
+        outcome.retry_all(source.untaken(), why)
         return outcome
     try:
         backpressure.install(assoc)
@@ -151,7 +179,7 @@ def send_batch(
             "association to %s: outgoing queue not bounded, aborting: %s", destination.name, exc
         )
         assoc.abort()
-        outcome.error, outcome.retry = f"outgoing queue not bounded: {exc}", source.untaken()
+        outcome.retry_all(source.untaken(), f"outgoing queue not bounded: {exc}")
         return outcome
     outcome.no_association = False
     try:
@@ -171,6 +199,19 @@ def send_batch(
     return outcome
 
 
+def _refuse_all(proposed: set[Context], source: InstanceSource, outcome: BatchOutcome) -> None:
+    """No context was accepted: each instance of a proposed context fails, naming its own."""
+    while (item := source.take()) is not None:
+        if isinstance(item, InstanceResult):
+            outcome.unreadable.append(item)
+            continue
+        source.release(item)
+        if item.context in proposed:
+            outcome.results.append(_not_accepted(item))
+        else:
+            outcome.deferred.append(item.object_key)
+
+
 def _send_all(
     assoc: Association,
     proposed: set[Context],
@@ -178,6 +219,9 @@ def _send_all(
     source: InstanceSource,
     outcome: BatchOutcome,
 ) -> None:
+    # Message IDs are unique among an association's requests (PS3.7 9.3.1.1): 1, 2, ...
+    # wrapping after 65535, long after the earliest request was answered.
+    message_ids = itertools.cycle(range(1, MAX_MESSAGE_ID + 1))
     while not has_ended(assoc):
         item = source.take()
         if item is None:
@@ -189,34 +233,35 @@ def _send_all(
             if item.context not in proposed:
                 outcome.deferred.append(item.object_key)
                 continue
-            result = _send_one(assoc, item, accepted)
+            result = _send_one(assoc, item, accepted, message_ids)
         finally:
             source.release(item)
         if result is None:
             # No status: the destination may or may not have it. Sending it again is
             # harmless (same SOP Instance UID), reporting it as sent would not be.
-            outcome.retry.append(item.object_key)
+            outcome.retry[item.object_key] = "no C-STORE response from the destination"
             outcome.error = "no C-STORE response from the destination"
         else:
             outcome.results.append(result)
     rest = source.untaken()
     if rest:
-        outcome.retry += rest
-        outcome.error = outcome.error or "association ended before every instance was sent"
+        ended = "the destination aborted" if was_aborted(assoc) else "the association ended"
+        why = f"{ended} before this instance's turn"
+        outcome.retry.update(dict.fromkeys(rest, why))
+        outcome.error = outcome.error or why
 
 
 def _send_one(
-    assoc: Association, instance: OutgoingInstance, accepted: set[tuple[str, str]]
+    assoc: Association,
+    instance: OutgoingInstance,
+    accepted: set[tuple[str, str]],
+    message_ids: Iterator[int],
 ) -> InstanceResult | None:
     """The instance's final result, or None when no response came (worth another try)."""
     if instance.context not in accepted:
-        return failure(
-            instance,
-            f"destination does not accept SOP class {instance.sop_class_uid} "
-            f"in transfer syntax {instance.transfer_syntax_uid} (sent as stored, never converted)",
-        )
+        return _not_accepted(instance)
     try:
-        response = assoc.send_c_store(instance.path)
+        response = assoc.send_c_store(instance.path, msg_id=next(message_ids))
     except (ValueError, AttributeError, OSError) as exc:
         # pynetdicom refuses what it cannot send as stored (no matching context, unreadable
         # file meta); that fails this instance, not the association.
@@ -226,7 +271,7 @@ def _send_one(
         # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).
         return None
     status = int(status)
-    if status == Status.SUCCESS or status in STORED_WITH_WARNING:
+    if stored(status):
         return InstanceResult(
             object_key=instance.object_key,
             sop_instance_uid=instance.sop_instance_uid,

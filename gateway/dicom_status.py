@@ -10,8 +10,12 @@ class Status(IntEnum):
     """C-STORE and C-ECHO response statuses (PS3.4 Annex B.2.3, PS3.7 Annex C)."""
 
     SUCCESS = 0x0000
-    #: Warning: attribute list error (PS3.7 C.4.1.1).
-    WARNING_ATTRIBUTE_LIST = 0x0001
+    #: Warning: requested optional attributes are not supported (PS3.7 C.4).
+    WARNING_OPTIONAL_ATTRIBUTES = 0x0001
+    #: Warning: attribute list error (PS3.7 C.4).
+    WARNING_ATTRIBUTE_LIST = 0x0107
+    #: Warning: attribute value out of range (PS3.7 C.4).
+    WARNING_VALUE_OUT_OF_RANGE = 0x0116
     #: Warning: coercion of data elements.
     WARNING_COERCION = 0xB000
     #: Warning: elements discarded.
@@ -27,12 +31,22 @@ class Status(IntEnum):
     CANNOT_UNDERSTAND = 0xC000
 
 
-#: Statuses under which the instance was stored all the same.
-STORED_WITH_WARNING = frozenset(
+#: The warnings outside the Bxxx range (PS3.7 C.1.2: warnings are 0001, 0107, 0116 and Bxxx).
+_OTHER_WARNINGS = frozenset(
     {
+        Status.WARNING_OPTIONAL_ATTRIBUTES,
         Status.WARNING_ATTRIBUTE_LIST,
-        Status.WARNING_COERCION,
-        Status.WARNING_ELEMENTS_DISCARDED,
-        Status.WARNING_DATA_SET_MISMATCH,
+        Status.WARNING_VALUE_OUT_OF_RANGE,
     }
 )
+
+
+def stored_with_warning(status: int) -> bool:
+    """A warning: the instance was stored all the same (PS3.7 C.1.2), whatever the Bxxx
+    warning's meaning, including those a service defines beyond the three of PS3.4."""
+    return status in _OTHER_WARNINGS or status & 0xF000 == 0xB000
+
+
+def stored(status: int) -> bool:
+    """The C-STORE succeeded, with or without a warning."""
+    return status == Status.SUCCESS or stored_with_warning(status)

@@ -81,6 +81,12 @@ def has_ended(assoc: Association) -> bool:
     return not assoc.is_established or assoc.acse.is_aborted() or not assoc.dul.is_alive()
 
 
+def was_aborted(assoc: Association) -> bool:
+    """Whether ``assoc`` ended by an A-ABORT (or A-P-ABORT), seen or still queued for its
+    reactor, rather than by a release or a lost connection."""
+    return bool(assoc.is_aborted) or assoc.acse.is_aborted()
+
+
 def enable_direct_store(assoc: Association, receiver: StoreReceiver) -> bool:
     """Take ``assoc``'s C-STORE requests on the fast path (direct_store.py), giving their data
     sets to ``receiver``; call it before the association is established. False in plain mode,

@@ -25,7 +25,7 @@ from pynetdicom import evt
 
 from contracts.events import AssociationReleased
 from gateway.bus import dead_letter_queue
-from gateway.dicom_status import STORED_WITH_WARNING, Status
+from gateway.dicom_status import stored
 from gateway.netdicom.ae import PromptAE
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.settings import GatewaySettings
@@ -144,7 +144,7 @@ class RunningGateway:
                 status = assoc.send_c_store(ds).get("Status")
                 if status is None:
                     failed.append(f"{ds.SOPInstanceUID}: no response")
-                elif int(status) != Status.SUCCESS and int(status) not in STORED_WITH_WARNING:
+                elif not stored(int(status)):
                     failed.append(f"{ds.SOPInstanceUID}: status 0x{int(status):04X}")
         finally:
             if assoc.is_established:

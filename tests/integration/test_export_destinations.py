@@ -207,14 +207,15 @@ def test_send_command_waits_for_the_completion_and_prints_it(
 
 
 def test_a_failure_status_fails_that_instance_only(export: Export, inbox: Path) -> None:
-    series = ct_series(inbox, 4)
+    series = ct_series(inbox, 5)
     refused, warned = series[1].uids.sop_instance, series[2].uids.sop_instance
+    listed = series[4].uids.sop_instance  # 0x0107, attribute list error: a warning too
     keys = export.put_instances(series)
     request = ExportRequested(export_id=new_export_id(), destinations=("scp",), object_keys=keys)
     with (
         ScriptedScp(
             [(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])],
-            statuses={refused: 0xA700, warned: 0xB000},
+            statuses={refused: 0xA700, warned: 0xB000, listed: 0x0107},
         ) as scp,
         export.completions() as completions,
     ):
@@ -227,7 +228,7 @@ def test_a_failure_status_fails_that_instance_only(export: Export, inbox: Path) 
     (result,) = done.destinations
     assert (result.status, result.instances_sent, result.instances_failed) == (
         ExportStatus.PARTIALLY_FAILED,
-        3,
+        4,
         1,
     )
     outcomes = {i.sop_instance_uid: (i.status, i.dicom_status) for i in result.instances}
@@ -236,10 +237,50 @@ def test_a_failure_status_fails_that_instance_only(export: Export, inbox: Path) 
         refused: (InstanceOutcome.FAILED, 0xA700),
         warned: (InstanceOutcome.SENT, 0xB000),
         series[3].uids.sop_instance: (InstanceOutcome.SENT, 0x0000),
+        listed: (InstanceOutcome.SENT, 0x0107),
     }
     (failure,) = [i for i in result.instances if i.status is InstanceOutcome.FAILED]
     assert failure.error is not None
     assert "0xA700" in failure.error
     # A failure status is the destination's answer: not retried, one association in all.
-    assert (scp.associations, len(scp.stores)) == (1, 4)
+    assert (scp.associations, len(scp.stores)) == (1, 5)
+    # Each request of the association has a Message ID of its own.
+    assert [store.message_id for store in scp.stores] == [1, 2, 3, 4, 5]
     assert "retried in" not in process.log_text()
+
+
+def test_each_instance_not_sent_says_why(export: Export, inbox: Path) -> None:
+    """The destination aborts on the second C-STORE: the first was sent, the second has no
+    answer, and the rest never had their turn; each result says its own reason."""
+    series = ct_series(inbox, 4)
+    keys = export.put_instances(series)
+    request = ExportRequested(export_id=new_export_id(), destinations=("scp",), object_keys=keys)
+    with (
+        ScriptedScp(
+            [(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian])],
+            abort_on=[series[1].uids.sop_instance],
+        ) as scp,
+        export.completions() as completions,
+    ):
+        export.start(export.config([destination("scp", scp.port, scp.ae_title)], retries=0))
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+
+    (result,) = completed(message).destinations
+    errors = [(i.sop_instance_uid, i.status, i.error) for i in result.instances]
+    assert errors == [
+        (series[0].uids.sop_instance, InstanceOutcome.SENT, None),
+        (
+            series[1].uids.sop_instance,
+            InstanceOutcome.FAILED,
+            "no C-STORE response from the destination",
+        ),
+        *[
+            (
+                s.uids.sop_instance,
+                InstanceOutcome.FAILED,
+                "the destination aborted before this instance's turn",
+            )
+            for s in series[2:]
+        ],
+    ]

@@ -200,6 +200,41 @@ def test_a_destination_without_compression_gets_the_rest(
     assert "retried in" not in process.log_text()
 
 
+def test_a_destination_accepting_none_of_the_contexts_fails_them_at_once(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    """Every context refused is the destination's answer, not an outage: no retry, and each
+    instance names its SOP class and transfer syntax."""
+    jpeg_2000 = [compressed_instance(inbox, JPEG_2000_LOSSLESS, seed=s) for s in (1, 2)]
+    keys = export.put_instances(jpeg_2000)
+    request = ExportRequested(export_id=new_export_id(), destinations=("plain",), object_keys=keys)
+    with (
+        Storescp(tmp_path / "plain", extra_args=("+xe",)) as plain,
+        export.completions() as completions,
+    ):
+        # A retry would wait 3 s: the export's duration shows whether one happened.
+        config = export.config(
+            [destination("plain", plain.port)], retries=3, retry_backoff_seconds=[3.0]
+        )
+        process = export.start(config)
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+        assert plain.received_files() == []
+
+    done = completed(message)
+    assert done.status is ExportStatus.FAILED
+    (result,) = done.destinations
+    assert (result.instances_sent, result.instances_failed) == (0, 2)
+    for instance in result.instances:
+        assert instance.status is InstanceOutcome.FAILED
+        assert instance.error == (
+            f"destination does not accept SOP class {jpeg_2000[0].uids.sop_class} in transfer "
+            f"syntax {JPEG_2000_LOSSLESS} (sent as stored, never converted)"
+        )
+    assert (done.finished_at - done.started_at).total_seconds() < 3.0
+    assert "retried in" not in process.log_text()
+
+
 def test_one_sop_class_in_each_native_syntax_arrives_in_that_syntax(
     export: Export, inbox: Path, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ class ReceivedStore:
 
     association: int
     calling_ae_title: str
+    message_id: int
     sop_instance_uid: str
     transfer_syntax_uid: str
     #: The data set bytes as they arrived (pynetdicom keeps them when it does not decode).
@@ -40,7 +41,8 @@ class ScriptedScp:
     ``statuses`` gives for the SOP Instance UID), records what arrived, and keeps count of
     TCP connections, established associations, the peak of associations open at once
     (from EVT_ESTABLISHED to EVT_RELEASED / EVT_ABORTED) and the peak of associations inside a
-    C-STORE at once. ``require_calling_aet`` makes it reject other callers (permanent, 1/1/3).
+    C-STORE at once. ``require_calling_aet`` makes it reject other callers (permanent, 1/1/3);
+    the C-STORE of an instance in ``abort_on`` is recorded and answered with an A-ABORT.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class ScriptedScp:
         status: int = 0x0000,
         statuses: Mapping[str, int] | None = None,
         require_calling_aet: Sequence[str] = (),
+        abort_on: Sequence[str] = (),
     ) -> None:
         #: The port it listens on; with 0 (the default), the one the system chose on entering.
         self.port = port
@@ -60,6 +63,7 @@ class ScriptedScp:
         self.store_delay = store_delay
         self.status = status
         self.statuses = dict(statuses or {})
+        self.abort_on = frozenset(abort_on)
         self._ae = AE(ae_title=ae_title)
         self._ae.maximum_associations = 20
         self._ae.network_timeout = 10
@@ -169,9 +173,12 @@ class ScriptedScp:
                     ReceivedStore(
                         association=key,
                         calling_ae_title=str(event.assoc.requestor.ae_title),
+                        message_id=int(request.MessageID or 0),
                         sop_instance_uid=sop_instance_uid,
                         transfer_syntax_uid=str(event.context.transfer_syntax),
                         data_set=data_set.getvalue() if isinstance(data_set, BytesIO) else b"",
                     )
                 )
+        if sop_instance_uid in self.abort_on:
+            event.assoc.abort()
         return self.statuses.get(sop_instance_uid, self.status)

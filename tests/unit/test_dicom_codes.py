@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.dicom_status import STORED_WITH_WARNING, Status
+from gateway.dicom_status import Status, stored
 from ingest.reject_reasons import (
     CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
@@ -31,5 +31,25 @@ def test_failure_statuses_are_in_their_ranges() -> None:
     assert Status.CANNOT_UNDERSTAND & 0xF000 == 0xC000
 
 
-def test_warnings_are_not_failures() -> None:
-    assert all(status & 0xF000 in (0x0000, 0xB000) for status in STORED_WITH_WARNING)
+@pytest.mark.parametrize(
+    ("status", "is_stored"),
+    [
+        (0x0000, True),
+        (0x0001, True),
+        (0x0107, True),
+        (0x0116, True),
+        (0xB000, True),
+        (0xB006, True),
+        (0xB007, True),
+        (0xBFFF, True),  # a warning a service defines: still stored
+        (0x0106, False),  # failure: invalid attribute value
+        (0x0110, False),  # failure: processing failure
+        (0x0122, False),  # failure: SOP class not supported
+        (0xA700, False),
+        (0xA900, False),
+        (0xC000, False),
+        (0xFE00, False),  # cancelled
+    ],
+)
+def test_warnings_are_stored_and_failures_are_not(status: int, is_stored: bool) -> None:
+    assert stored(status) is is_stored
