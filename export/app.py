@@ -79,13 +79,7 @@ async def serve(
             stack.callback(event_log.close)
         publisher = open_publisher(settings.broker, f"{export.queue} completions", event_log)
         stack.push_async_callback(publisher.close)
-        exporter = Exporter(
-            settings=export,
-            identity=scu_identity(settings),
-            store=store,
-            associations=asyncio.Semaphore(export.max_associations),
-            metrics=metrics,
-        )
+        exporter = Exporter.create(export, scu_identity(settings), store, metrics)
         consumer = ExportConsumer(settings, exporter, ledger, publisher, metrics)
         checks.add("export-intake", consumer.readiness)
         checks.add("export-storage", lambda: storage_check(store))

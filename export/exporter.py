@@ -8,9 +8,11 @@ window; an object needing a context not proposed then (first met later in a mixe
 waits for a further association of the same attempt, planned like every retry from the file
 meta read before (``known``, shared by the request's destinations).
 
-Associations are limited service-wide by one semaphore (``export.max_associations``); a request
-that has to wait for a slot simply waits, it is never rejected for it (its first window is
-fetched meanwhile).
+Associations are limited service-wide by one semaphore (``export.max_associations``), and per
+destination by one each (``export.associations_per_destination``, below the service-wide limit
+when there are several destinations), taken first: a slow or failing destination then holds at
+most its own share while requests for the others go on. A request that has to wait for a slot
+simply waits, it is never rejected for it (its first window is fetched meanwhile).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +63,30 @@ class Exporter:
     identity: ScuIdentity
     store: ObjectStore
     associations: asyncio.Semaphore
+    #: One per configured destination, by name.
+    destination_slots: Mapping[str, asyncio.Semaphore]
     metrics: ExportMetrics
+
+    @classmethod
+    def create(
+        cls,
+        settings: ExportSettings,
+        identity: ScuIdentity,
+        store: ObjectStore,
+        metrics: ExportMetrics,
+    ) -> Exporter:
+        """An exporter with the association slots ``settings`` give."""
+        return cls(
+            settings=settings,
+            identity=identity,
+            store=store,
+            associations=asyncio.Semaphore(settings.max_associations),
+            destination_slots={
+                d.name: asyncio.Semaphore(settings.associations_per_destination)
+                for d in settings.destinations
+            },
+            metrics=metrics,
+        )
 
     async def run(self, request: ExportRequested) -> ExportCompleted:
         started_at = datetime.now(UTC)
@@ -216,7 +241,7 @@ class Exporter:
                 proposed = opening_contexts(readable)
                 if not proposed:  # nothing readable at all: nothing to associate for
                     return BatchOutcome(unreadable=unreadable)
-            async with self.associations:
+            async with self.destination_slots[destination.name], self.associations:
                 started = time.monotonic()
                 outcome = await asyncio.to_thread(
                     send_batch, self.identity, self.settings, destination, proposed, stream

@@ -242,6 +242,10 @@ EXAMPLE_DESTINATION = DestinationSettings(
 class ExportSettings(_Section):
     ae_title: AETitle = "GATEWAY-SCU"
     max_associations: int = Field(default=2, ge=1, le=64)
+    #: At most this many of ``max_associations`` to one destination, so that a slow or
+    #: failing destination cannot hold every slot while requests for others wait. None: all
+    #: of them with one destination configured, else one fewer than all (at least one).
+    max_associations_per_destination: int | None = Field(default=None, ge=1, le=64)
     prefetch: int = Field(default=4, ge=1, le=1000)
     retries: int = Field(default=3, ge=0, le=100)
     retry_backoff_seconds: tuple[float, ...] = (5.0, 30.0, 120.0)
@@ -271,6 +275,25 @@ class ExportSettings(_Section):
         if duplicates:
             raise ValueError(f"destination names used twice: {', '.join(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _per_destination_within_all(self) -> ExportSettings:
+        per = self.max_associations_per_destination
+        if per is not None and per > self.max_associations:
+            raise ValueError(
+                f"max_associations_per_destination ({per}) exceeds max_associations "
+                f"({self.max_associations})"
+            )
+        return self
+
+    @property
+    def associations_per_destination(self) -> int:
+        """``max_associations_per_destination``, or its default (see there)."""
+        if self.max_associations_per_destination is not None:
+            return self.max_associations_per_destination
+        if len(self.destinations) == 1:
+            return self.max_associations
+        return max(1, self.max_associations - 1)
 
     def destination(self, name: str) -> DestinationSettings | None:
         return next((d for d in self.destinations if d.name == name), None)

@@ -74,6 +74,46 @@ def test_six_requests_never_open_more_than_max_associations(export: Export, inbo
     assert slow.peak_storing == 2
 
 
+def test_a_slow_destination_leaves_a_slot_to_the_others(export: Export, inbox: Path) -> None:
+    """Two requests to a destination answering every C-STORE after 3 s, then one to a healthy
+    one: with the default 2 associations, the slow destination holds one and the healthy
+    request goes on at once (before, both slow requests held both and it waited)."""
+    slow_requests = [
+        ExportRequested(
+            export_id=new_export_id(),
+            destinations=("slow",),
+            object_keys=export.put_instances(ct_series(inbox / str(n), 1, seed=n)),
+        )
+        for n in range(2)
+    ]
+    healthy_request = ExportRequested(
+        export_id=new_export_id(),
+        destinations=("healthy",),
+        object_keys=export.put_instances(ct_series(inbox / "healthy", 2, seed=9)),
+    )
+    with (
+        ScriptedScp(CONTEXTS, ae_title="SLOW", store_delay=3.0) as slow,
+        ScriptedScp(CONTEXTS, ae_title="HEALTHY") as healthy,
+        export.completions() as completions,
+    ):
+        config = export.config(
+            [
+                destination("slow", slow.port, slow.ae_title),
+                destination("healthy", healthy.port, healthy.ae_title),
+            ]
+        )
+        export.start(config)
+        export.publish(*slow_requests)
+        wait_until(lambda: slow.peak_storing > 0, 20, "the slow destination is storing")
+        export.publish(healthy_request)
+        messages = completions.wait_for(3, timeout=60)
+
+    order = [completed(m).export_id for m in messages]
+    assert order[0] == healthy_request.export_id, order
+    assert all(completed(m).status is ExportStatus.SUCCEEDED for m in messages)
+    assert slow.peak_open == 1
+
+
 def test_one_request_uses_one_association_for_all_its_instances(
     export: Export, inbox: Path
 ) -> None:

@@ -108,12 +108,11 @@ def export(
             DestinationSettings(name="scp", ae_title=ae_title, host="127.0.0.1", port=port),
         ),
     )
-    exporter = Exporter(
-        settings=settings,
-        identity=ScuIdentity("GWTEST-SCU", "1.2.826.0.1.3680043.9999.1", "GWTEST", "prompt"),
-        store=store,
-        associations=asyncio.Semaphore(settings.max_associations),
-        metrics=ExportMetrics.register(CollectorRegistry()),
+    exporter = Exporter.create(
+        settings,
+        ScuIdentity("GWTEST-SCU", "1.2.826.0.1.3680043.9999.1", "GWTEST", "prompt"),
+        store,
+        ExportMetrics.register(CollectorRegistry()),
     )
     request = ExportRequested(
         export_id=f"streaming-{next(_export_ids)}", destinations=(to,), object_keys=tuple(keys)

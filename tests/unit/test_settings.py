@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import DestinationSettings, ExportSettings, load_settings
 
 EXAMPLE = """
 [ingest]
@@ -155,3 +156,37 @@ def test_the_example_configuration_is_valid(monkeypatch: pytest.MonkeyPatch) -> 
     settings = load_settings(Path(__file__).resolve().parents[2] / "gateway.toml")
     assert settings.storage.backend == "s3"
     assert not settings.broker.embedded
+
+
+def _destinations(count: int) -> tuple[DestinationSettings, ...]:
+    return tuple(
+        DestinationSettings(name=f"d{n}", ae_title=f"D{n}", host="127.0.0.1", port=104)
+        for n in range(count)
+    )
+
+
+@pytest.mark.parametrize(
+    ("total", "per_destination", "destinations", "expected"),
+    [
+        (2, None, 1, 2),  # one destination: nobody to leave a slot to
+        (2, None, 2, 1),  # the default: a slow destination leaves one to the others
+        (1, None, 3, 1),  # never none
+        (8, None, 3, 7),
+        (4, 2, 3, 2),  # as configured
+        (4, 4, 1, 4),
+    ],
+)
+def test_associations_per_destination(
+    total: int, per_destination: int | None, destinations: int, expected: int
+) -> None:
+    settings = ExportSettings(
+        max_associations=total,
+        max_associations_per_destination=per_destination,
+        destinations=_destinations(destinations),
+    )
+    assert settings.associations_per_destination == expected
+
+
+def test_a_per_destination_limit_above_the_total_is_refused() -> None:
+    with pytest.raises(ValidationError, match="exceeds max_associations"):
+        ExportSettings(max_associations=2, max_associations_per_destination=3)
