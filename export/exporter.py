@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from contracts.export import (
@@ -244,7 +245,12 @@ class Exporter:
             async with self.destination_slots[destination.name], self.associations:
                 started = time.monotonic()
                 outcome = await asyncio.to_thread(
-                    send_batch, self.identity, self.settings, destination, proposed, stream
+                    partial(send_batch, alone=len(keys) == 1),
+                    self.identity,
+                    self.settings,
+                    destination,
+                    proposed,
+                    stream,
                 )
                 self.metrics.association_duration.labels(destination.name).observe(
                     time.monotonic() - started

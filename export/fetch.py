@@ -32,6 +32,9 @@ FETCH_AHEAD = 32
 #: :meth:`FetchStream.head`): fewer than :data:`FETCH_AHEAD`, so that downloads go on while
 #: that association is being opened.
 OPENING_WINDOW = 16
+#: Where the file meta's elements start after its group length element: 128-byte preamble,
+#: "DICM", and (0002,0000) UL itself, 12 bytes; the group length counts the rest (PS3.10 7.1).
+FILE_META_START = 128 + 4 + 12
 
 #: One object of a stream: fetched and readable, or why it cannot be sent anywhere.
 Fetched = OutgoingInstance | InstanceResult
@@ -114,6 +117,7 @@ class FetchStream:
                 sop_class_uid=fetched.sop_class_uid,
                 sop_instance_uid=fetched.sop_instance_uid,
                 transfer_syntax_uid=fetched.transfer_syntax_uid,
+                data_set_length=fetched.data_set_length,
             )
 
     async def head(self) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
@@ -206,12 +210,16 @@ def _fetch_one(store: ObjectStore, key: str, target: Path) -> Fetched:
     except (InvalidDicomError, AttributeError, ValueError) as exc:
         target.unlink(missing_ok=True)
         return unread(key, f"object is not a DICOM Part 10 file: {exc}")
+    group_length = meta.get("FileMetaInformationGroupLength")
     outgoing = OutgoingInstance(
         object_key=key,
         path=target,
         sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
         sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
         transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
+        data_set_length=None
+        if group_length is None
+        else target.stat().st_size - FILE_META_START - int(group_length),
     )
     invalid = [
         name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,11 +30,20 @@ class InstanceMeta:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
+    #: Bytes of the data set after the file meta (None: the file meta gives no group length).
+    data_set_length: int | None = field(default=None, kw_only=True)
 
     @property
     def context(self) -> Context:
         """The exact (SOP class, transfer syntax) pair to propose: stored syntax, no conversion."""
         return (self.sop_class_uid, self.transfer_syntax_uid)
+
+    @property
+    def odd_length(self) -> bool:
+        """Its data set has an odd length (PS3.5 7.1.1 wants even value lengths; ingest keeps
+        what it received). DCMTK-based receivers abort the association on such a data set,
+        so it travels in an association of its own, after the others."""
+        return self.data_set_length is not None and self.data_set_length % 2 == 1
 
 
 @dataclass(frozen=True)
@@ -129,16 +138,19 @@ def passes(
 ) -> list[tuple[list[str], list[Context] | None]]:
     """The associations to send ``keys`` over, each as (its keys, the contexts to propose).
 
-    Keys whose file meta is ``known`` are batched up front; the others go together in a last
-    pass whose contexts (None) are learnt from its first objects once fetched.
+    Keys whose file meta is ``known`` are batched up front; the others go together in a pass
+    whose contexts (None) are learnt from its first objects once fetched; last, each known
+    instance of odd length alone (:attr:`InstanceMeta.odd_length`).
     """
+    metas = [known[key] for key in keys if key in known]
     planned: list[tuple[list[str], list[Context] | None]] = [
         ([i.object_key for i in group], contexts(group))
-        for group in batches([known[key] for key in keys if key in known])
+        for group in batches([meta for meta in metas if not meta.odd_length])
     ]
     unknown = [key for key in keys if key not in known]
     if unknown:
         planned.append((unknown, None))
+    planned += [([meta.object_key], [meta.context]) for meta in metas if meta.odd_length]
     return planned
 
 

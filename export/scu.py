@@ -147,10 +147,13 @@ def send_batch(
     destination: DestinationSettings,
     proposed: Sequence[Context],
     source: InstanceSource,
+    *,
+    alone: bool = False,
 ) -> BatchOutcome:
     """Propose ``proposed`` and send what ``source`` hands out over one association, as it
     comes; never raises for DICOM-level problems (a storage outage propagates, the association
-    released). An instance of a context not proposed is deferred, not sent."""
+    released). An instance of a context not proposed is deferred, not sent, and so is one of
+    odd length unless it is ``alone`` in its batch (see ``InstanceMeta.odd_length``)."""
     ae = _application_entity(identity, settings)
     for sop_class, transfer_syntax in proposed:
         ae.add_requested_context(sop_class, [transfer_syntax])
@@ -187,7 +190,7 @@ def send_batch(
             (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
         }
         with ae.requests_in_a_row(assoc):
-            _send_all(assoc, set(proposed), accepted, source, outcome)
+            _send_all(assoc, set(proposed), accepted, source, outcome, alone=alone)
     finally:
         if assoc.is_established:
             # The reactor, held until now, may not have seen the peer's abort yet; an abort
@@ -218,6 +221,8 @@ def _send_all(
     accepted: set[Context],
     source: InstanceSource,
     outcome: BatchOutcome,
+    *,
+    alone: bool,
 ) -> None:
     # Message IDs are unique among an association's requests (PS3.7 9.3.1.1): 1, 2, ...
     # wrapping after 65535, long after the earliest request was answered.
@@ -230,13 +235,24 @@ def _send_all(
             outcome.unreadable.append(item)
             continue
         try:
-            if item.context not in proposed:
+            if item.context not in proposed or (item.odd_length and not alone):
                 outcome.deferred.append(item.object_key)
                 continue
             result = _send_one(assoc, item, accepted, message_ids)
         finally:
             source.release(item)
-        if result is None:
+        if result is None and item.odd_length:
+            # Alone in its association, so it is this data set the destination would not take:
+            # the same bytes would meet the same end on every attempt.
+            outcome.results.append(
+                failure(
+                    item,
+                    f"no C-STORE response: the destination ended the association on this data "
+                    f"set of odd length ({item.data_set_length} bytes; PS3.5 7.1.1 requires "
+                    f"even lengths, and it is sent as stored, never padded)",
+                )
+            )
+        elif result is None:
             # No status: the destination may or may not have it. Sending it again is
             # harmless (same SOP Instance UID), reporting it as sent would not be.
             outcome.retry[item.object_key] = "no C-STORE response from the destination"

@@ -26,6 +26,7 @@ from tests.support.factories import (
     ct_series,
     data_set_bytes,
     file_meta_length,
+    odd_length_instance,
     private_sop_instance,
 )
 from tests.support.ingest import Ingest, released
@@ -319,3 +320,34 @@ def assert_sent_as_stored(
         store = arrived[instance.uids.sop_instance]
         assert store.transfer_syntax_uid == instance.uids.transfer_syntax
         assert store.data_set == data_set_bytes(instance.path)
+
+
+def test_an_odd_length_data_set_goes_alone_and_last(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    """DCMTK-based receivers abort on a data set of odd length (sent as stored, never padded):
+    it must not take the instances after it down with it, on any attempt."""
+    odd = odd_length_instance(inbox)
+    series = ct_series(inbox, 3)
+    keys = export.put_instances([odd, *series])
+    request = ExportRequested(export_id=new_export_id(), destinations=("scp",), object_keys=keys)
+    with Storescp(tmp_path / "scp") as scp, export.completions() as completions:
+        config = export.config([destination("scp", scp.port)], retries=1)
+        process = export.start(config)
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=60)
+        received = sorted(r.sop_instance_uid for r in map(read_received, scp.received_files()))
+
+    assert received == sorted(i.uids.sop_instance for i in series)
+    (result,) = completed(message).destinations
+    assert (result.instances_sent, result.instances_failed) == (3, 1)
+    by_uid = {i.sop_instance_uid: i for i in result.instances}
+    for instance in series:
+        assert by_uid[instance.uids.sop_instance].status is InstanceOutcome.SENT
+    refused = by_uid[odd.uids.sop_instance]
+    assert refused.status is InstanceOutcome.FAILED
+    length = len(data_set_bytes(odd.path))
+    assert refused.error is not None
+    assert f"odd length ({length} bytes" in refused.error
+    # The same bytes would be refused again: not retried.
+    assert "retried in" not in process.log_text()

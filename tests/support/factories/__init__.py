@@ -25,6 +25,7 @@ from tests.support.factories.images import (
     compressed_instance,
     ct_series,
     large_instance,
+    odd_length_instance,
     private_sop_instance,
 )
 from tests.support.factories.part10 import (
@@ -69,6 +70,7 @@ __all__ = [
     "file_meta_length",
     "instance_uids",
     "large_instance",
+    "odd_length_instance",
     "private_sop_instance",
     "small_data_set",
 ]

@@ -178,6 +178,18 @@ def awkward_instance(
     )
 
 
+def odd_length_instance(directory: Path, *, seed: int = 0) -> Instance:
+    """Write a CT slice whose data set has an odd length, as some modalities send: it ends with
+    a private element of 3 bytes (PS3.5 7.1.1 requires even value lengths; ingest stores it
+    as received all the same)."""
+    (instance,) = ct_series(directory, 1, seed=seed + 7_000)
+    # (7FE1,0010) LO, explicit VR little endian: after the pixel data, so the order holds.
+    odd_element = b"\xe1\x7f\x10\x00LO\x03\x00ODD"
+    with instance.path.open("ab") as part10:
+        part10.write(odd_element)
+    return instance
+
+
 def large_instance(directory: Path, pixel_bytes: int, seed: int = 0) -> Instance:
     """Write a multi-frame CT instance whose pixel data is ``pixel_bytes`` long, streamed to
     disk so that the test process never holds it (for memory tests of the receiver)."""
