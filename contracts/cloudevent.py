@@ -66,6 +66,9 @@ _JSON_MEDIA_TYPE: Final = re.compile(r"(?:application|text)/json|[a-z0-9.+-]+/[a
 #: Namespace of the name-based (version 5) UUIDs that identify export completions: the id of the
 #: completion of export ``E`` is ``uuid5(EXPORT_COMPLETED_ID_NAMESPACE, E)``.
 EXPORT_COMPLETED_ID_NAMESPACE: Final = uuid.UUID("5b0e3f0c-7a4e-4d1b-9c55-2f8d6a1e9b73")
+#: Extension attribute of a completion that refuses a different request reusing an export id:
+#: the SHA-256 of that request's data (its id is then :func:`export_conflict_event_id`).
+CONFLICTING_REQUEST: Final = "conflictingrequest"
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -127,19 +130,45 @@ def export_completed_event_id(export_id: str) -> str:
     return str(uuid.uuid5(EXPORT_COMPLETED_ID_NAMESPACE, export_id))
 
 
-def export_completed_event(data: ExportCompleted, *, source: str, time: datetime) -> CloudEvent:
+def export_conflict_event_id(export_id: str, request_sha256: str) -> str:
+    """The id of the completion that refuses a different request reusing ``export_id`` (told
+    apart by the SHA-256 of its content): the same for each redelivery of that request, never
+    the id of the export's own completion."""
+    return str(uuid.uuid5(EXPORT_COMPLETED_ID_NAMESPACE, f"{export_id}\n{request_sha256}"))
+
+
+def export_completed_event(
+    data: ExportCompleted,
+    *,
+    source: str,
+    time: datetime,
+    conflicting_request: str | None = None,
+) -> CloudEvent:
     """The CloudEvent reporting the completed export ``data``.
 
     The id is :func:`export_completed_event_id` of the export id, so a re-published completion
-    carries the same id as the first; the subject is the export id.
+    carries the same id as the first; the subject is the export id. ``conflicting_request``:
+    the SHA-256 of a different request that reused the export id and is refused by this
+    completion; it travels as the extension attribute :data:`CONFLICTING_REQUEST`, and the id
+    is :func:`export_conflict_event_id`.
     """
+    if conflicting_request is None:
+        return _build(
+            EXPORT_COMPLETED_TYPE,
+            data,
+            event_id=export_completed_event_id(data.export_id),
+            source=source,
+            time=time,
+            subject=data.export_id,
+        )
     return _build(
         EXPORT_COMPLETED_TYPE,
         data,
-        event_id=export_completed_event_id(data.export_id),
+        event_id=export_conflict_event_id(data.export_id, conflicting_request),
         source=source,
         time=time,
         subject=data.export_id,
+        extensions={CONFLICTING_REQUEST: conflicting_request},
     )
 
 
@@ -199,7 +228,12 @@ def export_requested_from_event(event: CloudEvent) -> ExportRequested:
 def export_completed_from_event(event: CloudEvent) -> ExportCompleted:
     """The data of an export-completed event; :class:`InvalidEvent` if it is not one."""
     completed = _data(event, EXPORT_COMPLETED_TYPE, ExportCompleted)
-    expected_id = export_completed_event_id(completed.export_id)
+    conflicting = event.get_extension(CONFLICTING_REQUEST)
+    expected_id = (
+        export_completed_event_id(completed.export_id)
+        if conflicting is None
+        else export_conflict_event_id(completed.export_id, str(conflicting))
+    )
     if event.get_id() != expected_id:
         raise InvalidEvent(
             f"event id {event.get_id()!r} is not the completion id {expected_id!r} "
@@ -216,6 +250,7 @@ def _build(
     source: str,
     time: datetime,
     subject: str,
+    extensions: Mapping[str, str] | None = None,
 ) -> CloudEvent:
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION_V1_0,
@@ -225,6 +260,7 @@ def _build(
         "time": time,
         "datacontenttype": DATA_CONTENT_TYPE,
         "subject": subject,
+        **(extensions or {}),
     }
     try:
         return CloudEvent(attributes, data.model_dump(mode="json"))

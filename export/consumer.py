@@ -26,6 +26,7 @@ from contracts.errors import InvalidEvent
 from contracts.export import ExportCompleted, ExportRequested
 from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY
 from export.exporter import Exporter
+from export.idempotency import conflict_completion, request_digest
 from export.ledger import Ledger, RecordedCompletion
 from gateway.bus import Delivery, Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError, StorageUnavailable
@@ -40,6 +41,8 @@ CONSUMING = "export consuming"
 REQUEUE_PAUSE_SECONDS = 5.0
 #: The metrics status of a request dead-lettered without being carried out.
 INVALID = "invalid"
+#: The metrics status of a request refused because its export_id names a different request.
+CONFLICT = "conflict"
 UNKNOWN_DESTINATION = "(unknown)"
 
 
@@ -141,15 +144,18 @@ class ExportConsumer:
             self._exporting.discard(request.export_id)
 
     async def _complete(self, request: ExportRequested, delivery: Delivery) -> None:
+        digest = request_digest(request)
         try:
             recorded = await asyncio.to_thread(self._ledger.completion, request.export_id)
-            if recorded is not None:
+            if recorded is None:
+                recorded = await self._export(request, digest)
+            elif recorded.request_sha256 not in (None, digest):
+                recorded = self._conflict(request, digest, recorded)
+            else:
                 log.info(
                     "export %s was completed before: its completion is published again",
                     request.export_id,
                 )
-            else:
-                recorded = await self._export(request)
             await self._publisher.publish(
                 recorded.routing_key,
                 recorded.body,
@@ -172,22 +178,47 @@ class ExportConsumer:
             return
         await delivery.ack()
 
-    async def _export(self, request: ExportRequested) -> RecordedCompletion:
+    async def _export(self, request: ExportRequested, digest: str) -> RecordedCompletion:
         completed = await self._exporter.run(request)
-        event = export_completed_event(
-            completed,
-            source=f"dicom-gateway://{self._settings.ingest.instance_name}/export",
-            time=datetime.now(UTC),
-        )
+        event = export_completed_event(completed, source=self._source, time=datetime.now(UTC))
         recorded = RecordedCompletion(
             export_id=request.export_id,
             routing_key=request.reply_routing_key or EXPORT_COMPLETED_ROUTING_KEY,
             event_id=str(event.get_id()),
             body=to_structured(event),
+            request_sha256=digest,
         )
         await asyncio.to_thread(self._ledger.record, recorded, completed.finished_at)
         self._count(completed)
         return recorded
+
+    def _conflict(
+        self, request: ExportRequested, digest: str, first: RecordedCompletion
+    ) -> RecordedCompletion:
+        """The completion refusing ``request``, whose export_id names the ``first`` one."""
+        now = datetime.now(UTC)
+        completed = conflict_completion(request, first.finished_at or now, now)
+        log.warning(
+            "export %s refused: the export_id was used by a different request before; "
+            "nothing sent, a failed completion goes to %s",
+            request.export_id,
+            request.reply_routing_key or EXPORT_COMPLETED_ROUTING_KEY,
+        )
+        self._metrics.requests.labels(CONFLICT).inc()
+        event = export_completed_event(
+            completed, source=self._source, time=now, conflicting_request=digest
+        )
+        # Not recorded: the ledger keeps the export the id belongs to.
+        return RecordedCompletion(
+            export_id=request.export_id,
+            routing_key=request.reply_routing_key or EXPORT_COMPLETED_ROUTING_KEY,
+            event_id=str(event.get_id()),
+            body=to_structured(event),
+        )
+
+    @property
+    def _source(self) -> str:
+        return f"dicom-gateway://{self._settings.ingest.instance_name}/export"
 
     def _count(self, completed: ExportCompleted) -> None:
         self._metrics.requests.labels(completed.status.value).inc()

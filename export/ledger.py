@@ -23,6 +23,11 @@ class RecordedCompletion:
     routing_key: str
     event_id: str
     body: bytes
+    #: :func:`export.idempotency.request_digest` of the request it completes (None in rows
+    #: recorded before it was kept: any request with that export_id counts as the same).
+    request_sha256: str | None = None
+    #: When the export finished; set on what :meth:`Ledger.completion` returns.
+    finished_at: datetime | None = None
 
 
 class Ledger:
@@ -37,8 +42,11 @@ class Ledger:
                 path,
                 "CREATE TABLE IF NOT EXISTS completed (export_id TEXT PRIMARY KEY,"
                 " routing_key TEXT NOT NULL, event_id TEXT NOT NULL, body BLOB NOT NULL,"
-                " finished_at TEXT NOT NULL)",
+                " finished_at TEXT NOT NULL, request_sha256 TEXT)",
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(completed)")}
+            if "request_sha256" not in columns:  # a ledger of an earlier version
+                db.execute("ALTER TABLE completed ADD COLUMN request_sha256 TEXT")
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the export ledger {path}: {exc}") from exc
         return cls(db)
@@ -50,23 +58,29 @@ class Ledger:
     def completion(self, export_id: str) -> RecordedCompletion | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT export_id, routing_key, event_id, body FROM completed WHERE export_id = ?",
+                "SELECT export_id, routing_key, event_id, body, request_sha256, finished_at"
+                " FROM completed WHERE export_id = ?",
                 (export_id,),
             ).fetchone()
-        return None if row is None else RecordedCompletion(row[0], row[1], row[2], bytes(row[3]))
+        if row is None:
+            return None
+        return RecordedCompletion(
+            row[0], row[1], row[2], bytes(row[3]), row[4], datetime.fromisoformat(row[5])
+        )
 
     def record(self, completion: RecordedCompletion, finished_at: datetime) -> None:
         try:
             with self._lock:
                 self._db.execute(
                     "INSERT OR IGNORE INTO completed (export_id, routing_key, event_id, body,"
-                    " finished_at) VALUES (?, ?, ?, ?, ?)",
+                    " finished_at, request_sha256) VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         completion.export_id,
                         completion.routing_key,
                         completion.event_id,
                         completion.body,
                         finished_at.isoformat(),
+                        completion.request_sha256,
                     ),
                 )
         except sqlite3.Error as exc:

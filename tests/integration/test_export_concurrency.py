@@ -158,6 +158,46 @@ def test_a_repeated_export_id_republishes_the_completion_without_sending_again(
     assert "was completed before" in process.log_text()
 
 
+def test_an_export_id_reused_by_a_different_request_is_refused_on_its_own_routing_key(
+    export: Export, inbox: Path
+) -> None:
+    first_keys = export.put_instances(ct_series(inbox / "first", 2, seed=1))
+    other_keys = export.put_instances(ct_series(inbox / "other", 2, seed=2))
+    first = ExportRequested(
+        export_id=new_export_id(), destinations=("scp",), object_keys=first_keys
+    )
+    other = first.model_copy(update={"object_keys": tuple(other_keys), "reply_routing_key": "b"})
+    with (
+        ScriptedScp(CONTEXTS) as scp,
+        export.completions() as completions,
+        export.completions(["b"]) as replies,
+    ):
+        process = export.start(export.config([destination("scp", scp.port, scp.ae_title)]))
+        export.publish(first)
+        (done_first,) = completions.wait_for(1, timeout=30)
+        export.publish(other)
+        (refusal,) = replies.wait_for(1, timeout=30)
+        export.publish(first)  # the first request again: still idempotent
+        _, again = completions.wait_for(2, timeout=30)
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
+
+    assert completed(done_first).status is ExportStatus.SUCCEEDED
+    assert completed(again) == completed(done_first)
+    refused = completed(refusal)
+    assert refused.status is ExportStatus.FAILED
+    assert refusal.message_id != done_first.message_id
+    (result,) = refused.destinations
+    assert [i.object_key for i in result.instances] == other_keys
+    for instance in result.instances:
+        assert instance.error is not None
+        assert "was already used by a different request" in instance.error
+    # Nothing of the second request was sent.
+    assert sorted(s.sop_instance_uid for s in scp.stores) == sorted(
+        key.rsplit("/", 1)[1].removesuffix(".dcm") for key in first_keys
+    )
+    assert "the export_id was used by a different request" in process.log_text()
+
+
 def test_a_crash_mid_export_is_redone_after_restart_and_completes_once(
     export: Export, inbox: Path
 ) -> None:
