@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import aio_pika
 import aiormq
@@ -30,6 +31,11 @@ from gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0)
+#: How often the queue's binding is declared again. Whoever deletes and re-declares the
+#: exchange (another service's start-up, an operator) drops the binding without a word to
+#: this consumer, and RabbitMQ then drops every request published meanwhile; AMQP cannot ask
+#: whether a binding exists, so it is made to exist again (idempotently) this often.
+REBIND_SECONDS = 5.0
 #: How long stopping waits for the broker to confirm that no more requests come.
 CANCEL_TIMEOUT_SECONDS = 5.0
 
@@ -78,9 +84,15 @@ async def _consume_amqp(
         await consumer.handle(AmqpDelivery(message))
 
     tag = await queue.consume(on_message)
-    consumer.attach(
-        lambda: None if connection.connected.is_set() else "connection to RabbitMQ lost"
-    )
+    binding = _Binding()
+
+    def readiness() -> str | None:
+        if not connection.connected.is_set():
+            return "connection to RabbitMQ lost"
+        return binding.problem
+
+    consumer.attach(readiness)
+    rebinding = asyncio.create_task(_keep_bound(settings, connection, binding, stop))
     log.info(
         "%s %s on RabbitMQ (prefetch %d, at most %d associations)",
         CONSUMING,
@@ -89,9 +101,58 @@ async def _consume_amqp(
         export.max_associations,
     )
     await stop.wait()
+    await rebinding
     consumer.detach()
     await _stop_consuming(connection, queue, tag)
     await consumer.finish()
+
+
+@dataclass
+class _Binding:
+    """What the last attempt to declare the queue's binding found (None: it is in place)."""
+
+    problem: str | None = None
+
+
+async def _keep_bound(
+    settings: GatewaySettings,
+    connection: AbstractRobustConnection,
+    binding: _Binding,
+    stop: asyncio.Event,
+) -> None:
+    """Declare the exchange and the queue's binding again every :data:`REBIND_SECONDS`, on a
+    channel of its own (a refused declaration closes its channel), until ``stop``."""
+    exchange_name, queue_name = settings.broker.exchange, settings.export.queue
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), REBIND_SECONDS)
+        except TimeoutError:
+            pass
+        else:
+            return
+        if not connection.connected.is_set():
+            continue  # the robust connection restores the binding with its channel
+        try:
+            async with asyncio.timeout(REBIND_SECONDS), connection.channel() as channel:
+                exchange = await channel.declare_exchange(
+                    exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                queue = await declare_durable_queue(channel, queue_name)
+                await queue.bind(exchange, EXPORT_REQUESTED_ROUTING_KEY)
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, OSError) as exc:
+            if binding.problem is None:
+                log.error(
+                    "cannot bind %s to %s (%s): requests published now are lost: %r",
+                    queue_name,
+                    exchange_name,
+                    EXPORT_REQUESTED_ROUTING_KEY,
+                    exc,
+                )
+            binding.problem = f"export queue not bound to exchange {exchange_name}: {exc!r}"
+            continue
+        if binding.problem is not None:
+            log.info("%s bound to %s again", queue_name, exchange_name)
+        binding.problem = None
 
 
 async def _stop_consuming(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -295,6 +296,48 @@ def test_completions_of_requests_finishing_together_are_all_published(
         assert sorted(completed(m).export_id for m in messages) == sorted(
             r.export_id for r in requests
         )
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+def test_a_binding_lost_with_the_exchange_is_declared_again(export: Export, inbox: Path) -> None:
+    keys = export.put_instances(ct_series(inbox, 1))
+    request = ExportRequested(export_id=new_export_id(), destinations=("scp",), object_keys=keys)
+    with ScriptedScp(CONTEXTS) as scp:
+        export.start(export.config([destination("scp", scp.port, scp.ae_title)]))
+        export.recreate_exchange()
+        with export.completions() as completions:  # bound to the new exchange
+            with pytest.raises(aio_pika.exceptions.DeliveryError):
+                export.publish(request)  # nothing bound: RabbitMQ returns it
+            wait_until(lambda: _routed(export, request), 20, "the export queue bound again")
+            (message,) = completions.wait_for(1, timeout=30)
+
+    assert completed(message).status is ExportStatus.SUCCEEDED
+    assert len(scp.stores) == 1
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+def test_an_exchange_the_queue_cannot_be_bound_to_makes_export_not_ready(
+    export: Export, refusing_port: int
+) -> None:
+    process = export.start(export.config([destination("pacs", refusing_port)]))
+    export.recreate_exchange(aio_pika.ExchangeType.DIRECT)  # declared as topic: refused
+    wait_until(
+        lambda: "export queue not bound" in process.http_get("/readyz")[1],
+        20,
+        "export reporting that its queue is not bound",
+    )
+    assert process.http_get("/readyz")[0] == 503
+    export.recreate_exchange()
+    wait_until(lambda: process.http_get("/readyz")[0] == 200, 20, "export ready again")
+    assert "bound to" in process.log_text()
+
+
+def _routed(export: Export, request: ExportRequested) -> bool:
+    try:
+        export.publish(request)
+    except aio_pika.exceptions.DeliveryError:
+        return False
+    return True
 
 
 @pytest.mark.backends(RABBITMQ_S3)

@@ -290,6 +290,19 @@ class Export:
             for message in messages:
                 await exchange.publish(message, EXPORT_REQUESTED_ROUTING_KEY, mandatory=True)
 
+    def recreate_exchange(self, kind: aio_pika.ExchangeType = aio_pika.ExchangeType.TOPIC) -> None:
+        """Delete the exchange and declare it again (RabbitMQ only), as an operator or another
+        service's start-up might: every binding to it is gone. ``kind``: a type other than
+        topic is a misconfiguration that the services' own declarations are refused for."""
+        asyncio.run(self._recreate_exchange(kind))
+
+    async def _recreate_exchange(self, kind: aio_pika.ExchangeType) -> None:
+        connection = await self._connect()
+        async with connection:
+            channel = await connection.channel()
+            await channel.exchange_delete(self.ingest.exchange)
+            await channel.declare_exchange(self.ingest.exchange, kind, durable=True)
+
     async def _get(self, queue_name: str, count: int, timeout: float) -> list[ReceivedMessage]:
         connection = await self._connect()
         async with connection:
