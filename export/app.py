@@ -22,6 +22,7 @@ from export.exporter import Exporter
 from export.ledger import Ledger
 from export.local_intake import consume_local
 from export.scu import ScuIdentity
+from export.unrouted import offer_unrouted
 from gateway.backends import open_publisher, open_store
 from gateway.bus import open_event_log
 from gateway.errors import StorageUnavailable
@@ -81,6 +82,8 @@ async def serve(
         stack.push_async_callback(publisher.close)
         exporter = Exporter.create(export, scu_identity(settings), store, metrics)
         consumer = ExportConsumer(settings, exporter, ledger, publisher, metrics)
+        reoffering = asyncio.create_task(offer_unrouted(ledger, publisher, stop))
+        stack.push_async_callback(_finish, reoffering)
         checks.add("export-intake", consumer.readiness)
         checks.add("export-storage", lambda: storage_check(store))
         checks.started(SERVICE)
@@ -91,6 +94,11 @@ async def serve(
             await consume_amqp(settings, consumer, stop)
         else:
             await consume_local(settings, event_log, consumer, stop)
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Wait for ``task``, which ends once the service's stop is set."""
+    await task
 
 
 def log_destinations(settings: GatewaySettings) -> None:

@@ -28,6 +28,7 @@ from contracts.routing import EXPORT_COMPLETED_ROUTING_KEY
 from export.exporter import Exporter
 from export.idempotency import conflict_completion, request_digest
 from export.ledger import Ledger, RecordedCompletion
+from export.unrouted import REOFFER_SECONDS
 from gateway.bus import Delivery, Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError, StorageUnavailable
 from gateway.metrics import ExportMetrics
@@ -147,9 +148,10 @@ class ExportConsumer:
         digest = request_digest(request)
         try:
             recorded = await asyncio.to_thread(self._ledger.completion, request.export_id)
+            conflict = recorded is not None and recorded.request_sha256 not in (None, digest)
             if recorded is None:
                 recorded = await self._export(request, digest)
-            elif recorded.request_sha256 not in (None, digest):
+            elif conflict:
                 recorded = self._conflict(request, digest, recorded)
             else:
                 log.info(
@@ -167,8 +169,13 @@ class ExportConsumer:
             await delivery.requeue(REQUEUE_PAUSE_SECONDS)
             return
         except EventUnroutable as exc:
-            # Kept in the ledger: requesting the same export_id again publishes it again.
-            log.warning("export %s: completion not delivered: %s", request.export_id, exc)
+            if conflict:
+                # Not in the ledger (the id belongs to the other request): nothing to offer
+                # again; the requester learns of the conflict by requesting once more.
+                log.warning("export %s: refusal not delivered: %s", request.export_id, exc)
+            elif not await self._offer_again(request.export_id, exc):
+                await delivery.requeue(REQUEUE_PAUSE_SECONDS)
+                return
         except BrokerUnavailable as exc:
             # The completion is in the ledger; the redelivered request publishes it again.
             log.warning(
@@ -177,6 +184,24 @@ class ExportConsumer:
             await delivery.requeue(0)
             return
         await delivery.ack()
+
+    async def _offer_again(self, export_id: str, unrouted: EventUnroutable) -> bool:
+        """Mark the recorded completion to be offered again (export/unrouted.py); False if
+        the ledger cannot say so, and the request must come back to publish it again."""
+        try:
+            await asyncio.to_thread(self._ledger.mark_unrouted, export_id, True)
+        except JournalError as exc:
+            log.error(
+                "export %s: completion not delivered (%s) nor kept: %s", export_id, unrouted, exc
+            )
+            return False
+        log.warning(
+            "export %s: completion not delivered (%s): offered again every %.0f s",
+            export_id,
+            unrouted,
+            REOFFER_SECONDS,
+        )
+        return True
 
     async def _export(self, request: ExportRequested, digest: str) -> RecordedCompletion:
         completed = await self._exporter.run(request)

@@ -2,7 +2,8 @@
 
 A completion is recorded *before* it is published and the request acknowledged, so a crash
 anywhere after sending leads to the same completion being published again, never to the
-instances being sent twice.
+instances being sent twice. A completion RabbitMQ returned as unroutable (no queue bound to
+its routing key yet) is marked so, and offered again until one is (export/unrouted.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import JournalError
 from gateway.sqlite_files import connect_durable
@@ -30,6 +32,18 @@ class RecordedCompletion:
     finished_at: datetime | None = None
 
 
+_SELECT = (
+    "SELECT export_id, routing_key, event_id, body, request_sha256, finished_at FROM completed"
+)
+
+
+def _completion(row: tuple[Any, ...]) -> RecordedCompletion:
+    """A row of :data:`_SELECT`."""
+    return RecordedCompletion(
+        row[0], row[1], row[2], bytes(row[3]), row[4], datetime.fromisoformat(row[5])
+    )
+
+
 class Ledger:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
@@ -42,11 +56,15 @@ class Ledger:
                 path,
                 "CREATE TABLE IF NOT EXISTS completed (export_id TEXT PRIMARY KEY,"
                 " routing_key TEXT NOT NULL, event_id TEXT NOT NULL, body BLOB NOT NULL,"
-                " finished_at TEXT NOT NULL, request_sha256 TEXT)",
+                " finished_at TEXT NOT NULL, request_sha256 TEXT,"
+                " unrouted INTEGER NOT NULL DEFAULT 0)",
             )
+            # A ledger of an earlier version lacks the columns added since.
             columns = {row[1] for row in db.execute("PRAGMA table_info(completed)")}
-            if "request_sha256" not in columns:  # a ledger of an earlier version
+            if "request_sha256" not in columns:
                 db.execute("ALTER TABLE completed ADD COLUMN request_sha256 TEXT")
+            if "unrouted" not in columns:
+                db.execute("ALTER TABLE completed ADD COLUMN unrouted INTEGER NOT NULL DEFAULT 0")
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open the export ledger {path}: {exc}") from exc
         return cls(db)
@@ -57,16 +75,30 @@ class Ledger:
 
     def completion(self, export_id: str) -> RecordedCompletion | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT export_id, routing_key, event_id, body, request_sha256, finished_at"
-                " FROM completed WHERE export_id = ?",
-                (export_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        return RecordedCompletion(
-            row[0], row[1], row[2], bytes(row[3]), row[4], datetime.fromisoformat(row[5])
-        )
+            row = self._db.execute(_SELECT + " WHERE export_id = ?", (export_id,)).fetchone()
+        return None if row is None else _completion(row)
+
+    def mark_unrouted(self, export_id: str, unrouted: bool) -> None:
+        """Whether the completion of ``export_id`` still waits for a queue to take it."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "UPDATE completed SET unrouted = ? WHERE export_id = ?",
+                    (int(unrouted), export_id),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot record export {export_id}: {exc}") from exc
+
+    def unrouted(self) -> list[RecordedCompletion]:
+        """The completions waiting for a queue to take them, oldest first."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    _SELECT + " WHERE unrouted = 1 ORDER BY finished_at"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the export ledger: {exc}") from exc
+        return [_completion(row) for row in rows]
 
     def record(self, completion: RecordedCompletion, finished_at: datetime) -> None:
         try:

@@ -21,7 +21,7 @@ from tests.support.export import (
     run_cli,
 )
 from tests.support.factories import CT_IMAGE_STORAGE, ct_series, derived_uid
-from tests.support.ingest import Ingest
+from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.net import free_port, wait_until
 from tests.support.scripted_scp import ScriptedScp
 from tests.support.settled import stop_export_with_nothing_left
@@ -162,6 +162,32 @@ def test_the_completion_goes_to_the_reply_routing_key_only(
     assert message.routing_key == "pipeline.lung.export-done"
     done = completed(message)
     assert (done.export_id, done.status) == (request.export_id, ExportStatus.SUCCEEDED)
+
+
+@pytest.mark.backends(RABBITMQ_S3)
+def test_a_completion_no_queue_takes_yet_is_offered_until_one_does(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    keys = export.put_instances(ct_series(inbox, 1))
+    request = ExportRequested(
+        export_id=new_export_id(),
+        destinations=("pacs",),
+        object_keys=keys,
+        reply_routing_key="pipeline.late.export-done",
+    )
+    with Storescp(tmp_path / "pacs") as pacs:
+        process = export.start(export.config([destination("pacs", pacs.port)]))
+        export.publish(request)
+        wait_until(
+            lambda: "offered again" in process.log_text(), 30, "the completion returned unrouted"
+        )
+        # The requester's queue comes late; the request itself was acknowledged meanwhile.
+        with export.completions(("pipeline.late.export-done",)) as late:
+            (message,) = late.wait_for(1, timeout=30)
+            late.assert_no_more(timeout=7)  # delivered once: no longer offered
+    assert completed(message).export_id == request.export_id
+    assert len(pacs.received_files()) == 1
+    assert "delivered to pipeline.late.export-done at last" in process.log_text()
 
 
 def test_echo_command_exits_0_only_when_the_destination_answers(
