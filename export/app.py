@@ -86,6 +86,7 @@ async def serve(
         stack.push_async_callback(_finish, reoffering)
         checks.add("export-intake", consumer.readiness)
         checks.add("export-storage", lambda: storage_check(store))
+        checks.add("export-working-space", exporter.space.problem)
         checks.started(SERVICE)
         if event_log is None:
             # aio-pika only for RabbitMQ: on the local event log export starts without it.

@@ -37,8 +37,16 @@ from contracts.export import (
     overall_status,
 )
 from contracts.keys import association_prefix
-from export.fetch import FetchStream, request_keys
-from export.plan import Context, InstanceMeta, failure, opening_contexts, passes, unread
+from export.fetch import FetchStream, WorkingSpace, request_keys
+from export.plan import (
+    Context,
+    InstanceMeta,
+    NotFetched,
+    failure,
+    opening_contexts,
+    passes,
+    unread,
+)
 from export.scu import BatchOutcome, ScuIdentity, send_batch
 from gateway.logs import fields
 from gateway.metrics import ExportMetrics
@@ -67,6 +75,8 @@ class Exporter:
     #: One per configured destination, by name.
     destination_slots: Mapping[str, asyncio.Semaphore]
     metrics: ExportMetrics
+    #: Whether the working directory (under ``state_dir``) had room for the latest download.
+    space: WorkingSpace = field(default_factory=WorkingSpace)
 
     @classmethod
     def create(
@@ -235,13 +245,13 @@ class Exporter:
     ) -> BatchOutcome:
         """One association for ``keys``: ``proposed`` as planned, or (None) the contexts of the
         first window of objects fetched."""
-        with FetchStream(self.store, keys, workdir, known) as stream:
-            unreadable: list[InstanceResult] = []
+        with FetchStream(self.store, keys, workdir, known, self.space) as stream:
+            skipped: list[InstanceResult | NotFetched] = []
             if proposed is None:
-                readable, unreadable = await stream.head()
+                readable, skipped = await stream.head()
                 proposed = opening_contexts(readable)
                 if not proposed:  # nothing readable at all: nothing to associate for
-                    return BatchOutcome(unreadable=unreadable)
+                    return _skipped_only(skipped)
             async with self.destination_slots[destination.name], self.associations:
                 started = time.monotonic()
                 outcome = await asyncio.to_thread(
@@ -255,8 +265,22 @@ class Exporter:
                 self.metrics.association_duration.labels(destination.name).observe(
                     time.monotonic() - started
                 )
-        outcome.unreadable[:0] = unreadable
+        before = _skipped_only(skipped)
+        outcome.unreadable[:0] = before.unreadable
+        outcome.retry.update(before.retry)
+        outcome.error = outcome.error or before.error
         return outcome
+
+
+def _skipped_only(skipped: Sequence[InstanceResult | NotFetched]) -> BatchOutcome:
+    """The outcome of objects skipped before any association: unreadable ones are final,
+    those not fetched for want of room are for another attempt."""
+    outcome = BatchOutcome(unreadable=[s for s in skipped if isinstance(s, InstanceResult)])
+    for item in skipped:
+        if isinstance(item, NotFetched):
+            outcome.retry[item.object_key] = item.reason
+            outcome.error = item.reason
+    return outcome
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pydicom.filereader import read_file_meta_info
 
 from contracts.export import InstanceResult
 from contracts.keys import association_prefix, is_valid_uid
-from export.plan import InstanceMeta, OutgoingInstance, unread
-from gateway.errors import ObjectMissing
+from export.plan import InstanceMeta, NotFetched, OutgoingInstance, unread
+from gateway.errors import ObjectMissing, WorkingSpaceFull
 from gateway.objectstore import ObjectStore
 
 #: Downloads in flight at once for one stream: S3 answers each GET with latency of its own,
@@ -36,8 +36,9 @@ OPENING_WINDOW = 16
 #: "DICM", and (0002,0000) UL itself, 12 bytes; the group length counts the rest (PS3.10 7.1).
 FILE_META_START = 128 + 4 + 12
 
-#: One object of a stream: fetched and readable, or why it cannot be sent anywhere.
-Fetched = OutgoingInstance | InstanceResult
+#: One object of a stream: fetched and readable, why it cannot be sent anywhere, or why it
+#: cannot be fetched now.
+Fetched = OutgoingInstance | InstanceResult | NotFetched
 
 
 def request_keys(
@@ -59,8 +60,10 @@ class FetchStream:
 
     A storage outage raises :class:`StorageUnavailable` from :meth:`head` or :meth:`take` (the
     request is retried later as a whole); a missing or unreadable object comes out as its
-    failed result. :meth:`close` (also at the end of the ``with`` block) drops the downloads
-    not started; those running delete their file when done, and :meth:`take` returns None.
+    failed result, and one the working directory has no room for as :class:`NotFetched`
+    (``space`` hears of each download's outcome, for ``/readyz``). :meth:`close` (also at the
+    end of the ``with`` block) drops the downloads not started; those running delete their
+    file when done, and :meth:`take` returns None.
     """
 
     def __init__(
@@ -69,9 +72,12 @@ class FetchStream:
         keys: Sequence[str],
         workdir: Path,
         known: dict[str, InstanceMeta],
+        space: WorkingSpace,
+        *,
         ahead: int = FETCH_AHEAD,
     ) -> None:
         self._store = store
+        self._space = space
         self._keys = list(keys)
         self._dir = Path(tempfile.mkdtemp(dir=workdir))
         self._known = known
@@ -108,7 +114,9 @@ class FetchStream:
             key = self._keys[self._next]
             target = self._dir / f"{self._next:06d}.dcm"
             self._next += 1
-            self._queued.append((key, self._pool.submit(_fetch_one, self._store, key, target)))
+            self._queued.append(
+                (key, self._pool.submit(_fetch_one, self._store, key, target, self._space))
+            )
 
     def _record(self, fetched: Fetched) -> None:
         if isinstance(fetched, OutgoingInstance):
@@ -120,14 +128,14 @@ class FetchStream:
                 data_set_length=fetched.data_set_length,
             )
 
-    async def head(self) -> tuple[list[OutgoingInstance], list[InstanceResult]]:
+    async def head(self) -> tuple[list[OutgoingInstance], list[InstanceResult | NotFetched]]:
         """The readable objects among the first :data:`OPENING_WINDOW`, once fetched, without
         taking them.
 
         A window with nothing readable in it is taken (its results come second) and the next
         one awaited, until something readable turns up or the keys run out.
         """
-        unreadable: list[InstanceResult] = []
+        unreadable: list[InstanceResult | NotFetched] = []
         while True:
             with self._lock:
                 futures = [future for _, future in self._queued][:OPENING_WINDOW]
@@ -141,7 +149,7 @@ class FetchStream:
                 for _ in first:
                     self._queued.popleft()
                 self._top_up()
-            unreadable += [f for f in first if isinstance(f, InstanceResult)]
+            unreadable += [f for f in first if not isinstance(f, OutgoingInstance)]
 
     def take(self) -> Fetched | None:
         """The next object, waiting for its download; None once every key was taken."""
@@ -162,7 +170,7 @@ class FetchStream:
             # Closed while this download was running: the sender stops here.
             self.release(fetched)
             return None
-        if isinstance(fetched, InstanceResult):
+        if not isinstance(fetched, OutgoingInstance):
             self._give_back()  # no file
         return fetched
 
@@ -201,12 +209,39 @@ def _discard(future: Future[Fetched]) -> None:
         fetched.path.unlink(missing_ok=True)
 
 
-def _fetch_one(store: ObjectStore, key: str, target: Path) -> Fetched:
+class WorkingSpace:
+    """Whether the working directory had room for the latest download (for ``/readyz``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._problem: str | None = None
+
+    def had_room(self) -> None:
+        with self._lock:
+            self._problem = None
+
+    def full(self, reason: str) -> None:
+        with self._lock:
+            self._problem = reason
+
+    def problem(self) -> str | None:
+        with self._lock:
+            return self._problem
+
+
+def _fetch_one(store: ObjectStore, key: str, target: Path, space: WorkingSpace) -> Fetched:
     try:
         store.download(key, target)
-        meta = read_file_meta_info(target)
     except ObjectMissing:
         return unread(key, "object does not exist")
+    except WorkingSpaceFull as exc:
+        target.unlink(missing_ok=True)
+        reason = f"no room in the working directory to fetch it: {exc}"
+        space.full(reason)
+        return NotFetched(key, reason)
+    space.had_room()
+    try:
+        meta = read_file_meta_info(target)
     except (InvalidDicomError, AttributeError, ValueError) as exc:
         target.unlink(missing_ok=True)
         return unread(key, f"object is not a DICOM Part 10 file: {exc}")

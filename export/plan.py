@@ -53,6 +53,15 @@ class OutgoingInstance(InstanceMeta):
     path: Path
 
 
+@dataclass(frozen=True)
+class NotFetched:
+    """A stored object that could not be fetched this time for a reason of this machine's (no
+    room in the working directory): worth another attempt, like a destination that is down."""
+
+    object_key: str
+    reason: str
+
+
 Planned = TypeVar("Planned", bound=InstanceMeta)
 
 

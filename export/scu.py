@@ -23,6 +23,7 @@ from contracts.export import InstanceOutcome, InstanceResult
 from export.plan import (
     Context,
     InstanceMeta,
+    NotFetched,
     OutgoingInstance,
     describe_rejection,
     failure,
@@ -47,9 +48,9 @@ MAX_MESSAGE_ID = 0xFFFF
 class InstanceSource(Protocol):
     """Where a batch's instances come from, in order (:class:`export.fetch.FetchStream`)."""
 
-    def take(self) -> OutgoingInstance | InstanceResult | None:
-        """The next instance, or the result of an object that cannot be read; None at the
-        end."""
+    def take(self) -> OutgoingInstance | InstanceResult | NotFetched | None:
+        """The next instance, the result of an object that cannot be read, or an object not
+        fetched this time; None at the end."""
 
     def release(self, instance: OutgoingInstance) -> None:
         """Done with ``instance`` (its file may go)."""
@@ -208,6 +209,9 @@ def _refuse_all(proposed: set[Context], source: InstanceSource, outcome: BatchOu
         if isinstance(item, InstanceResult):
             outcome.unreadable.append(item)
             continue
+        if isinstance(item, NotFetched):
+            outcome.retry[item.object_key] = outcome.error = item.reason
+            continue
         source.release(item)
         if item.context in proposed:
             outcome.results.append(_not_accepted(item))
@@ -233,6 +237,9 @@ def _send_all(
             return
         if isinstance(item, InstanceResult):
             outcome.unreadable.append(item)
+            continue
+        if isinstance(item, NotFetched):
+            outcome.retry[item.object_key] = outcome.error = item.reason
             continue
         try:
             if item.context not in proposed or (item.odd_length and not alone):

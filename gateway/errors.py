@@ -22,6 +22,11 @@ class StorageUnavailable(GatewayError):
     """The object store could not be reached or refused a request; the operation may be retried."""
 
 
+class WorkingSpaceFull(GatewayError):
+    """A local file system had no room for what was being written there (an object fetched
+    for export, say); retrying once room is made may succeed."""
+
+
 class ObjectChanged(GatewayError):
     """The object store refused an object whose bytes are not those of the hash it was sent
     with: the spool copy changed after it was received, and retrying sends the same bytes."""

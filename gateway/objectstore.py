@@ -8,6 +8,7 @@ callers retry.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -15,13 +16,18 @@ from pathlib import Path
 from typing import Protocol
 
 from contracts.keys import parse_object_key
-from gateway.errors import ObjectMissing, StorageUnavailable
+from gateway.errors import ObjectMissing, StorageUnavailable, WorkingSpaceFull
 from gateway.fsync import fsync_directory
 from gateway.settings import StorageSettings
 
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+def is_disk_full(exc: OSError) -> bool:
+    """Whether a write failed for want of room (or of quota) on the local file system."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class ObjectStore(Protocol):
@@ -37,7 +43,8 @@ class ObjectStore(Protocol):
         ``sha256``: the bytes' SHA-256 (hex) when the caller knows it already."""
 
     def download(self, key: str, target: Path) -> None:
-        """Stream the object to ``target``; ObjectMissing if there is no such object."""
+        """Stream the object to ``target``; ObjectMissing if there is no such object,
+        WorkingSpaceFull if ``target``'s file system has no room for it."""
 
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
@@ -81,6 +88,8 @@ class FileStore:
         except FileNotFoundError as exc:
             raise ObjectMissing(f"no object {key} under {self._root}") from exc
         except OSError as exc:
+            if is_disk_full(exc):
+                raise WorkingSpaceFull(f"copying {key} to {target}: {exc}") from exc
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
 
     def _files_under(self, prefix: str) -> list[Path]:

@@ -19,8 +19,14 @@ from minio.credentials.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
-from gateway.errors import ConfigError, ObjectChanged, ObjectMissing, StorageUnavailable
-from gateway.objectstore import Readable
+from gateway.errors import (
+    ConfigError,
+    ObjectChanged,
+    ObjectMissing,
+    StorageUnavailable,
+    WorkingSpaceFull,
+)
+from gateway.objectstore import Readable, is_disk_full
 from gateway.settings import StorageSettings
 
 #: Multipart uploads above this size. minio-py holds each part in memory (and a copy while it
@@ -152,11 +158,15 @@ class S3Store:
             with target.open("wb") as file:
                 for chunk in response.stream(DOWNLOAD_CHUNK):
                     file.write(chunk)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise WorkingSpaceFull(f"downloading {key} to {target}: {exc}") from exc
+            raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectMissing(f"no object {key} in bucket {self._bucket}") from exc
             raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
             raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
         finally:
             if response is not None:

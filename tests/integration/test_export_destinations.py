@@ -25,6 +25,7 @@ from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.net import free_port, wait_until
 from tests.support.scripted_scp import ScriptedScp
 from tests.support.settled import stop_export_with_nothing_left
+from tests.support.small_fs import small_filesystem
 from tests.support.storescp import Storescp
 
 
@@ -188,6 +189,41 @@ def test_a_completion_no_queue_takes_yet_is_offered_until_one_does(
     assert completed(message).export_id == request.export_id
     assert len(pacs.received_files()) == 1
     assert "delivered to pipeline.late.export-done at last" in process.log_text()
+
+
+def test_no_room_to_fetch_fails_the_instance_after_the_retries_and_export_says_so(
+    export: Export, inbox: Path, tmp_path: Path
+) -> None:
+    (big,) = ct_series(inbox / "big", 1, rows=1024, cols=1024, seed=5)  # 2 MiB of pixels
+    small = ct_series(inbox / "small", 2, seed=6)
+    keys = export.put_instances([*small, big])
+    request = ExportRequested(export_id=new_export_id(), destinations=("pacs",), object_keys=keys)
+    with (
+        small_filesystem(tmp_path / "export-state", "1m") as state_dir,
+        Storescp(tmp_path / "pacs") as pacs,
+        export.completions() as completions,
+    ):
+        config = export.config([destination("pacs", pacs.port)], state_dir=str(state_dir))
+        process = export.start(config)
+        export.publish(request)
+        (message,) = completions.wait_for(1, timeout=30)
+        status, body = process.http_get("/readyz")
+        received = len(pacs.received_files())
+        log = process.log_text()
+        stop_export_with_nothing_left(process, export.ingest, export.queue, completions)
+
+    (result,) = completed(message).destinations
+    assert (result.instances_sent, result.instances_failed, received) == (2, 1, 2)
+    (failed,) = [i for i in result.instances if i.status is InstanceOutcome.FAILED]
+    assert failed.object_key == keys[-1]
+    assert failed.error is not None
+    assert "no room in the working directory" in failed.error
+    assert "No space left on device" in failed.error
+    # Retried as often as a destination that is down, then reported; not put back for ever.
+    assert "(retry 2 of 2)" in log
+    assert "put back for later" not in log
+    assert status == 503
+    assert "export-working-space" in body
 
 
 def test_echo_command_exits_0_only_when_the_destination_answers(

@@ -22,6 +22,7 @@ from tests.support.factories import ct_series
 from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
 from tests.support.settled import wait_until_handed_on
+from tests.support.small_fs import small_filesystem
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -193,17 +194,8 @@ def test_invalid_uids_fail_that_instance_only(
 @pytest.fixture
 def small_spool(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB filesystem for the spool, so that a disk really fills up (needs root)."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(spool)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
-    yield spool
-    subprocess.run(["umount", "-l", str(spool)], check=True)
+    with small_filesystem(tmp_path / "spool", "4m") as spool:
+        yield spool
 
 
 def test_full_disk_refuses_the_instance_and_keeps_serving(

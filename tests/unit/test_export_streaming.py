@@ -18,7 +18,7 @@ from pynetdicom import _config as pynetdicom_config
 from contracts.export import ExportCompleted, ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id, object_key
 from export.exporter import Exporter
-from export.fetch import FETCH_AHEAD, OPENING_WINDOW, FetchStream
+from export.fetch import FETCH_AHEAD, OPENING_WINDOW, FetchStream, WorkingSpace
 from export.plan import InstanceMeta, OutgoingInstance
 from export.scu import ScuIdentity
 from gateway.metrics import ExportMetrics
@@ -244,7 +244,9 @@ def test_a_first_window_with_nothing_readable_is_passed_over(tmp_path: Path) -> 
     (tmp_path / "work").mkdir()
 
     async def first_window() -> tuple[list[OutgoingInstance], int]:
-        with FetchStream(store, [*missing, key], tmp_path / "work", known) as stream:
+        with FetchStream(
+            store, [*missing, key], tmp_path / "work", known, WorkingSpace()
+        ) as stream:
             readable, unreadable = await stream.head()
             taken = [stream.take() for _ in range(3)]
             assert [type(t).__name__ for t in taken] == [
@@ -266,7 +268,7 @@ def test_a_closed_stream_leaves_no_files(tmp_path: Path) -> None:
     store, keys = file_store(tmp_path, series)
     work = tmp_path / "work"
     work.mkdir()
-    with FetchStream(store, keys, work, {}) as stream:
+    with FetchStream(store, keys, work, {}, WorkingSpace()) as stream:
         first = stream.take()
         assert isinstance(first, OutgoingInstance)
         assert first.path.exists()
