@@ -28,7 +28,9 @@ from ingest.inflating import Inflating
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+#: Transfer syntaxes whose data set is deflated explicit VR little endian (PS3.5 A.5, A.7):
+#: Deflated Explicit VR Little Endian and JPIP Referenced Deflate.
+DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"})
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 # (0002,0000) UL, explicit VR little endian: tag, VR, 2-byte length, 4-byte value.
@@ -131,7 +133,7 @@ def read_identity(
     """
     received.seek(offset)
     stream: BinaryIO = received
-    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
         stream = Inflating(received)  # type: ignore[assignment]
 
     def past_identity(tag: BaseTag, _vr: str | None, _length: int) -> bool:

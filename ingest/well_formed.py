@@ -21,7 +21,7 @@ from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected
 from ingest.inflating import Inflating
 from ingest.part10 import (
-    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    DEFLATED_TRANSFER_SYNTAXES,
     EXPLICIT_VR_BIG_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
@@ -131,7 +131,7 @@ def check_well_formed(received: BinaryIO, offset: int, transfer_syntax_uid: str)
     """
     size = received.seek(0, os.SEEK_END) - offset
     received.seek(offset)
-    if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
         # How long it is inflated is known only once inflated: skips are checked as they land.
         cursor = _Cursor(Inflating(received), None)  # type: ignore[arg-type]
     else:

@@ -76,6 +76,7 @@ REACHES: tuple[Reach, ...] = (
         plain=True,
     ),
     *_reaches("modes", "pynetdicom.dimse_messages", "NamedTemporaryFile", plain=True),
+    *_reaches("modes", "pynetdicom.acse", "negotiate_unrestricted", plain=True),
     *_reaches("dicom_socket", _ASSOCIATION, "Association.dul", plain=True),
     *_reaches("dicom_socket", _DUL, "DULServiceProvider.socket", plain=True),
     *_reaches("dicom_socket", _TRANSPORT, "AssociationSocket.socket", plain=True),

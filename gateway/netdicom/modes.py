@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom import acse as pynetdicom_acse
 from pynetdicom import dimse_messages as pynetdicom_dimse_messages
+from pynetdicom import presentation as pynetdicom_presentation
 
 from gateway.netdicom.ae import GatewayAE, PlainAE, PromptAE
 from gateway.netdicom.compat import check_installed
+from gateway.netdicom.storage_contexts import storage_only
 from gateway.settings import NetdicomMode
 
 __all__ = ["application_entity", "check_installed", "configure_pynetdicom"]
@@ -30,7 +33,8 @@ def configure_pynetdicom(temporary_files: Callable[..., object] | None = None) -
       (bytes as received, bounded memory).
     - Send each file's data set bytes as stored: no decoding, no re-encoding, no conversion.
     - Accept every storage SOP class, private and unknown ones too, in the sender's first
-      proposed transfer syntax, so nothing is ever converted.
+      proposed transfer syntax, so nothing is ever converted; and no other service but
+      Verification (storage_contexts.py).
     - With ``temporary_files`` (ingest's), create the received files with it instead of
       ``NamedTemporaryFile``: on the spool's filesystem, and failing one C-STORE on a full disk
       instead of killing the association. pynetdicom offers no hook for this, so its module's
@@ -42,6 +46,10 @@ def configure_pynetdicom(temporary_files: Callable[..., object] | None = None) -
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
+    # Wrapped from the original each time, so that configuring twice wraps once.
+    pynetdicom_acse.negotiate_unrestricted = storage_only(  # type: ignore[attr-defined]
+        pynetdicom_presentation.negotiate_unrestricted
+    )
     if temporary_files is not None:
         pynetdicom_dimse_messages.NamedTemporaryFile = temporary_files  # type: ignore[attr-defined, assignment]
 

@@ -12,19 +12,26 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import _config as pynetdicom_config
 
+from gateway.dicom_status import VERIFICATION_SOP_CLASS
 from gateway.netdicom.ae import PromptAE
 from gateway_client.testing import gateway_environment
 from tests.support import dcmtk
 from tests.support.dcmtk import Rejection
-from tests.support.factories import ct_series
+from tests.support.factories import CT_IMAGE_STORAGE, ct_series
 from tests.support.ingest import Ingest, released
 from tests.support.net import wait_until
 from tests.support.settled import wait_until_handed_on
 from tests.support.small_fs import small_filesystem
 
 VERIFICATION = "1.2.840.10008.1.1"
+
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+COLOR_PALETTE_FIND = "1.2.840.10008.5.1.4.39.2"
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 
 
 def test_unknown_called_ae_title_is_rejected_permanently(ingest: Ingest) -> None:
@@ -196,6 +203,36 @@ def small_spool(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB filesystem for the spool, so that a disk really fills up (needs root)."""
     with small_filesystem(tmp_path / "spool", "4m") as spool:
         yield spool
+
+
+def test_only_storage_and_verification_contexts_are_accepted(ingest: Ingest) -> None:
+    gateway = ingest.start()
+    ae = PromptAE(ae_title="MODALITY")
+    for abstract_syntax in (
+        CT_IMAGE_STORAGE,
+        VERIFICATION_SOP_CLASS,
+        MODALITY_WORKLIST_FIND,
+        PATIENT_ROOT_FIND,
+        COLOR_PALETTE_FIND,
+        STORAGE_COMMITMENT,
+    ):
+        ae.add_requested_context(abstract_syntax, ExplicitVRLittleEndian)
+    assoc = ae.associate(gateway.host, gateway.port, ae_title="GATEWAY")
+    try:
+        assert assoc.is_established
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        refused = {str(cx.abstract_syntax): cx.result for cx in assoc.rejected_contexts}
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert accepted == {CT_IMAGE_STORAGE, VERIFICATION_SOP_CLASS}
+    # 3: abstract syntax not supported (provider rejection), PS3.8 9.3.3.2
+    assert refused == {
+        MODALITY_WORKLIST_FIND: 3,
+        PATIENT_ROOT_FIND: 3,
+        COLOR_PALETTE_FIND: 3,
+        STORAGE_COMMITMENT: 3,
+    }
 
 
 def test_full_disk_refuses_the_instance_and_keeps_serving(

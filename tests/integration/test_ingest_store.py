@@ -16,12 +16,14 @@ from gateway_client.testing import http_get
 from tests.support import dcmtk
 from tests.support.factories import (
     CT_IMAGE_STORAGE,
+    JPIP_REFERENCED_DEFLATE,
     PRIVATE_TRANSFER_SYNTAX,
     awkward_instance,
     compressed_instance,
     ct_series,
     data_set_bytes,
     file_meta_length,
+    jpip_referenced_instance,
     private_sop_instance,
 )
 from tests.support.ingest import Ingest, released
@@ -166,12 +168,17 @@ def raw_sending() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("raw_sending")
-@pytest.mark.parametrize("syntax", [HTJ2K_LOSSLESS, PRIVATE_TRANSFER_SYNTAX])
+@pytest.mark.parametrize(
+    "syntax", [HTJ2K_LOSSLESS, PRIVATE_TRANSFER_SYNTAX, JPIP_REFERENCED_DEFLATE]
+)
 def test_syntaxes_dcmtk_cannot_send_from_a_pynetdicom_sender(
     ingest: Ingest, inbox: Path, syntax: str
 ) -> None:
     gateway = ingest.start()
-    instance = compressed_instance(inbox, syntax)
+    if syntax == JPIP_REFERENCED_DEFLATE:  # deflated like 1.2.840.10008.1.2.1.99
+        instance = jpip_referenced_instance(inbox)
+    else:
+        instance = compressed_instance(inbox, syntax)
     ae = PromptAE(ae_title="PYNETDICOM")
     ae.add_requested_context(instance.uids.sop_class, [syntax])
     with ingest.events() as events:

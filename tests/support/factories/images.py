@@ -23,6 +23,7 @@ from tests.support.factories.blocks import (
 from tests.support.factories.part10 import (
     CT_IMAGE_STORAGE,
     ENCAPSULATED_TRANSFER_SYNTAXES,
+    JPIP_REFERENCED_DEFLATE,
     NATIVE_TRANSFER_SYNTAXES,
     PIXEL_DATA,
     PRIVATE_CREATOR,
@@ -175,6 +176,27 @@ def awkward_instance(
     write_part10(path, ds, transfer_syntax, group_lengths=True)
     return Instance(
         path, InstanceUIDs(study, series, CT_IMAGE_STORAGE, sop_instance, transfer_syntax)
+    )
+
+
+def jpip_referenced_instance(directory: Path, *, seed: int = 0) -> Instance:
+    """Write a secondary-capture instance in JPIP Referenced Deflate: no pixel data but its
+    URL (Pixel Data Provider URL), and the whole data set deflated."""
+    study = derived_uid("study", seed)
+    series = derived_uid("jpip-series", study, seed)
+    sop_instance = derived_uid("jpip", series, seed)
+    ds = patient_study_series(study, series, seed, modality="OT")
+    sop_common(ds, SECONDARY_CAPTURE_IMAGE_STORAGE, sop_instance, instance_number=1)
+    ds.ConversionType = "WSD"
+    monochrome_image(ds, 32, 32, bits_stored=8)
+    ds.add(DataElement(Tag(0x0028, 0x7FE0), "UR", f"http://pacs.invalid/jpip/{sop_instance}"))
+    path = directory / f"jpip-{sop_instance}.dcm"
+    write_part10(path, ds, JPIP_REFERENCED_DEFLATE)
+    return Instance(
+        path,
+        InstanceUIDs(
+            study, series, SECONDARY_CAPTURE_IMAGE_STORAGE, sop_instance, JPIP_REFERENCED_DEFLATE
+        ),
     )
 
 

@@ -38,6 +38,12 @@ SECONDARY_CAPTURE_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 PRIVATE_SOP_CLASS = UID("1.2.826.0.1.3680043.9999.1.1")
 #: A transfer syntax no toolkit knows; encoded as explicit VR little endian, pixels encapsulated.
 PRIVATE_TRANSFER_SYNTAX = UID("1.2.826.0.1.3680043.9999.2.1")
+#: JPIP Referenced Deflate: the data set deflated, its pixels referenced by URL (PS3.5 A.7).
+JPIP_REFERENCED_DEFLATE = UID("1.2.840.10008.1.2.4.95")
+#: Transfer syntaxes whose whole data set is deflated.
+DEFLATED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
+    {DeflatedExplicitVRLittleEndian, JPIP_REFERENCED_DEFLATE}
+)
 
 #: Transfer syntaxes whose pixel data is encapsulated (fragments, not native pixels).
 ENCAPSULATED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
@@ -108,7 +114,7 @@ def instance_uids(path: Path) -> InstanceUIDs:
     meta = read_file_meta_info(path)
     transfer_syntax = UID(meta.TransferSyntaxUID)
     data_set = data_set_bytes(path)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+    if transfer_syntax in DEFLATED_TRANSFER_SYNTAXES:
         data_set = zlib.decompress(data_set, wbits=-zlib.MAX_WBITS)
     implicit_vr, little_endian = encoding_of(transfer_syntax)
     ds = read_dataset(
@@ -214,7 +220,7 @@ def write_part10(
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     body = encode_data_set(ds, transfer_syntax, group_lengths=group_lengths)
-    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+    if transfer_syntax in DEFLATED_TRANSFER_SYNTAXES:
         # Raw deflate (no zlib header), as PS3.5 A.5 requires.
         compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         body = compressor.compress(body) + compressor.flush()
