@@ -117,6 +117,21 @@ def test_garbage_right_after_a_request_ends_the_connection_at_once(ingest: Inges
 
 
 @pytest.mark.backends(EMBEDDED)
+def test_a_peer_cannot_forge_a_log_line(ingest: Ingest) -> None:
+    """A calling AE title holding a newline, sent in a request made by hand (toolkits refuse
+    to build one): whoever logs it, ingest or pynetdicom, writes it on one line, escaped."""
+    gateway = ingest.start()
+    forged = b"EVIL\nFORGED LINE"  # 16 bytes, a whole AE title
+    data = request(gateway.port).replace(b"FUZZER".ljust(16), forged, 1)
+    assert forged in data
+    exchange(gateway, data)
+    assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY").ok
+    log = gateway.log_text()
+    assert not any(line.startswith("FORGED") for line in log.splitlines())
+    assert "EVIL\\nFORGED" in log
+
+
+@pytest.mark.backends(EMBEDDED)
 def test_silent_peers_are_dropped_and_do_not_hold_up_others(ingest: Ingest, inbox: Path) -> None:
     # Long enough that a sender held up by the silent peers would be seen to be.
     network_timeout = 6.0

@@ -1,12 +1,16 @@
-"""JSON log lines and the start-up summary of ``serve``."""
+"""Log lines (JSON, and text a peer cannot forge lines in) and the start-up summary of
+``serve``."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+
+import pytest
 
 from dicom_gateway.serve import startup_lines
-from gateway.logs import JsonFormatter, fields
+from gateway.logs import JsonFormatter, TextFormatter, escape_controls, fields
 from gateway.settings import GatewaySettings
 
 
@@ -35,6 +39,50 @@ def test_json_lines_carry_the_message_and_the_structured_fields() -> None:
 def test_structured_fields_never_replace_the_standard_ones() -> None:
     document = json.loads(JsonFormatter().format(record("x", extra=fields(message="forged"))))
     assert document["message"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("peer_text", "written"),
+    [
+        ("EVIL\n2026-12-07 ERROR forged", "EVIL\\n2026-12-07 ERROR forged"),
+        ("CR\rLF", "CR\\rLF"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("NUL\x00", "NUL\\x00"),
+        ("C1\x85", "C1\\x85"),
+        ("MODALITY-1 ü", "MODALITY-1 ü"),  # printable text stays as it is
+    ],
+)
+def test_text_lines_escape_what_a_peer_sends(peer_text: str, written: str) -> None:
+    assert escape_controls(peer_text) == written
+    line = TextFormatter().format(record("calling AE title %s rejected", peer_text))
+    assert line.endswith(f"INFO test calling AE title {written} rejected")
+    assert "\n" not in line
+    assert "\r" not in line
+
+
+def _decode_peer_title() -> None:
+    raise ValueError("Invalid AE title 'EVIL\nFORGED'")
+
+
+def _decode_pdu() -> None:
+    try:
+        _decode_peer_title()
+    except ValueError as inner:
+        raise RuntimeError("cannot decode\r\nFORGED too") from inner
+
+
+def test_an_exception_quoting_a_peer_stays_inside_its_traceback() -> None:
+    try:
+        _decode_pdu()
+    except RuntimeError:
+        made = logging.getLogger("test").makeRecord(
+            "test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    text = TextFormatter().format(made)
+    assert not any(line.startswith("FORGED") for line in text.splitlines())
+    assert "ValueError: Invalid AE title 'EVIL\\nFORGED'" in text
+    assert "RuntimeError: cannot decode\\r\\nFORGED too" in text
+    assert text.splitlines()[1] == "Traceback (most recent call last):"
 
 
 def test_zero_configuration_start_up_says_how_to_use_it() -> None:
