@@ -141,6 +141,10 @@ class IngestSettings(_Section):
     #: 0: a free port chosen by the system (the start-up log and ``--port-file`` give it).
     port: int = Field(default=11112, ge=0, le=65535)
     max_associations: int = Field(default=25, ge=1, le=1000)
+    #: Optional: at most this many of them from one calling AE title, or from one remote
+    #: address, so that one client cannot hold every place (None: no such limit).
+    max_associations_per_calling_ae: int | None = Field(default=None, ge=1, le=1000)
+    max_associations_per_address: int | None = Field(default=None, ge=1, le=1000)
     #: Processes that receive associations. One keeps everything in this process; more let
     #: concurrent associations use more cores (the association limit stays global).
     workers: int = Field(default=1, ge=1, le=32)
@@ -167,6 +171,16 @@ class IngestSettings(_Section):
         if not is_valid_uid(value):
             raise ValueError(f"{value!r} is not a valid UID")
         return value
+
+    @model_validator(mode="after")
+    def _source_limits_within_all(self) -> IngestSettings:
+        for name in ("max_associations_per_calling_ae", "max_associations_per_address"):
+            value = getattr(self, name)
+            if value is not None and value > self.max_associations:
+                raise ValueError(
+                    f"{name} ({value}) exceeds max_associations ({self.max_associations})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_ae_titles(self) -> IngestSettings:

@@ -33,8 +33,13 @@ from gateway.settings import AESettings, GatewaySettings
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, Journal
 from ingest.journal_db import AssociationState
-from ingest.policy import Admit, AssociationRequest, decide
-from ingest.reject_reasons import NO_REASON_GIVEN, TOO_MANY_ASSOCIATIONS, Reject
+from ingest.policy import Admit, AssociationRequest, Limit, Limits, decide
+from ingest.reject_reasons import (
+    NO_REASON_GIVEN,
+    TOO_MANY_ASSOCIATIONS,
+    TOO_MANY_FROM_SOURCE,
+    Reject,
+)
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -192,12 +197,19 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
             ctx.table.add(assoc, active)
             # The count above was a first look; this one, in the admitting transaction, is
             # the one that holds when several associations (or worker processes) race.
-            if not ctx.journal.begin_association(
-                record, limit=ctx.settings.ingest.max_associations
-            ):
+            settings = ctx.settings.ingest
+            reached = ctx.journal.begin_association(
+                record,
+                Limits(
+                    settings.max_associations,
+                    settings.max_associations_per_calling_ae,
+                    settings.max_associations_per_address,
+                ),
+            )
+            if reached is not None:
                 ctx.table.pop(assoc)
                 ctx.spool.remove_association(active.association_id)
-                decision = TOO_MANY_ASSOCIATIONS
+                decision = TOO_MANY_ASSOCIATIONS if reached is Limit.TOTAL else TOO_MANY_FROM_SOURCE
     except (JournalError, OSError) as exc:
         # pynetdicom swallows handler exceptions and goes on to accept; fail closed instead.
         log.error("cannot admit association from %s: %s", request.remote_host, exc)

@@ -37,10 +37,12 @@ from ingest.journal_db import (
     AssociationState,
     JournalDb,
     delete_association,
+    holding_a_place,
     timestamp,
 )
 from ingest.outbox import Outbox
 from ingest.ownership import Ownership
+from ingest.policy import Limit, Limits
 
 
 @dataclass(frozen=True)
@@ -116,24 +118,26 @@ class Journal:
 
     # -- associations -------------------------------------------------------------------------
 
-    def begin_association(self, record: AssociationRecord, *, limit: int) -> bool:
-        """Record an admitted association, unless ``limit`` associations are open already.
+    def begin_association(self, record: AssociationRecord, limits: Limits) -> Limit | None:
+        """Record an admitted association, unless one of ``limits`` is reached already.
 
-        The count and the insert are one transaction, so several processes admitting at once
-        never go over the limit together. The association belongs to this process (see
-        :meth:`Ownership.end_owned <ingest.ownership.Ownership.end_owned>`). Returns False,
-        recording nothing, when the limit is reached.
+        The counts and the insert are one transaction, so several processes admitting at once
+        never go over a limit together. The association belongs to this process (see
+        :meth:`Ownership.end_owned <ingest.ownership.Ownership.end_owned>`). Returns the limit
+        reached, recording nothing, or None once recorded.
 
         Not fsynced on its own (as :meth:`add_instance`): the association only counts once
         its release is recorded, durably and with this row; after a crash before that, a
         spool directory without its row is removed at start-up.
         """
         with self._db.write(durable_with_next=True) as cur:
-            (count,) = cur.execute(
-                "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)", HOLDING_A_PLACE
-            ).fetchone()
-            if count >= limit:
-                return False
+            for limit, which, value in (
+                (limits.total, Limit.TOTAL, None),
+                (limits.per_calling_ae, Limit.CALLING_AE, record.calling_ae_title),
+                (limits.per_address, Limit.ADDRESS, record.remote_host),
+            ):
+                if limit is not None and holding_a_place(cur, which, value) >= limit:
+                    return which
             cur.execute(
                 "INSERT INTO associations (association_id, called_ae_title, calling_ae_title,"
                 " remote_host, remote_port, pipeline, started_at, state, owner)"
@@ -150,7 +154,7 @@ class Journal:
                     os.getpid(),
                 ),
             )
-        return True
+        return None
 
     def open_count(self) -> int:
         """Associations holding a place under the association limit, in every process."""

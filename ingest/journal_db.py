@@ -148,6 +148,22 @@ class JournalDb:
                 raise JournalError(f"journal read failed: {exc}") from exc
 
 
+_HOLDING_A_PLACE = "SELECT COUNT(*) FROM associations WHERE state IN (?, ?)"
+_HOLDING_A_PLACE_FROM = {
+    "total": _HOLDING_A_PLACE,
+    "calling_ae_title": _HOLDING_A_PLACE + " AND calling_ae_title = ?",
+    "remote_host": _HOLDING_A_PLACE + " AND remote_host = ?",
+}
+
+
+def holding_a_place(cursor: sqlite3.Cursor, counted: str, value: str | None) -> int:
+    """Associations holding a place under the association limits: all of them (``counted``
+    "total"), or those whose column ``counted`` is ``value`` (see ``ingest.policy.Limit``)."""
+    parameters = HOLDING_A_PLACE + (() if value is None else (value,))
+    (count,) = cursor.execute(_HOLDING_A_PLACE_FROM[counted], parameters).fetchone()
+    return int(count)
+
+
 def delete_association(cursor: sqlite3.Cursor, association_id: str) -> None:
     """Remove every trace of an association: its event, its instances, its row."""
     cursor.execute("DELETE FROM outbox WHERE association_id = ?", (association_id,))

@@ -8,6 +8,7 @@ engineer sees the real problem at once rather than after the load goes down.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from gateway.settings import AESettings, IngestSettings, SourceSettings
 from ingest.reject_reasons import (
@@ -105,3 +106,22 @@ def decide(
     if not spool_has_room(spool, settings.storage_watermark_percent, settings.reserved_storage_gb):
         return SPOOL_FULL
     return Admit(ae)
+
+
+class Limit(StrEnum):
+    """Which association limit an association would have crossed (the value names the
+    journal column it is counted by, or "total")."""
+
+    TOTAL = "total"
+    CALLING_AE = "calling_ae_title"
+    ADDRESS = "remote_host"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The association limits admission checks: ``max_associations`` and the optional ones per
+    calling AE title and per remote address."""
+
+    total: int
+    per_calling_ae: int | None = None
+    per_address: int | None = None

@@ -31,6 +31,14 @@ class Reject(NamedTuple):
 TOO_MANY_ASSOCIATIONS = Reject(
     "local-limit-exceeded", RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 0x02
 )
+#: More associations from one calling AE title or one address than its optional limit: the
+#: same answer (local limit exceeded), its own name in logs and metrics.
+TOO_MANY_FROM_SOURCE = Reject(
+    "source-limit-exceeded",
+    RejectResult.TRANSIENT,
+    RejectSource.SERVICE_PROVIDER_PRESENTATION,
+    0x02,
+)
 #: The spool is above its watermark or below its reserve (provider, presentation, 1).
 SPOOL_FULL = Reject(
     "temporary-congestion", RejectResult.TRANSIENT, RejectSource.SERVICE_PROVIDER_PRESENTATION, 0x01

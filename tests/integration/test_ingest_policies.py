@@ -81,6 +81,32 @@ def scu() -> Iterator[PromptAE]:
     ae.shutdown()
 
 
+def test_one_calling_ae_title_or_address_holds_at_most_its_own_limit(
+    ingest: Ingest, scu: PromptAE
+) -> None:
+    gateway = ingest.start(max_associations_per_calling_ae=1)
+    held = scu.associate(gateway.host, gateway.port, ae_title="GATEWAY")  # calling HOLDER
+    try:
+        assert held.is_established
+        refused = dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "HOLDER")
+        assert refused.rejection == Rejection(2, 3, 2)  # transient, local limit exceeded
+        assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "OTHER").ok
+    finally:
+        held.release()
+    assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "HOLDER").ok
+    assert "reason=source-limit-exceeded" in gateway.log_text()
+    gateway.stop()
+
+    gateway = ingest.start(max_associations_per_address=1)  # every peer here is 127.0.0.1
+    held = scu.associate(gateway.host, gateway.port, ae_title="GATEWAY")
+    try:
+        refused = dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "OTHER")
+        assert refused.rejection == Rejection(2, 3, 2)
+    finally:
+        held.release()
+    assert dcmtk.echoscu(gateway.host, gateway.port, "GATEWAY", "OTHER").ok
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_association_limit_counts_real_associations_not_port_probes(
     ingest: Ingest, scu: PromptAE, workers: int

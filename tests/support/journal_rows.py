@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from contracts.keys import new_association_id, object_key
 from ingest.journal import AssociationRecord, Journal, SpooledInstance
+from ingest.policy import Limits
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -25,7 +26,7 @@ def record(association_id: str) -> AssociationRecord:
 
 def begin(journal: Journal) -> str:
     association_id = new_association_id()
-    assert journal.begin_association(record(association_id), limit=1000)
+    assert journal.begin_association(record(association_id), Limits(1000)) is None
     return association_id
 
 

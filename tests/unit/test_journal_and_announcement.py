@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ingest.journal import (
 from ingest.journal_db import AssociationState
 from ingest.outbox import OutboxEvent
 from ingest.ownership import EndedAssociation, OwnerEnded
+from ingest.policy import Limit, Limits
 from tests.support.journal_rows import STARTED, begin, instance, record
 
 
@@ -161,19 +163,38 @@ def test_the_limit_counts_open_and_releasing_associations(journal: Journal) -> N
     journal.mark_releasing(second, STARTED)
     assert journal.open_count() == 2
     third = new_association_id()
-    assert not journal.begin_association(record(third), limit=2)
+    assert journal.begin_association(record(third), Limits(2)) is Limit.TOTAL
     with pytest.raises(JournalError, match="not in the journal"):
         journal.association(third)  # a refused admission records nothing
     journal.mark_aborted(first, STARTED)
-    assert journal.begin_association(record(third), limit=2)
+    assert journal.begin_association(record(third), Limits(2)) is None
     assert journal.open_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "calling", "address", "reached"),
+    [
+        (Limits(10, per_calling_ae=2), "CT01", "10.0.0.9", Limit.CALLING_AE),
+        (Limits(10, per_calling_ae=2), "MR01", "127.0.0.1", None),  # another title
+        (Limits(10, per_address=2), "MR01", "127.0.0.1", Limit.ADDRESS),
+        (Limits(10, per_address=2), "CT01", "10.0.0.9", None),  # another address
+        (Limits(10, per_calling_ae=3, per_address=3), "CT01", "127.0.0.1", None),
+        (Limits(2, per_calling_ae=5), "MR01", "10.0.0.9", Limit.TOTAL),
+    ],
+)
+def test_limits_per_calling_ae_title_and_per_address(
+    journal: Journal, limits: Limits, calling: str, address: str, reached: Limit | None
+) -> None:
+    begin(journal), begin(journal)  # two from CT01 at 127.0.0.1
+    new = replace(record(new_association_id()), calling_ae_title=calling, remote_host=address)
+    assert journal.begin_association(new, limits) is reached
 
 
 def test_a_second_process_sees_the_same_limit(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     one, other = Journal.open(path), Journal.open(path)  # two connections, as two processes
     begin(one)
-    assert not other.begin_association(record(new_association_id()), limit=1)
+    assert other.begin_association(record(new_association_id()), Limits(1)) is Limit.TOTAL
     assert other.open_count() == 1
 
 

@@ -22,6 +22,7 @@ from ingest.associations import (
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, Journal
 from ingest.journal_db import AssociationState
+from ingest.policy import Limits
 from ingest.spool import Spool
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -56,7 +57,7 @@ def context(tmp_path: Path, submitted: Submitted) -> IngestContext:
 def begin(ctx: IngestContext) -> str:
     association_id = new_association_id()
     record = AssociationRecord(association_id, "GATEWAY", "CT01", "h", 1, "default", STARTED)
-    assert ctx.journal.begin_association(record, limit=100)
+    assert ctx.journal.begin_association(record, Limits(100)) is None
     return association_id
 
 

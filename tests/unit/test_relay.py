@@ -14,6 +14,7 @@ from gateway.errors import EventUnroutable
 from gateway.metrics import IngestMetrics
 from ingest.journal import AssociationRecord, Journal
 from ingest.outbox import OutboxEvent
+from ingest.policy import Limits
 from ingest.relay import UNROUTED_RETRY_SECONDS, Relay
 
 
@@ -42,7 +43,7 @@ def announced(tmp_path: Path) -> tuple[Journal, str]:
     now = datetime.now(UTC)
     journal.begin_association(
         AssociationRecord(association_id, "GATEWAY", "CT01", "127.0.0.1", 4000, "default", now),
-        limit=1,
+        Limits(1),
     )
     journal.mark_released(association_id, now)
     journal.outbox.announce(

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
-from gateway.settings import DestinationSettings, ExportSettings, load_settings
+from gateway.settings import DestinationSettings, ExportSettings, IngestSettings, load_settings
 
 EXAMPLE = """
 [ingest]
@@ -190,3 +190,12 @@ def test_associations_per_destination(
 def test_a_per_destination_limit_above_the_total_is_refused() -> None:
     with pytest.raises(ValidationError, match="exceeds max_associations"):
         ExportSettings(max_associations=2, max_associations_per_destination=3)
+
+
+@pytest.mark.parametrize(
+    "name", ["max_associations_per_calling_ae", "max_associations_per_address"]
+)
+def test_a_per_source_limit_above_the_total_is_refused(name: str) -> None:
+    IngestSettings(max_associations=5, **{name: 5})
+    with pytest.raises(ValidationError, match="exceeds max_associations"):
+        IngestSettings(max_associations=5, **{name: 6})
