@@ -3,6 +3,7 @@ request, idempotency of ``export_id``, and a ``kill -9`` in the middle of an exp
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -321,12 +322,17 @@ def test_an_exchange_the_queue_cannot_be_bound_to_makes_export_not_ready(
 ) -> None:
     process = export.start(export.config([destination("pacs", refusing_port)]))
     export.recreate_exchange(aio_pika.ExchangeType.DIRECT)  # declared as topic: refused
+    # /readyz asked, then the log: a check's problem is logged when the check runs.
     wait_until(
-        lambda: "export queue not bound" in process.http_get("/readyz")[1],
+        lambda: (
+            process.http_get("/readyz")[0] == 503
+            and "check export-intake failing: export queue not bound" in process.log_text()
+        ),
         20,
         "export reporting that its queue is not bound",
     )
-    assert process.http_get("/readyz")[0] == 503
+    status, body = process.http_get("/readyz")
+    assert (status, json.loads(body)["checks"]["export-intake"]) == (503, "failing")
     export.recreate_exchange()
     wait_until(lambda: process.http_get("/readyz")[0] == 200, 20, "export ready again")
     assert "bound to" in process.log_text()
@@ -353,7 +359,10 @@ def test_sigterm_while_the_broker_is_away_stops_promptly(
         broker.cut()
         # The consumer sees its connection go (and reconnects, after a pause of aio-pika's).
         wait_until(
-            lambda: LOST in process.http_get("/readyz")[1],
+            lambda: (
+                process.http_get("/readyz")[0] == 503
+                and f"export-intake failing: {LOST}" in process.log_text()
+            ),
             30,
             "export reporting its connection to RabbitMQ lost",
         )

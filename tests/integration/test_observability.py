@@ -94,8 +94,11 @@ def test_readiness_names_the_failing_check(ingest: Ingest) -> None:
     status, ready = get(gateway.http_port, "/readyz")
     assert status == 503
     assert ready["status"] == "not ready"
-    assert "watermark" in ready["checks"]["ingest-spool"]
+    assert ready["checks"]["ingest-spool"] == "failing"
     assert ready["checks"]["ingest-listener"] == "ok"
+    # What is wrong is in the log, not in the answer to whoever asks.
+    assert "readiness check ingest-spool failing:" in gateway.log_text()
+    assert "watermark" in gateway.log_text()
 
 
 def test_events_follow_prints_each_event_as_it_comes(ingest: Ingest, inbox: Path) -> None:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import threading
 import urllib.error
 import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway import status_server
 from gateway.errors import StorageUnavailable
 from gateway.metrics import ExportMetrics, IngestMetrics, metric_names
 from gateway.status_server import Checks, StatusServer, start_status_server
+from tests.support.net import wait_until
 
 
 def test_not_ready_until_every_service_has_started() -> None:
@@ -38,6 +43,8 @@ def test_endpoints_answer_over_http() -> None:
     metrics.associations_rejected.labels("temporary-congestion").inc()
     checks = Checks()
     checks.add("spool", lambda: "above the watermark")
+    checks.add("storage", lambda: "bucket secret-images: connection refused by 10.0.0.7")
+    checks.add("event-bus", lambda: None)
     server = StatusServer("127.0.0.1", 0, registry, checks)
     server.start()
     base = f"http://127.0.0.1:{server.port}"
@@ -47,9 +54,10 @@ def test_endpoints_answer_over_http() -> None:
         with pytest.raises(urllib.error.HTTPError) as not_ready:
             urllib.request.urlopen(f"{base}/readyz")  # noqa: S310
         assert not_ready.value.code == 503
+        # Names and states only: what is wrong may name a bucket or a host (it is logged).
         assert json.loads(not_ready.value.read()) == {
             "status": "not ready",
-            "checks": {"spool": "above the watermark"},
+            "checks": {"spool": "failing", "storage": "failing", "event-bus": "ok"},
         }
         with urllib.request.urlopen(f"{base}/metrics") as response:  # noqa: S310
             text = response.read().decode()
@@ -83,3 +91,61 @@ def test_a_port_of_0_turns_the_endpoints_off_and_auto_lets_the_system_choose() -
             assert response.status == 200
     finally:
         server.stop()
+
+
+def test_problems_are_logged_once_each_time_they_change(caplog: pytest.LogCaptureFixture) -> None:
+    problem: list[str | None] = ["bucket images: connection refused"]
+    checks = Checks("ingest")
+    checks.add("storage", lambda: problem[0])
+    with caplog.at_level(logging.INFO, logger="gateway.status_server"):
+        for _ in range(3):
+            checks.run()
+        problem[0] = None
+        checks.run()
+        checks.started("ingest")
+        checks.run()
+    assert [r.getMessage() for r in caplog.records] == [
+        "readiness check storage failing: bucket images: connection refused",
+        "readiness check storage ok",
+    ]
+
+
+def test_idle_connections_cannot_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status_server, "REQUEST_TIMEOUT_SECONDS", 1.0)
+    server = StatusServer("127.0.0.1", 0, CollectorRegistry(), Checks())
+    server.start()
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(3 * status_server.MAX_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x")  # never finished
+            idle.append(sock)
+        # Those beyond the cap are closed at once, without a thread of their own.
+        beyond = 2 * status_server.MAX_CONNECTIONS
+        wait_until(lambda: sum(map(_closed, idle)) >= beyond, 10, "connections over the cap closed")
+        assert threading.active_count() - before <= status_server.MAX_CONNECTIONS
+        # The idle ones are dropped after the request timeout; the endpoint answers again.
+        wait_until(lambda: _answers(server.port), 10, "/healthz answering again")
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
