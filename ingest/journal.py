@@ -13,14 +13,12 @@ Association states::
       └──────────────────────┴──aborted──▶ aborted ──files removed──▶ (gone)
 
 Instances are uploaded while the association is still open (:mod:`ingest.uploader`); before the
-first of them, :meth:`Journal.start_storing` durably marks the association ``in_storage``, so
-that after an abort, or a crash, its objects are found (by its key prefix) and deleted before
-its row goes.
+first, :meth:`Journal.start_storing` durably marks it ``in_storage``, so that after an abort or
+a crash its objects are found (by its key prefix) and deleted before its row goes.
 
-``releasing`` is recorded before the A-RELEASE-RP goes out, so that a crash right after the
-sender saw its release confirmed never loses the association. After a restart a ``releasing``
-association counts as released: the sender may have its confirmation, and sending an
-association twice is recoverable where losing it is not.
+``releasing`` is recorded before the A-RELEASE-RP goes out, and after a restart counts as
+released: the sender may have its confirmation, and an association sent twice is recoverable
+where a lost one is not.
 """
 
 from __future__ import annotations
@@ -124,11 +122,8 @@ class Journal:
         The counts and the insert are one transaction, so several processes admitting at once
         never go over a limit together. The association belongs to this process (see
         :meth:`Ownership.end_owned <ingest.ownership.Ownership.end_owned>`). Returns the limit
-        reached, recording nothing, or None once recorded.
-
-        Not fsynced on its own (as :meth:`add_instance`): the association only counts once
-        its release is recorded, durably and with this row; after a crash before that, a
-        spool directory without its row is removed at start-up.
+        reached, recording nothing, or None once recorded. Not fsynced on its own (as
+        :meth:`add_instance`): a spool directory without its row is removed at start-up.
         """
         with self._db.write(durable_with_next=True) as cur:
             for limit, which, value in (
@@ -392,14 +387,8 @@ class Journal:
         return [SpooledInstance(*row) for row in rows]
 
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:
-        """Record uploaded instances, all in one transaction.
-
-        Not fsynced on its own: the receiving threads, and other processes' receivers, wait
-        for the journal's write lock while a commit is on its way to the disk, and a record
-        lost in a crash only repeats an upload of the same bytes to the same key. The
-        association's announcement, which counts on these records, is an fsynced commit after
-        them and makes them durable with it.
-        """
+        """Record uploaded instances, all in one transaction, without waiting for the disk
+        while the receivers wait for the lock (why that is safe: :mod:`ingest.journal_db`)."""
         with self._db.write(durable_with_next=True) as cur:
             cur.executemany(
                 "UPDATE instances SET size = ?, sha256 = ?"
