@@ -53,10 +53,6 @@ SERVICE = "ingest"
 
 #: How often aborted associations with a delayed cleanup and dead transfers are looked at.
 MAINTENANCE_INTERVAL_SECONDS = 5.0
-#: After a crash, the objects of associations left open are deleted no sooner than this: an
-#: upload the dead process had sent may still be completed by the storage server meanwhile,
-#: and would outlive a deletion made before it (seen once in CI, under load, with SeaweedFS).
-CRASHED_UPLOADS_SETTLE_SECONDS = 10.0
 #: How long ``/readyz`` waits for the event bus to answer.
 READINESS_TIMEOUT_SECONDS = 5.0
 
@@ -313,8 +309,7 @@ def _open_associations(journal: Journal) -> float:
 
 def _recover(journal: Journal, spool: Spool, cleanup_delay: float) -> None:
     """After a crash: unfinished associations count as aborted; partial and orphan files go."""
-    delay = max(cleanup_delay, CRASHED_UPLOADS_SETTLE_SECONDS)
-    abandoned = journal.abort_all_open(datetime.now(UTC) + timedelta(seconds=delay))
+    abandoned = journal.abort_all_open(datetime.now(UTC) + timedelta(seconds=cleanup_delay))
     for association_id in abandoned:
         log.warning("association %s was open when ingest stopped: discarded", association_id)
     known = set(journal.known_associations())

@@ -204,9 +204,8 @@ def test_kill_mid_association_discards_it_on_restart(ingest: Ingest, inbox: Path
         gateway.kill()
         sender.join(60)
         gateway.start()
-        # Not before CRASHED_UPLOADS_SETTLE_SECONDS (10 s), plus a maintenance round (5 s).
         wait_until(
-            lambda: ingest.spool_files() == [], 30, "the unfinished association is cleaned up"
+            lambda: ingest.spool_files() == [], 15, "the unfinished association is cleaned up"
         )
         wait_until_handed_on(ingest.workdir / "spool")
         events.assert_no_more()
