@@ -11,6 +11,7 @@ byte what arrived on the wire. Of the data set only the UIDs that place the inst
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"})
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
+#: The part of an invalid UID that may be quoted: its leading digits and dots (at most 64).
+_UID_LEAD = re.compile(r"[0-9.]{1,64}")
 # (0002,0000) UL, explicit VR little endian: tag, VR, 2-byte length, 4-byte value.
 _GROUP_LENGTH_HEADER = struct.pack("<HH2sH", 0x0002, 0x0000, b"UL", 4)
 _LAST_IDENTITY_TAG = Tag(0x0020, 0x000E)  # Series Instance UID: nothing after it is needed
@@ -105,6 +108,17 @@ def file_meta_bytes(
     return _PREAMBLE + _GROUP_LENGTH_HEADER + struct.pack("<I", len(body)) + body
 
 
+def invalid_uid(name: str, text: str) -> str:
+    """Why ``text`` is refused as the UID ``name``, quoting no more of it than its leading
+    digits and dots: a sender may put a patient's name in a UID field, and logs must not carry
+    it."""
+    lead = _UID_LEAD.match(text)
+    shown = lead.group() if lead else ""
+    more = len(text) - len(shown)
+    tail = f" and {more} other character{'s' if more != 1 else ''}" if more else ""
+    return f"{name} {shown!r}{tail} is not a valid UID"
+
+
 def _uid(data_set: Dataset, tag: BaseTag, fallback: str, name: str) -> str:
     """The UID's text as sent, without pydicom's value conversion (which warns on bad UIDs)."""
     text = fallback
@@ -113,7 +127,7 @@ def _uid(data_set: Dataset, tag: BaseTag, fallback: str, name: str) -> str:
         raw = value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
         text = raw.decode("ascii", "replace").rstrip("\x00 ")
     if not is_valid_uid(text):
-        raise InstanceRejected(Status.CANNOT_UNDERSTAND, f"{name} {text[:80]!r} is not a valid UID")
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, invalid_uid(name, text))
     return text
 
 

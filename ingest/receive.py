@@ -26,7 +26,7 @@ from gateway.netdicom.direct_store import IncomingInstance
 from gateway.netdicom.store_messages import StoreRequest
 from ingest.associations import ActiveAssociation, IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
-from ingest.part10 import data_set_offset, file_meta_bytes, read_identity
+from ingest.part10 import data_set_offset, file_meta_bytes, invalid_uid, read_identity
 from ingest.well_formed import check_well_formed
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def _check_transfer_syntax(transfer_syntax: str) -> None:
     # pynetdicom accepts whatever string was proposed; an invalid one cannot be announced.
     if not is_valid_uid(transfer_syntax):
         raise InstanceRejected(
-            Status.CANNOT_UNDERSTAND,
-            f"transfer syntax {transfer_syntax[:80]!r} is not a valid UID",
+            Status.CANNOT_UNDERSTAND, invalid_uid("transfer syntax", transfer_syntax)
         )
 
 

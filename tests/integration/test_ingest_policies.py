@@ -189,6 +189,7 @@ def raw_sending() -> Iterator[None]:
         ("StudyInstanceUID", "../../../etc"),
         ("SeriesInstanceUID", "1.2.3/4"),
         ("StudyInstanceUID", "1." + "2" * 80),
+        ("SeriesInstanceUID", "1.2.3.DOE^JOHN"),  # what a patient's name looks like
     ],
 )
 def test_invalid_uids_fail_that_instance_only(
@@ -212,6 +213,7 @@ def test_invalid_uids_fail_that_instance_only(
     assert good_status.Status == 0x0000
     assert [i.sop_instance_uid for i in released(message).instances] == [good.uids.sop_instance]
     assert "is not a valid UID" in gateway.log_text()
+    assert "DOE" not in gateway.log_text()  # never the value itself beyond digits and dots
     assert all(".." not in key and key.count("/") == 3 for key in ingest.objects())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [

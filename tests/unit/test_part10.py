@@ -25,7 +25,13 @@ from pydicom.uid import (
 
 from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected
-from ingest.part10 import InstanceIdentity, data_set_offset, file_meta_bytes, read_identity
+from ingest.part10 import (
+    InstanceIdentity,
+    data_set_offset,
+    file_meta_bytes,
+    invalid_uid,
+    read_identity,
+)
 from ingest.well_formed import check_well_formed
 
 STUDY = "1.2.3.4"
@@ -242,3 +248,20 @@ def test_uids_that_are_not_the_commands_are_refused(
 def test_what_pydicom_writes_is_well_formed(transfer_syntax: str) -> None:
     raw = received_file(transfer_syntax)
     check_well_formed(io.BytesIO(raw), data_set_offset(io.BytesIO(raw)), transfer_syntax)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("1.2.3.DOE^JOHN", "SOP instance '1.2.3.' and 8 other characters is not a valid UID"),
+        ("DOE^JOHN", "SOP instance '' and 8 other characters is not a valid UID"),
+        ("1.2..3", "SOP instance '1.2..3' is not a valid UID"),
+        (
+            "1." + "2" * 80,
+            "SOP instance '1." + "2" * 62 + "' and 18 other characters is not a valid UID",
+        ),
+        ("1.2\n3", "SOP instance '1.2' and 2 other characters is not a valid UID"),
+    ],
+)
+def test_an_invalid_uid_is_described_without_its_letters(text: str, said: str) -> None:
+    assert invalid_uid("SOP instance", text) == said
