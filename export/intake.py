@@ -27,6 +27,7 @@ from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
 from export.consumer import CONSUMING, ExportConsumer
 from gateway.bus import AmqpDelivery, declare_durable_queue
 from gateway.settings import GatewaySettings
+from gateway.stop_signals import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,9 @@ async def consume_amqp(
             delay = RECONNECT_BACKOFF_SECONDS[min(attempt, len(RECONNECT_BACKOFF_SECONDS) - 1)]
             log.warning("RabbitMQ not reachable (%s); retrying in %.0f s", exc, delay)
             attempt += 1
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                continue
-            return
+            if await stopped_within(stop, delay):
+                return
+            continue
         async with connection:
             await _consume_amqp(settings, connection, consumer, stop)
         return
@@ -123,13 +122,7 @@ async def _keep_bound(
     """Declare the exchange and the queue's binding again every :data:`REBIND_SECONDS`, on a
     channel of its own (a refused declaration closes its channel), until ``stop``."""
     exchange_name, queue_name = settings.broker.exchange, settings.export.queue
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), REBIND_SECONDS)
-        except TimeoutError:
-            pass
-        else:
-            return
+    while not await stopped_within(stop, REBIND_SECONDS):
         if not connection.connected.is_set():
             continue  # the robust connection restores the binding with its channel
         try:

@@ -15,6 +15,7 @@ from gateway.bus import LocalDelivery
 from gateway.errors import BrokerUnavailable
 from gateway.eventlog import EventLog
 from gateway.settings import GatewaySettings
+from gateway.stop_signals import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,6 @@ async def consume_local(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if not claimed:
-            try:
-                await asyncio.wait_for(stop.wait(), LOCAL_POLL_SECONDS)
-            except TimeoutError:
-                continue
+            await stopped_within(stop, LOCAL_POLL_SECONDS)
     consumer.detach()
     await consumer.finish()

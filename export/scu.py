@@ -203,20 +203,31 @@ def send_batch(
     return outcome
 
 
+def _sendable(
+    item: OutgoingInstance | InstanceResult | NotFetched, outcome: BatchOutcome
+) -> OutgoingInstance | None:
+    """``item`` if it has a file to send; else it is recorded: its final result (it cannot be
+    read), or another attempt (it could not be fetched this time)."""
+    if isinstance(item, InstanceResult):
+        outcome.unreadable.append(item)
+        return None
+    if isinstance(item, NotFetched):
+        outcome.retry[item.object_key] = outcome.error = item.reason
+        return None
+    return item
+
+
 def _refuse_all(proposed: set[Context], source: InstanceSource, outcome: BatchOutcome) -> None:
     """No context was accepted: each instance of a proposed context fails, naming its own."""
     while (item := source.take()) is not None:
-        if isinstance(item, InstanceResult):
-            outcome.unreadable.append(item)
+        instance = _sendable(item, outcome)
+        if instance is None:
             continue
-        if isinstance(item, NotFetched):
-            outcome.retry[item.object_key] = outcome.error = item.reason
-            continue
-        source.release(item)
-        if item.context in proposed:
-            outcome.results.append(_not_accepted(item))
+        source.release(instance)
+        if instance.context in proposed:
+            outcome.results.append(_not_accepted(instance))
         else:
-            outcome.deferred.append(item.object_key)
+            outcome.deferred.append(instance.object_key)
 
 
 def _send_all(
@@ -232,14 +243,11 @@ def _send_all(
     # wrapping after 65535, long after the earliest request was answered.
     message_ids = itertools.cycle(range(1, MAX_MESSAGE_ID + 1))
     while not has_ended(assoc):
-        item = source.take()
-        if item is None:
+        taken = source.take()
+        if taken is None:
             return
-        if isinstance(item, InstanceResult):
-            outcome.unreadable.append(item)
-            continue
-        if isinstance(item, NotFetched):
-            outcome.retry[item.object_key] = outcome.error = item.reason
+        item = _sendable(taken, outcome)
+        if item is None:
             continue
         try:
             if item.context not in proposed or (item.odd_length and not alone):

@@ -16,6 +16,7 @@ from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
 from export.ledger import Ledger
 from gateway.bus import Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
+from gateway.stop_signals import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,7 @@ REOFFER_SECONDS = 5.0
 
 async def offer_unrouted(ledger: Ledger, publisher: Publisher, stop: asyncio.Event) -> None:
     """Publish unrouted completions again every :data:`REOFFER_SECONDS` until ``stop``."""
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), REOFFER_SECONDS)
-        except TimeoutError:
-            pass
-        else:
-            return
+    while not await stopped_within(stop, REOFFER_SECONDS):
         try:
             waiting = await asyncio.to_thread(ledger.unrouted)
         except JournalError as exc:

@@ -1,4 +1,4 @@
-"""How the services wait for SIGTERM and SIGINT.
+"""How the services wait for SIGTERM and SIGINT, and how their loops wait for a stop.
 
 The two signals are blocked before any thread starts (threads, and processes started from
 them, inherit the mask) and the main thread collects them with ``sigwait``: a signal handler
@@ -8,6 +8,7 @@ blocked wait does not guarantee with this many threads.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 
@@ -16,3 +17,13 @@ def block_stop_signals() -> set[signal.Signals]:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     return stop_signals
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop``: True if it is set, False once the time is up (a
+    loop's pause that a shutdown cuts short)."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

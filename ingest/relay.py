@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.bus import Publisher
 from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
 from gateway.metrics import IngestMetrics
+from gateway.stop_signals import stopped_within
 from ingest.outbox import Outbox, OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,7 @@ class Relay:
                     continue
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            return
+        await stopped_within(self._stop, seconds)
 
     async def _relay_pending(self, *, stoppable: bool) -> int:
         events = await asyncio.to_thread(self._outbox.pending, datetime.now(UTC))
