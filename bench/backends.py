@@ -55,6 +55,10 @@ class Backend(Protocol):
         """The data set digest of each stored object, in the order of ``keys``."""
         ...
 
+    def read(self, directory: Path, bucket: str, key: str) -> bytes:
+        """One stored object (an instance manifest)."""
+        ...
+
     def delete(self, directory: Path, bucket: str) -> None:
         """Remove what the run stored."""
         ...
@@ -97,6 +101,9 @@ class Embedded:
 
         with ThreadPoolExecutor(_READERS) as pool:
             return list(pool.map(digest, keys))
+
+    def read(self, directory: Path, bucket: str, key: str) -> bytes:
+        return (directory / "objects" / bucket / key).read_bytes()
 
     def delete(self, directory: Path, bucket: str) -> None:
         shutil.rmtree(directory / "objects" / bucket, ignore_errors=True)
@@ -167,6 +174,14 @@ class RabbitMqS3:
 
         with ThreadPoolExecutor(_READERS) as pool:
             return list(pool.map(digest, keys))
+
+    def read(self, directory: Path, bucket: str, key: str) -> bytes:
+        response = self.s3.client().get_object(bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
 
     def delete(self, directory: Path, bucket: str) -> None:
         delete_bucket(self.s3, bucket)

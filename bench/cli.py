@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         "rows (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-event-bytes",
+        type=_positive,
+        help="ingest.max_event_bytes of the gateway rows (default: the gateway's, 1 MiB); "
+        "above it an association's instance list goes into a manifest object",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the runs' logs even when everything passed"
     )
     parser.add_argument(
@@ -216,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     backends, skipped = _backends(args.receivers)
     runs_dir = workdir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    context = Context(dcmtk, runs_dir, _progress)
+    context = Context(dcmtk, runs_dir, _progress, args.max_event_bytes)
     measured = time.monotonic()
     results = run_all(plan, context, datasets, backends, skipped)
     finished = time.monotonic()

@@ -23,7 +23,7 @@ from bench.processes import (
     tree_peak_rss,
 )
 from bench.report import Row
-from contracts import AssociationReleased
+from contracts import AssociationReleased, with_manifest_instances
 from gateway_client.testing import GatewayProcess
 from tests.support.proc import cpu_seconds
 from tests.support.storescp import Storescp
@@ -43,6 +43,8 @@ class Context:
     dcmtk: Dcmtk
     runs_dir: Path
     progress: Callable[[str], None]
+    #: ``ingest.max_event_bytes`` of the gateway rows (None: the gateway's default).
+    max_event_bytes: int | None = None
 
     def storescp(self, directory: Path, *, fork: bool = False, nodelay: bool = True) -> Storescp:
         """dcmtk's storescp (this run's dcmtk) receiving into ``directory``; without
@@ -142,8 +144,15 @@ class StoredRun:
 
 
 def ingest_config(
-    backend: Backend, directory: Path, bucket: str, associations: int, workers: int
+    backend: Backend,
+    directory: Path,
+    bucket: str,
+    associations: int,
+    workers: int,
+    *,
+    max_event_bytes: int | None = None,
 ) -> dict[str, Any]:
+    chosen = {} if max_event_bytes is None else {"max_event_bytes": max_event_bytes}
     return {
         "ingest": {
             "host": "127.0.0.1",
@@ -154,6 +163,7 @@ def ingest_config(
             "storage_watermark_percent": 95,
             "reserved_storage_gb": 1,
             "ae": [{"ae_title": AE_TITLE, "pipeline": PIPELINE}],
+            **chosen,
         },
         **backend.config(directory, bucket),
         # The ports: chosen by the system and reported by the process (GatewayProcess).
@@ -187,7 +197,9 @@ def gateway_ingest(
     cleanup.callback(backend.delete, directory, bucket)
     backend.prepare(directory, bucket)
     cleanup.callback(shutil.rmtree, directory / "spool", ignore_errors=True)
-    config = ingest_config(backend, directory, bucket, associations, workers)
+    config = ingest_config(
+        backend, directory, bucket, associations, workers, max_event_bytes=context.max_event_bytes
+    )
     groups = split(dataset.paths, associations)
     with (
         backend.bus(directory, EVENTS_BINDING) as bus,
@@ -217,13 +229,25 @@ def gateway_ingest(
             row.note = f"{exc}\n{ingest.log_tail()}"
             return row, None
         row.peak_rss = tree_peak_rss(ingest.pid)
-    events = tuple(message.association_released() for message in messages)
+    events = tuple(
+        _listed(backend, directory, bucket, message.association_released()) for message in messages
+    )
     row.event_seconds = _worst_latency(messages, events, send)
     row.first_event_seconds = max(message.arrived for message in messages) - send.started
     keys = [(i.sop_instance_uid, i.object_key) for e in events for i in e.instances]
     digests = backend.digests(directory, bucket, (key for _, key in keys))
     row.verdict = compare(dataset.expected(), zip((uid for uid, _ in keys), digests, strict=True))
     return row, StoredRun(backend, directory, config, events)
+
+
+def _listed(
+    backend: Backend, directory: Path, bucket: str, event: AssociationReleased
+) -> AssociationReleased:
+    """The event with its instances, read from its manifest when the list was too long."""
+    if event.manifest is None:
+        return event
+    manifest = backend.read(directory, bucket, event.manifest.object_key)
+    return with_manifest_instances(event, manifest.splitlines(keepends=True))
 
 
 def _worst_latency(

@@ -7,6 +7,9 @@
   ``association.released.<pipeline>``; bind ``association.released.*`` to see every pipeline.
 - Each instance is stored byte for byte under
   ``<association-id>/<study-uid>/<series-uid>/<sop-instance-uid>.dcm`` in the event's bucket.
+- An event stays under the gateway's ``max_event_bytes``: a longer instance list goes into the
+  object ``<association-id>/instances.jsonl`` and the event's ``manifest`` names it
+  (:mod:`contracts.manifest`; the pipeline client reads it for you).
 - To send stored objects on to remote DICOM nodes, a pipeline publishes a CloudEvent of type
   ``dicomgateway.export.requested.v1`` (data: :class:`ExportRequested`, naming an association or
   object keys and configured destinations) with routing key ``export.requested``. The export
@@ -31,7 +34,12 @@ from contracts.cloudevent import (
     to_structured,
 )
 from contracts.errors import ContractError, InvalidEvent, InvalidObjectKey
-from contracts.events import ASSOCIATION_RELEASED_TYPE, AssociationReleased, StoredInstance
+from contracts.events import (
+    ASSOCIATION_RELEASED_TYPE,
+    AssociationReleased,
+    InstanceManifest,
+    StoredInstance,
+)
 from contracts.export import (
     EXPORT_COMPLETED_TYPE,
     EXPORT_REQUESTED_TYPE,
@@ -50,10 +58,12 @@ from contracts.keys import (
     association_prefix,
     is_valid_association_id,
     is_valid_uid,
+    manifest_key,
     new_association_id,
     object_key,
     parse_object_key,
 )
+from contracts.manifest import MANIFEST_MEDIA_TYPE, manifest_line, with_manifest_instances
 from contracts.routing import (
     ASSOCIATION_RELEASED_BINDING,
     EXCHANGE,
@@ -73,12 +83,14 @@ __all__ = [
     "EXPORT_COMPLETED_TYPE",
     "EXPORT_REQUESTED_ROUTING_KEY",
     "EXPORT_REQUESTED_TYPE",
+    "MANIFEST_MEDIA_TYPE",
     "AssociationReleased",
     "ContractError",
     "DestinationResult",
     "ExportCompleted",
     "ExportRequested",
     "ExportStatus",
+    "InstanceManifest",
     "InstanceOutcome",
     "InstanceResult",
     "InvalidEvent",
@@ -101,10 +113,13 @@ __all__ = [
     "is_valid_pipeline",
     "is_valid_routing_key",
     "is_valid_uid",
+    "manifest_key",
+    "manifest_line",
     "new_association_id",
     "object_key",
     "overall_status",
     "parse_event",
     "parse_object_key",
     "to_structured",
+    "with_manifest_instances",
 ]

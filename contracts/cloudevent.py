@@ -85,12 +85,13 @@ def event_source(instance_name: str, called_ae_title: str) -> str:
 
 
 def association_released_event(
-    data: AssociationReleased, *, source: str, time: datetime
+    data: AssociationReleased, *, source: str, time: datetime, subject: str | None = None
 ) -> CloudEvent:
     """The CloudEvent announcing ``data``.
 
     The id is the association id, so a redelivered or republished event can be recognised; the
-    subject is the study of the first instance, when there is one.
+    subject is the study of the first instance, when there is one (``subject`` when the
+    instances are in a manifest).
     """
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION_V1_0,
@@ -101,7 +102,9 @@ def association_released_event(
         "datacontenttype": DATA_CONTENT_TYPE,
     }
     if data.instances:
-        attributes["subject"] = data.instances[0].study_instance_uid
+        subject = data.instances[0].study_instance_uid
+    if subject is not None:
+        attributes["subject"] = subject
     try:
         return CloudEvent(attributes, data.model_dump(mode="json"))
     except CloudEventValidationError as exc:

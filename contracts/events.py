@@ -15,6 +15,7 @@ from contracts.keys import (
     UID_PATTERN,
     is_valid_association_id,
     is_valid_uid,
+    manifest_key,
     parse_object_key,
 )
 from contracts.routing import PIPELINE_PATTERN, is_valid_pipeline
@@ -90,6 +91,23 @@ class StoredInstance(_Model):
         return self
 
 
+class InstanceManifest(_Model):
+    """Where the instance list is when it is too long for the event (a claim check).
+
+    The object holds one :class:`StoredInstance` per line as JSON (JSON Lines, UTF-8), in the
+    order received; its schema is ``association.instance.v1.json``.
+    """
+
+    object_key: str = Field(
+        description="Key of the manifest object in the bucket: <association_id>/instances.jsonl."
+    )
+    size: int = Field(ge=1, description="Size of the manifest object in bytes.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 digest of the manifest object, as 64 lowercase hexadecimal digits.",
+    )
+
+
 class AssociationReleased(_Model):
     """A sender released an association; everything it stored is in the bucket."""
 
@@ -115,16 +133,38 @@ class AssociationReleased(_Model):
         description="When the sender released the association (RFC 3339 with a UTC offset)."
     )
     instance_count: int = Field(
-        ge=0, description="Number of instances stored; equals the length of instances."
+        ge=0,
+        description=(
+            "Number of instances stored; equals the length of the list (inline or manifest)."
+        ),
     )
     total_bytes: int = Field(ge=0, description="Sum of the sizes of the stored objects.")
     bucket: str = Field(min_length=1, description="Bucket holding the stored objects.")
     instances: tuple[StoredInstance, ...] = Field(
-        description="The instances stored during the association, in the order received."
+        description=(
+            "The instances stored during the association, in the order received. Empty in a "
+            "published event that has a manifest: the list is then in the manifest object "
+            "(the pipeline client reads it and fills this in)."
+        )
+    )
+    manifest: InstanceManifest | None = Field(
+        default=None,
+        description=(
+            "Set when the instance list would make the event larger than the gateway's "
+            "max_event_bytes: the list is in this object instead of in instances."
+        ),
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.manifest is not None:
+            expected = manifest_key(self.association_id)
+            if self.manifest.object_key != expected:
+                raise ValueError(
+                    f"manifest object_key {self.manifest.object_key!r} is not {expected!r}"
+                )
+            if not self.instances:
+                return self  # the list is in the manifest; its reader checks the counts
         if self.instance_count != len(self.instances):
             raise ValueError(
                 f"instance_count is {self.instance_count} but {len(self.instances)} "

@@ -21,6 +21,9 @@ UID_PATTERN: Final = r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$"
 ASSOCIATION_ID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 #: Suffix of every object key.
 OBJECT_KEY_SUFFIX: Final = ".dcm"
+#: Name, under an association's prefix, of the object listing its instances when the list is
+#: too long to travel in the event (see :mod:`contracts.manifest`).
+MANIFEST_NAME: Final = "instances.jsonl"
 
 # Used with fullmatch, because "$" alone would also accept a trailing newline.
 _UID: Final = re.compile(UID_PATTERN)
@@ -56,6 +59,24 @@ def association_prefix(association_id: str) -> str:
     if not is_valid_association_id(association_id):
         raise InvalidObjectKey(f"{association_id!r} is not a valid association id")
     return f"{association_id}/"
+
+
+def manifest_key(association_id: str) -> str:
+    """The key of the association's instance manifest: ``<association-id>/instances.jsonl``."""
+    return association_prefix(association_id) + MANIFEST_NAME
+
+
+def is_manifest_key(key: str) -> bool:
+    """Whether ``key`` is the key of an association's instance manifest."""
+    association_id, _, name = key.partition("/")
+    return name == MANIFEST_NAME and is_valid_association_id(association_id)
+
+
+def check_stored_key(key: str) -> None:
+    """Raises :class:`InvalidObjectKey` unless ``key`` is a key the gateway stores under: an
+    instance's object key or an association's manifest key."""
+    if not is_manifest_key(key):
+        parse_object_key(key)
 
 
 def object_key(

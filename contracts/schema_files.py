@@ -12,7 +12,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from contracts.events import AssociationReleased
+from contracts.events import AssociationReleased, StoredInstance
 from contracts.export import ExportCompleted, ExportRequested
 
 #: Directory of the schema files, inside the package so that they ship with it.
@@ -21,6 +21,8 @@ SCHEMA_DIR: Final = Path(__file__).parent / "schemas"
 SCHEMAS: Final[Mapping[str, type[BaseModel]]] = MappingProxyType(
     {
         "association.released.v1.json": AssociationReleased,
+        # One line of an instance manifest (contracts.manifest).
+        "association.instance.v1.json": StoredInstance,
         "export.requested.v1.json": ExportRequested,
         "export.completed.v1.json": ExportCompleted,
     }

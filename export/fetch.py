@@ -15,7 +15,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 
 from contracts.export import InstanceResult
-from contracts.keys import association_prefix, is_valid_uid
+from contracts.keys import association_prefix, is_manifest_key, is_valid_uid
 from export.plan import InstanceMeta, NotFetched, OutgoingInstance, unread
 from gateway.errors import ObjectMissing, WorkingSpaceFull
 from gateway.objectstore import ObjectStore
@@ -47,7 +47,10 @@ def request_keys(
     if object_keys is not None:
         return list(object_keys)
     assert association_id is not None
-    return store.keys(association_prefix(association_id))
+    # Not the association's instance manifest (contracts.manifest): it lists, it is no instance.
+    return [
+        key for key in store.keys(association_prefix(association_id)) if not is_manifest_key(key)
+    ]
 
 
 class FetchStream:

@@ -16,7 +16,7 @@ import pamqp.commands
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from gateway.bus import CONFIRM_TIMEOUT_SECONDS
-from gateway.errors import BrokerUnavailable, EventUnroutable
+from gateway.errors import BrokerUnavailable, EventRefused, EventUnroutable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,13 @@ class AmqpPublisher:
                 mandatory=True,
                 timeout=CONFIRM_TIMEOUT_SECONDS,
             )
+        except aiormq.exceptions.DeliveryError as exc:
+            # A negative confirm: this message, not the channel, was refused.
+            raise EventRefused(f"RabbitMQ refused {message_id} (negative confirm)") from exc
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            # What RabbitMQ closes the channel with on a message over its max_message_size.
+            await self.close()
+            raise EventRefused(f"RabbitMQ refused {message_id}: {exc}") from exc
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             await self.close()
             raise BrokerUnavailable(f"publish of {message_id} failed: {exc}") from exc

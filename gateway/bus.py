@@ -32,8 +32,8 @@ class Publisher(Protocol):
     ) -> None:
         """Publish persistently and return once the broker confirmed it.
 
-        Raises BrokerUnavailable (not confirmed: retry) or EventUnroutable (confirmed, but no
-        queue would receive it).
+        Raises BrokerUnavailable (not confirmed: retry), EventRefused (this message refused,
+        others may pass) or EventUnroutable (confirmed, but no queue would receive it).
         """
 
     async def close(self) -> None: ...

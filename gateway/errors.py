@@ -40,6 +40,12 @@ class BrokerUnavailable(GatewayError):
     """RabbitMQ could not be reached or did not confirm a publish; the publish may be retried."""
 
 
+class EventRefused(BrokerUnavailable):
+    """The broker refused this one message (a negative confirm, or a message it will not take,
+    such as one over its size limit); the broker itself works, and other messages may pass.
+    Callers that retry every unconfirmed publish alike may treat it as BrokerUnavailable."""
+
+
 class EventUnroutable(GatewayError):
     """The broker took the event but no queue is bound to its routing key (returned)."""
 

@@ -69,6 +69,7 @@ class IngestMetrics:
     event_publish_latency: Histogram
     events_published: Counter
     outbox_events: Gauge
+    events_set_aside: Gauge
     spool_used_ratio: Gauge
     spool_watermark_ratio: Gauge
 
@@ -151,6 +152,12 @@ class IngestMetrics:
                 "Association events waiting in the outbox to be published.",
                 registry=registry,
             ),
+            events_set_aside=Gauge(
+                f"{PREFIX}_events_set_aside",
+                "Association events of the outbox the event bus refused again and again, set "
+                "aside: offered again hourly and at each start, not blocking the others.",
+                registry=registry,
+            ),
             spool_used_ratio=Gauge(
                 f"{PREFIX}_spool_used_ratio",
                 "Used fraction of the filesystem that holds the spool.",
@@ -180,12 +187,14 @@ class IngestMetrics:
         *,
         open_associations: Callable[[], float],
         outbox_depth: Callable[[], float],
+        set_aside_events: Callable[[], float],
         spool_used: Callable[[], float],
         watermark: float,
     ) -> None:
         """Gauges read at scrape time from the running service."""
         self.associations_open.set_function(open_associations)
         self.outbox_events.set_function(outbox_depth)
+        self.events_set_aside.set_function(set_aside_events)
         self.spool_used_ratio.set_function(spool_used)
         self.spool_watermark_ratio.set(watermark)
 

@@ -13,12 +13,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
-from contracts.keys import parse_object_key
+from contracts.keys import MANIFEST_NAME, OBJECT_KEY_SUFFIX, check_stored_key
 from gateway.errors import ObjectMissing, StorageUnavailable, WorkingSpaceFull
 from gateway.fsync import fsync_directory
 from gateway.settings import StorageSettings
+
+#: Media type of a stored instance (PS3.10 file); the default of every put.
+DICOM_MEDIA_TYPE: Final = "application/dicom"
 
 
 class Readable(Protocol):
@@ -38,9 +41,18 @@ class ObjectStore(Protocol):
     def ensure_ready(self) -> None:
         """Create the bucket (or directory) if missing; StorageUnavailable if unreachable."""
 
-    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
+    def put(
+        self,
+        key: str,
+        data: Readable,
+        length: int,
+        *,
+        sha256: str | None = None,
+        content_type: str = DICOM_MEDIA_TYPE,
+    ) -> None:
         """Store ``length`` bytes read from ``data`` under ``key``; return only once durable.
-        ``sha256``: the bytes' SHA-256 (hex) when the caller knows it already."""
+        ``sha256``: the bytes' SHA-256 (hex) when the caller knows it already; ``content_type``
+        is kept where the store keeps one (S3)."""
 
     def download(self, key: str, target: Path) -> None:
         """Stream the object to ``target``; ObjectMissing if there is no such object,
@@ -65,7 +77,7 @@ class FileStore:
         return self._bucket
 
     def _path(self, key: str) -> Path:
-        parse_object_key(key)  # refuses anything that could leave the root
+        check_stored_key(key)  # refuses anything that could leave the root
         return self._root / key
 
     def download(self, key: str, target: Path) -> None:
@@ -111,7 +123,8 @@ class FileStore:
         return sorted(
             path.relative_to(self._root).as_posix()
             for path in self._files_under(prefix)
-            if path.suffix == ".dcm"
+            # Not the partial files of puts in progress (temporary names).
+            if path.suffix == OBJECT_KEY_SUFFIX or path.name == MANIFEST_NAME
         )
 
     def remove_prefix(self, prefix: str) -> int:
@@ -138,7 +151,15 @@ class FileStore:
         except OSError as exc:
             raise StorageUnavailable(f"cannot create {self._root}: {exc}") from exc
 
-    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
+    def put(
+        self,
+        key: str,
+        data: Readable,
+        length: int,
+        *,
+        sha256: str | None = None,
+        content_type: str = DICOM_MEDIA_TYPE,
+    ) -> None:
         target = self._path(key)
         partial: Path | None = None
         try:

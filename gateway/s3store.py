@@ -26,7 +26,7 @@ from gateway.errors import (
     StorageUnavailable,
     WorkingSpaceFull,
 )
-from gateway.objectstore import Readable, is_disk_full
+from gateway.objectstore import DICOM_MEDIA_TYPE, Readable, is_disk_full
 from gateway.settings import StorageSettings
 
 #: Multipart uploads above this size. minio-py holds each part in memory (and a copy while it
@@ -116,7 +116,15 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
 
-    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
+    def put(
+        self,
+        key: str,
+        data: Readable,
+        length: int,
+        *,
+        sha256: str | None = None,
+        content_type: str = DICOM_MEDIA_TYPE,
+    ) -> None:
         multipart = length > PART_SIZE
         if multipart:
             bound: contextlib.AbstractContextManager[object] = self._multipart
@@ -131,7 +139,7 @@ class S3Store:
                     key,
                     cast(BinaryIO, data),  # minio only ever calls read(size)
                     length,
-                    content_type="application/dicom",
+                    content_type=content_type,
                     metadata=None if sha256 is None or multipart else {CONTENT_SHA256: sha256},
                     # Always given: left to choose (0), minio-py splits objects above its own
                     # 5 MiB minimum, so those up to PART_SIZE went in parts too, outside the

@@ -161,6 +161,9 @@ class IngestSettings(_Section):
     network_timeout_seconds: float = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     instance_name: str = Field(default="dicom-gateway", min_length=1, max_length=128)
+    #: Largest association event published: a longer instance list goes into a manifest
+    #: object beside the instances and the event names it (claim check, contracts.manifest).
+    max_event_bytes: int = Field(default=1_048_576, ge=16_384, le=67_108_864)
     #: DICOM TLS on the listener; none: plain TCP.
     tls: TlsServerSettings | None = None
     ae: tuple[AESettings, ...] = (AESettings(ae_title="GATEWAY"),)

@@ -37,7 +37,7 @@ import io
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +57,8 @@ from contracts.cloudevent import (
 from contracts.errors import ContractError, InvalidEvent
 from contracts.events import AssociationReleased
 from contracts.export import ExportCompleted, ExportRequested
-from contracts.keys import parse_object_key
+from contracts.keys import MANIFEST_NAME, parse_object_key
+from contracts.manifest import with_manifest_instances
 from contracts.routing import (
     ASSOCIATION_RELEASED_BINDING,
     EXPORT_COMPLETED_ROUTING_KEY,
@@ -67,6 +68,7 @@ from contracts.routing import (
 )
 from gateway.backends import open_store
 from gateway.bus import Delivery
+from gateway.errors import ObjectMissing, StorageUnavailable
 from gateway.objectstore import ObjectStore
 from gateway_client.errors import CompletionTimeout
 from gateway_client.settings import ClientSettings
@@ -78,6 +80,8 @@ log = logging.getLogger(__name__)
 #: ``export.completed.N.<uuid5(namespace, E)>``, the same each time ``E`` is requested, because
 #: the export service re-publishes an earlier completion with its first request's reply key.
 REPLY_KEY_NAMESPACE: Final = uuid.UUID("c4a7e2d0-93b1-5f6e-8d24-7b0a1e5c3f98")
+#: How soon an event whose manifest could not be read (storage down) is delivered again.
+MANIFEST_RETRY_SECONDS: Final = 5.0
 #: A consumer's grammar: it names a RabbitMQ queue (and ``<consumer>.dead-letter``) or a
 #: subscription of the local event log.
 CONSUMER_MAX_LENGTH: Final = 200
@@ -138,9 +142,15 @@ class Subscription:
     rejected to the dead letters with the reason in the log, and skipped.
     """
 
-    def __init__(self, consumer: str, inbox: Inbox) -> None:
+    def __init__(
+        self,
+        consumer: str,
+        inbox: Inbox,
+        listed: Callable[[AssociationReleased], Awaitable[AssociationReleased]],
+    ) -> None:
         self.consumer = consumer
         self._inbox = inbox
+        self._listed = listed
 
     def __aiter__(self) -> Self:
         return self
@@ -149,21 +159,30 @@ class Subscription:
         return await self.next()
 
     async def next(self) -> ReceivedAssociation:
-        """Wait for the next association event."""
+        """Wait for the next association event, its instances listed (a manifest read).
+
+        A manifest the store cannot give now (StorageUnavailable) puts the event back, to be
+        delivered again in a few seconds, and raises.
+        """
         while True:
             taken = await self._inbox.take()
             delivery = taken.delivery
             try:
-                released = association_released_from_event(
-                    parse_event(
-                        delivery.body,
-                        content_type=delivery.content_type,
-                        headers=dict(delivery.headers),
+                released = await self._listed(
+                    association_released_from_event(
+                        parse_event(
+                            delivery.body,
+                            content_type=delivery.content_type,
+                            headers=dict(delivery.headers),
+                        )
                     )
                 )
-            except InvalidEvent as exc:
+            except StorageUnavailable:
+                await delivery.requeue(MANIFEST_RETRY_SECONDS)
+                raise
+            except (InvalidEvent, ObjectMissing) as exc:
                 log.error(
-                    "%s: message %s is not an association event, dead-lettered: %s",
+                    "%s: message %s is not a readable association event, dead-lettered: %s",
                     self.consumer,
                     delivery.message_id or "(no message id)",
                     exc,
@@ -251,7 +270,7 @@ class PipelineClient:
             else association_released_routing_key(pipeline)
         )
         inbox = await self._transport.consume(consumer, binding, prefetch)
-        subscription = Subscription(consumer, inbox)
+        subscription = Subscription(consumer, inbox, self._with_instances)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -273,6 +292,15 @@ class PipelineClient:
             if subscription in self._subscriptions:
                 self._subscriptions.remove(subscription)
                 await subscription.close()
+
+    async def _with_instances(self, released: AssociationReleased) -> AssociationReleased:
+        """``released`` with its instances listed: read from its manifest when it has one."""
+        if released.manifest is None or released.instances:
+            return released
+        with tempfile.TemporaryDirectory(prefix="gateway-client-") as directory:
+            target = Path(directory) / MANIFEST_NAME
+            await self.download(released.manifest.object_key, target)
+            return await asyncio.to_thread(_read_manifest, released, target)
 
     # --- objects ------------------------------------------------------------------------
 
@@ -367,6 +395,11 @@ class PipelineClient:
         del self._replies[export_id]
         await listener.close()
         return completed
+
+
+def _read_manifest(released: AssociationReleased, path: Path) -> AssociationReleased:
+    with path.open("rb") as lines:
+        return with_manifest_instances(released, lines)
 
 
 async def _completion(listener: ReplyListener, export_id: str) -> ExportCompleted:

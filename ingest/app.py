@@ -236,6 +236,7 @@ def running_ingest(
         metrics.observe_with(
             open_associations=lambda: _open_associations(journal),
             outbox_depth=journal.outbox.depth,
+            set_aside_events=journal.outbox.set_aside_count,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )

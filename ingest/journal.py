@@ -373,16 +373,19 @@ class Journal:
             )
         return None if previous is None else str(previous[0])
 
-    def instances(self, association_id: str, *, unstored: bool = False) -> list[SpooledInstance]:
+    def instances(
+        self, association_id: str, *, unstored: bool = False, after: int = -1, limit: int = -1
+    ) -> list[SpooledInstance]:
         """The association's instances in the order they were received; with ``unstored``,
-        only those not in storage yet (read as each instance arrives: only a few rows)."""
+        only those not in storage yet (read as each instance arrives: only a few rows). A page:
+        at most ``limit`` (-1: all) received after ``received_seq`` ``after``."""
         rows = self._db.read(
             "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
             " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
             " received_seq, object_key, size, sha256, spool_sha256 FROM instances"
-            " WHERE association_id = ?"
-            " AND (? = 0 OR sha256 IS NULL) ORDER BY received_seq",
-            (association_id, int(unstored)),
+            " WHERE association_id = ? AND received_seq > ?"
+            " AND (? = 0 OR sha256 IS NULL) ORDER BY received_seq LIMIT ?",
+            (association_id, after, int(unstored), limit),
         )
         return [SpooledInstance(*row) for row in rows]
 

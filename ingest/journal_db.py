@@ -67,7 +67,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     content_type   TEXT NOT NULL,
     body           BLOB NOT NULL,
     created_at     TEXT NOT NULL,
-    not_before     TEXT
+    not_before     TEXT,
+    refusals       INTEGER NOT NULL DEFAULT 0,
+    set_aside      TEXT
 );
 """
 
@@ -92,17 +94,25 @@ def timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+#: Columns added since the first version: (table, column, declaration). Journals written by
+#: earlier versions get them on opening: ``owner`` (worker processes), ``in_storage`` (uploads
+#: while the association is open), ``spool_sha256`` (one hash per instance), ``refusals`` and
+#: ``set_aside`` (events the broker refuses).
+_LATER_COLUMNS = (
+    ("associations", "owner", "INTEGER"),
+    ("associations", "in_storage", "INTEGER NOT NULL DEFAULT 0"),
+    ("instances", "spool_sha256", "TEXT"),
+    ("outbox", "refusals", "INTEGER NOT NULL DEFAULT 0"),
+    ("outbox", "set_aside", "TEXT"),
+)
+
+
 def _add_later_columns(db: sqlite3.Connection) -> None:
-    """Journals written by earlier versions lack the columns added since: ``owner`` (worker
-    processes), ``in_storage`` (uploads while the association is open) and the instances'
-    ``spool_sha256`` (one hash per instance)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(associations)")}
-    if "owner" not in columns:
-        db.execute("ALTER TABLE associations ADD COLUMN owner INTEGER")
-    if "in_storage" not in columns:
-        db.execute("ALTER TABLE associations ADD COLUMN in_storage INTEGER NOT NULL DEFAULT 0")
-    if "spool_sha256" not in {row[1] for row in db.execute("PRAGMA table_info(instances)")}:
-        db.execute("ALTER TABLE instances ADD COLUMN spool_sha256 TEXT")
+    """Each missing column of :data:`_LATER_COLUMNS`, one by one (a crash in between leaves
+    the rest for the next start); the caller holds the write lock of every process."""
+    for table, column, declaration in _LATER_COLUMNS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 class JournalDb:
@@ -118,8 +128,9 @@ class JournalDb:
     def open(cls, path: Path) -> JournalDb:
         try:
             db = connect_durable(path, _SCHEMA)
-            _add_later_columns(db)
             write_lock = ProcessesWriteLock(path)
+            with write_lock:  # worker processes open the journal too
+                _add_later_columns(db)
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         return cls(db, write_lock)

@@ -10,12 +10,20 @@ association's change to ``announced``, so an event is never lost and never put i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ingest.journal_db import AssociationState, JournalDb, delete_association, timestamp
 
 #: Events read from the outbox at a time; the relay reads again when it has sent them.
 PENDING_BATCH = 100
+#: Refusals of one event in a row after which it is set aside. The broker refuses a message
+#: (negative confirm) for what it is, typically its size or a queue's overflow rule, so a few
+#: quick attempts tell a lasting refusal from a passing one.
+REFUSALS_BEFORE_SET_ASIDE = 3
+#: Wait before offering a refused event again, by refusals so far.
+REFUSAL_RETRY_SECONDS = (1.0, 4.0)
+#: A set-aside event is still offered again this often (its cause may pass, e.g. a full queue).
+SET_ASIDE_RETRY_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,52 @@ class Outbox:
             cur.execute(
                 "UPDATE outbox SET not_before = ? WHERE event_id = ?", (timestamp(until), event_id)
             )
+
+    def refused(self, event_id: str, reason: str, now: datetime) -> int:
+        """The broker refused the event once more; returns how many times in a row.
+
+        It is offered again after a backoff; from :data:`REFUSALS_BEFORE_SET_ASIDE` refusals on
+        it is set aside (``reason`` kept) and offered again only hourly and at each start, so
+        that it no longer holds anything up.
+        """
+        with self._db.write() as cur:
+            row = cur.execute(
+                "UPDATE outbox SET refusals = refusals + 1 WHERE event_id = ? RETURNING refusals",
+                (event_id,),
+            ).fetchone()
+            if row is None:
+                return 0  # published meanwhile (by a drain at shutdown)
+            refusals = int(row[0])
+            set_aside = refusals >= REFUSALS_BEFORE_SET_ASIDE
+            delay = (
+                SET_ASIDE_RETRY_SECONDS
+                if set_aside
+                else REFUSAL_RETRY_SECONDS[min(refusals, len(REFUSAL_RETRY_SECONDS)) - 1]
+            )
+            cur.execute(
+                "UPDATE outbox SET not_before = ?, set_aside = ? WHERE event_id = ?",
+                (
+                    timestamp(now + timedelta(seconds=delay)),
+                    reason if set_aside else None,
+                    event_id,
+                ),
+            )
+        return refusals
+
+    def offer_set_aside_again(self) -> int:
+        """At start-up: set-aside events get a fresh series of attempts (the operator may have
+        fixed the cause). Returns how many."""
+        with self._db.write() as cur:
+            cur.execute(
+                "UPDATE outbox SET refusals = 0, set_aside = NULL, not_before = NULL"
+                " WHERE set_aside IS NOT NULL"
+            )
+            return cur.rowcount
+
+    def set_aside_count(self) -> int:
+        """Events set aside after repeated refusals."""
+        ((count,),) = self._db.read("SELECT COUNT(*) FROM outbox WHERE set_aside IS NOT NULL")
+        return int(count)
 
     def published(self, event: OutboxEvent) -> None:
         """The broker confirmed ``event``: its association is done, and every trace of it goes.

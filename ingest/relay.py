@@ -1,8 +1,10 @@
 """Relaying the outbox to RabbitMQ: publish with confirms, then forget the association.
 
 Runs on the asyncio loop thread. A broker outage only delays events: each stays in the outbox
-until the broker confirmed it. A crash between confirm and forget republishes the same event id,
-which subscribers can recognise (at-least-once delivery).
+until the broker confirmed it. An event the broker refuses for itself (a negative confirm) waits
+and the events after it go on; refused again and again, it is set aside (:meth:`Outbox.refused`).
+A crash between confirm and forget republishes the same event id, which subscribers can
+recognise (at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from gateway.bus import Publisher
-from gateway.errors import BrokerUnavailable, EventUnroutable, JournalError
+from gateway.errors import BrokerUnavailable, EventRefused, EventUnroutable, JournalError
 from gateway.metrics import IngestMetrics
 from gateway.stop_signals import stopped_within
-from ingest.outbox import Outbox, OutboxEvent
+from ingest.outbox import REFUSALS_BEFORE_SET_ASIDE, Outbox, OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,13 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            again = await asyncio.to_thread(self._outbox.offer_set_aside_again)
+        except JournalError as exc:
+            log.warning("set-aside events not offered again: %s", exc)
+        else:
+            if again:
+                log.info("%d set-aside event(s) offered again", again)
         attempt = 0
         while not self._stop.is_set():
             self._wake.clear()
@@ -82,6 +91,9 @@ class Relay:
                     message_id=event.event_id,
                     content_type=event.content_type,
                 )
+            except EventRefused as exc:
+                await self._refused(event, exc)
+                continue
             except EventUnroutable as exc:
                 # RabbitMQ would drop it: keep it and offer it again until a pipeline binds.
                 log.warning(
@@ -98,6 +110,24 @@ class Relay:
             self._count(event)
             log.info("event %s published to %s", event.event_id, event.routing_key)
         return published
+
+    async def _refused(self, event: OutboxEvent, refusal: EventRefused) -> None:
+        """This event, not the broker, is the problem: it waits and the others go on."""
+        refusals = await asyncio.to_thread(
+            self._outbox.refused, event.event_id, str(refusal), datetime.now(UTC)
+        )
+        if refusals >= REFUSALS_BEFORE_SET_ASIDE:
+            log.error(
+                "event %s (association %s, %d bytes) set aside after %d refusals: %s; later "
+                "events go on, and it is offered again hourly and at the next start",
+                event.event_id,
+                event.association_id,
+                len(event.body),
+                refusals,
+                refusal,
+            )
+        else:
+            log.warning("event %s refused (%s); offered again shortly", event.event_id, refusal)
 
     def _count(self, event: OutboxEvent) -> None:
         self._metrics.events_published.inc()

@@ -10,9 +10,8 @@ and journal rows. Storage outages are retried with backoff for as long as they l
 is ever dropped, and a restart resumes from the journal.
 
 One thread, the dispatcher, reads and writes the journal and decides; the upload threads only
-move bytes (:mod:`ingest.object_upload`) and report back. The module is a little over 400
-lines because the dispatcher's state (what waits, uploads, is being removed, the backoff) is
-changed under one discipline, on its own thread, and reads best in one place.
+move bytes (:mod:`ingest.object_upload`) and report back; the event is built and put in the
+outbox by :mod:`ingest.announcer`.
 """
 
 from __future__ import annotations
@@ -22,13 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from gateway.errors import JournalError, StorageUnavailable
 from gateway.metrics import IngestMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
-from ingest.announcement import released_event
+from ingest.announcer import Announcer
 from ingest.journal import Journal, SpooledInstance
 from ingest.journal_db import AssociationState
 from ingest.object_upload import (
@@ -68,7 +66,7 @@ class Uploader:
         self._spool = spool
         self._store = store
         self._settings = settings
-        self._on_announced = on_announced
+        self._announcer = Announcer(journal, spool, store, settings, on_announced)
         self._changed = threading.Condition()
         # Guarded by _changed: what the sink calls and the upload threads hand the dispatcher.
         self._dirty: dict[str, None] = {}  # associations to look at again, in order
@@ -241,8 +239,9 @@ class Uploader:
                 self._storing[association_id] = calling
             self._queue.add(unstored)
             if state is AssociationState.RELEASED and not self._queue.holds(association_id):
-                self._announce(association_id)
-        except (JournalError, OSError) as exc:
+                self._storing.pop(association_id, None)
+                self._announcer.announce(association_id)
+        except (JournalError, StorageUnavailable, OSError) as exc:
             log.warning("association %s: %s; looked at again later", association_id, exc)
             self._back_off()
             self._look_at(association_id)
@@ -321,31 +320,6 @@ class Uploader:
             self._journal.mark_failed(association_id)
         except JournalError as exc:
             log.error("association %s: cannot record that it failed: %s", association_id, exc)
-
-    def _announce(self, association_id: str) -> None:
-        """Every instance is stored: the event goes into the outbox, the spool copy goes."""
-        self._storing.pop(association_id, None)
-        instances = self._journal.instances(association_id)
-        if not instances:
-            # Verification-only associations (C-ECHO) carry nothing for a pipeline.
-            self._journal.forget(association_id)
-            self._spool.remove_association(association_id)
-            return
-        event = released_event(
-            self._journal.association(association_id),
-            instances,
-            bucket=self._store.bucket,
-            instance_name=self._settings.instance_name,
-            now=datetime.now(UTC),
-        )
-        self._journal.outbox.announce(event, datetime.now(UTC))
-        self._on_announced()
-        try:
-            self._spool.remove_association(association_id)
-        except OSError as exc:
-            # Everything is in storage and the event in the outbox; the next start removes
-            # the leftovers. Retrying here could only repeat finished work.
-            log.warning("association %s: spool files not removed: %s", association_id, exc)
 
     def _start_uploads(self) -> None:
         while self._queue.in_progress() < UPLOAD_CONCURRENCY:

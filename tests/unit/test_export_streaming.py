@@ -22,7 +22,7 @@ from export.fetch import FETCH_AHEAD, OPENING_WINDOW, FetchStream, WorkingSpace
 from export.plan import InstanceMeta, OutgoingInstance
 from export.scu import ScuIdentity
 from gateway.metrics import ExportMetrics
-from gateway.objectstore import FileStore, Readable
+from gateway.objectstore import DICOM_MEDIA_TYPE, FileStore, Readable
 from gateway.settings import DestinationSettings, ExportSettings, StorageSettings
 from gateway_client.testing import wait_until
 from tests.support.factories import (
@@ -57,7 +57,15 @@ class WatchedStore:
     def ensure_ready(self) -> None:
         self._store.ensure_ready()
 
-    def put(self, key: str, data: Readable, length: int, *, sha256: str | None = None) -> None:
+    def put(
+        self,
+        key: str,
+        data: Readable,
+        length: int,
+        *,
+        sha256: str | None = None,
+        content_type: str = DICOM_MEDIA_TYPE,
+    ) -> None:
         self._store.put(key, data, length)
 
     def download(self, key: str, target: Path) -> None:

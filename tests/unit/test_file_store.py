@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from contracts.keys import association_prefix, new_association_id, object_key
+from contracts.keys import (
+    association_prefix,
+    manifest_key,
+    new_association_id,
+    object_key,
+    parse_object_key,
+)
+from contracts.manifest import MANIFEST_MEDIA_TYPE
+from export.fetch import request_keys
 from gateway.errors import ObjectMissing
 from gateway.objectstore import FileStore
 from gateway.settings import StorageSettings
@@ -82,3 +90,12 @@ def test_removing_an_association_takes_its_objects_and_partial_files_only(
     assert not (tmp_path / "objects" / store.bucket / gone).exists()
     assert store.keys(association_prefix(gone)) == []
     assert len(store.keys(association_prefix(kept))) == 2
+
+
+def test_an_associations_manifest_is_stored_and_listed_but_not_exported(store: FileStore) -> None:
+    association_id = parse_object_key(KEY).association_id
+    manifest = manifest_key(association_id)
+    put(store, b"an instance")
+    store.put(manifest, io.BytesIO(b"{}\n"), 3, content_type=MANIFEST_MEDIA_TYPE)
+    assert store.keys(association_prefix(association_id)) == sorted([KEY, manifest])
+    assert request_keys(store, association_id, None) == [KEY]

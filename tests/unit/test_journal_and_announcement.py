@@ -14,7 +14,13 @@ import pytest
 from contracts.cloudevent import CONTENT_TYPE_STRUCTURED
 from contracts.keys import new_association_id
 from gateway.errors import JournalError
-from ingest.announcement import released_event
+from ingest.announcement import (
+    ManifestSummary,
+    manifest_data,
+    may_fit_inline,
+    released_data,
+    released_event,
+)
 from ingest.journal import (
     AssociationNotOpen,
     Journal,
@@ -45,10 +51,10 @@ def test_released_association_is_announced_once_with_every_instance(journal: Jou
         ]
     )
 
+    association = journal.association(aid)
     event = released_event(
-        journal.association(aid),
-        journal.instances(aid),
-        bucket="images",
+        association,
+        released_data(association, journal.instances(aid), "images"),
         instance_name="gw-1",
         now=STARTED + timedelta(seconds=4),
     )
@@ -115,13 +121,7 @@ def test_event_needs_every_instance_stored(journal: Journal) -> None:
     journal.add_instance(instance(aid, "1.2.3.4.1", 1))
     journal.mark_released(aid, STARTED)
     with pytest.raises(ValueError, match="not stored"):
-        released_event(
-            journal.association(aid),
-            journal.instances(aid),
-            bucket="b",
-            instance_name="gw",
-            now=STARTED,
-        )
+        released_data(journal.association(aid), journal.instances(aid), "b")
 
 
 def test_a_release_requested_before_a_crash_counts_as_released(journal: Journal) -> None:
@@ -250,3 +250,76 @@ def test_a_failed_read_is_a_journal_error_whatever_is_read(journal: Journal) -> 
     ):
         with pytest.raises(JournalError, match="journal read failed"):
             read()
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "may_fit"),
+    [(1, 16_384, True), (64, 16_384, True), (65, 16_384, False), (4096, 1_048_576, True)],
+)
+def test_whether_a_list_may_fit_is_known_before_building_it(
+    count: int, limit: int, may_fit: bool
+) -> None:
+    assert may_fit_inline(count, limit) is may_fit
+
+
+def test_a_manifest_event_names_the_manifest_and_lists_nothing(journal: Journal) -> None:
+    aid = begin(journal)
+    journal.mark_released(aid, STARTED)
+    summary = ManifestSummary(
+        size=5000,
+        sha256="cd" * 32,
+        instance_count=180_000,
+        total_bytes=9_000_000,
+        first_study_instance_uid="1.2.3",
+    )
+    association = journal.association(aid)
+    event = released_event(
+        association,
+        manifest_data(association, summary, "images"),
+        instance_name="gw",
+        now=STARTED,
+        subject=summary.first_study_instance_uid,
+    )
+    body = json.loads(event.body)
+    assert len(event.body) < 2048
+    assert body["subject"] == "1.2.3"
+    assert body["data"]["instances"] == []
+    assert body["data"]["instance_count"] == 180_000
+    assert body["data"]["manifest"] == {
+        "object_key": f"{aid}/instances.jsonl",
+        "size": 5000,
+        "sha256": "cd" * 32,
+    }
+
+
+FIRST_SCHEMA = """
+CREATE TABLE associations (association_id TEXT PRIMARY KEY, called_ae_title TEXT NOT NULL,
+    calling_ae_title TEXT NOT NULL, remote_host TEXT NOT NULL, remote_port INTEGER NOT NULL,
+    pipeline TEXT NOT NULL, started_at TEXT NOT NULL, state TEXT NOT NULL, released_at TEXT,
+    cleanup_after TEXT);
+CREATE TABLE instances (association_id TEXT NOT NULL, sop_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL, transfer_syntax_uid TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL, series_instance_uid TEXT NOT NULL,
+    spool_name TEXT NOT NULL, data_offset INTEGER NOT NULL, data_length INTEGER NOT NULL,
+    received_seq INTEGER NOT NULL, object_key TEXT NOT NULL, size INTEGER, sha256 TEXT,
+    PRIMARY KEY (association_id, sop_instance_uid));
+CREATE TABLE outbox (event_id TEXT PRIMARY KEY, association_id TEXT NOT NULL,
+    routing_key TEXT NOT NULL, content_type TEXT NOT NULL, body BLOB NOT NULL,
+    created_at TEXT NOT NULL, not_before TEXT);
+"""
+
+
+def test_a_journal_of_the_first_version_gets_the_later_columns(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_SCHEMA)
+        old.execute("ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0")
+    old.close()  # as a start cut short between two of the added columns leaves it
+    journal = Journal.open(path)
+    aid = begin(journal)
+    journal.mark_released(aid, STARTED)
+    journal.outbox.announce(
+        OutboxEvent(aid, aid, "association.released.default", "x", b"{}"), STARTED
+    )
+    assert journal.outbox.refused(aid, "nack", STARTED) == 1
+    assert journal.in_storage(aid) is False
