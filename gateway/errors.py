@@ -65,3 +65,8 @@ class InstanceRejected(GatewayError):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class LimitCrossed(InstanceRejected):
+    """A data set refused while it arrived, for crossing a receive limit; it was logged and
+    counted when it crossed it (its answer may come much later, or never)."""

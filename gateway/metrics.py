@@ -48,6 +48,7 @@ class ListenerCounters:
     received_bytes: LabelledCounter
     instances_refused: LabelledCounter
     fast_path_stores: LabelledCounter
+    receive_limits_crossed: LabelledCounter
 
 
 #: The names of :class:`ListenerCounters`' fields, as forwarded by worker processes.
@@ -64,6 +65,7 @@ class IngestMetrics:
     received_bytes: Counter
     instances_refused: Counter
     fast_path_stores: Counter
+    receive_limits_crossed: Counter
     instances_stored: Counter
     upload_failures: Counter
     event_publish_latency: Histogram
@@ -126,6 +128,13 @@ class IngestMetrics:
                 ["called_ae"],
                 registry=registry,
             ),
+            receive_limits_crossed=Counter(
+                f"{PREFIX}_receive_limits_crossed",
+                "Instances refused with 0xA700 while they arrived, or associations aborted for "
+                "a trickle, by the limit crossed (ingest/receive_limits.py).",
+                ["limit"],
+                registry=registry,
+            ),
             instances_stored=Counter(
                 f"{PREFIX}_instances_stored",
                 "Instances uploaded to object storage.",
@@ -180,6 +189,7 @@ class IngestMetrics:
             received_bytes=self.received_bytes,
             instances_refused=self.instances_refused,
             fast_path_stores=self.fast_path_stores,
+            receive_limits_crossed=self.receive_limits_crossed,
         )
 
     def observe_with(

@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -151,6 +159,17 @@ class IngestSettings(_Section):
     reject_unknown_sources: bool = False
     storage_watermark_percent: float = Field(default=75, gt=0, le=100)
     reserved_storage_gb: float = Field(default=5, ge=0)
+    #: Receive limits (ingest/receive_limits.py): an instance that would cross one is refused
+    #: with 0xA700 while it arrives, and the association goes on; None: no such limit. Bytes
+    #: as a number or with a unit ("8 GiB"). The watermark and reserve above apply while
+    #: receiving too.
+    max_instance_bytes: ByteSize | None = Field(default=ByteSize(8 * 1024**3), ge=1)
+    max_association_bytes: ByteSize | None = Field(default=ByteSize(1024**4), ge=1)
+    max_association_instances: int | None = Field(default=1_000_000, ge=1)
+    #: A peer that, in the middle of an instance, delivers less than this on average over the
+    #: window is aborted as a silent one is (0: no minimum).
+    min_receive_bytes_per_second: ByteSize = ByteSize(4096)
+    receive_rate_window_seconds: float = Field(default=60, gt=0)
     spool_dir: Path = Path("gateway-data/spool")
     aborted_cleanup_seconds: float = Field(default=0, ge=0)
     implementation_class_uid: str = DEFAULT_IMPLEMENTATION_CLASS_UID
@@ -158,6 +177,10 @@ class IngestSettings(_Section):
         default=DEFAULT_IMPLEMENTATION_VERSION_NAME, min_length=1, max_length=16
     )
     max_pdu_length: int = Field(default=262_144, ge=0)
+    #: Longest A-ASSOCIATE-RQ taken, in bytes: a longer one is rejected before it is read
+    #: (gateway/netdicom/request_limits.py; prompt mode). 128 contexts each proposing all 45
+    #: transfer syntaxes pynetdicom knows come to 148 kB; most requests are a few kB.
+    max_associate_request_bytes: int = Field(default=262_144, ge=4096, le=67_108_864)
     network_timeout_seconds: float = Field(default=60, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     instance_name: str = Field(default="dicom-gateway", min_length=1, max_length=128)

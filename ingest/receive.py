@@ -5,11 +5,12 @@ of two ways: on the C-STORE fast path, written as it arrives by :class:`DirectRe
 the association's DUL thread (gateway/netdicom/direct_store.py), or by pynetdicom, which then
 calls :func:`handle_store`. Either way :func:`store_received` checks it, adopts it into the
 association's directory, fsynced, and records it in the journal before the C-STORE is
-answered.
+answered. While it arrives, its association's receive limits apply (ingest/receive_guard.py).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -20,13 +21,15 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from contracts.keys import is_valid_uid, object_key
 from gateway.dicom_status import Status
-from gateway.errors import InstanceRejected, JournalError
-from gateway.netdicom.association import enable_direct_store
+from gateway.errors import InstanceRejected, JournalError, LimitCrossed
+from gateway.netdicom.association import abort_as_silent, enable_direct_store, receiving_thread
 from gateway.netdicom.direct_store import IncomingInstance
 from gateway.netdicom.store_messages import StoreRequest
 from ingest.associations import ActiveAssociation, IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
 from ingest.part10 import data_set_offset, file_meta_bytes, invalid_uid, read_identity
+from ingest.receive_guard import AssociationGuard
+from ingest.receive_limits import ReceiveLimits
 from ingest.well_formed import check_well_formed
 
 log = logging.getLogger(__name__)
@@ -117,7 +120,9 @@ def store_received(
         )
     except InstanceRejected as exc:
         received.unlink(missing_ok=True)
-        log.warning(
+        # A receive limit was logged when it was crossed; this is only its answer.
+        log.log(
+            logging.INFO if isinstance(exc, LimitCrossed) else logging.WARNING,
             "association %s: C-STORE refused with 0x%04X: %s",
             active.association_id,
             exc.status,
@@ -176,8 +181,9 @@ class _DirectInstance:
         self._file.write(meta)
 
     def write(self, fragment: memoryview) -> None:
-        self._sha256.update(fragment)
         self._file.write(fragment)
+        if not self._file.failed:  # a refused data set is not hashed on to its end
+            self._sha256.update(fragment)
         self._file.flush()  # start the fragment's way to the disk, as pynetdicom's writes do
 
     def finish(self) -> int:
@@ -210,6 +216,22 @@ class DirectReceiver:
         if not is_valid_uid(request.sop_class_uid) or not is_valid_uid(request.sop_instance_uid):
             return None  # pynetdicom's path refuses it with the status it always gave
         return _DirectInstance(self._ctx, self._active, request, transfer_syntax)
+
+
+def watch_receiving(event: evt.Event, ctx: IngestContext) -> None:
+    """``EVT_REQUESTED``, bound after :func:`~ingest.associations.handle_requested`: an admitted
+    association's data sets are written under its receive limits (ingest/receive_guard.py)."""
+    assoc = event.assoc
+    active = ctx.table.get(assoc)
+    if active is not None:
+        guard = AssociationGuard(
+            ReceiveLimits.of(ctx.settings.ingest),
+            active,
+            spool_usage=ctx.spool.usage,
+            counters=ctx.metrics,
+            abort=functools.partial(abort_as_silent, assoc),
+        )
+        ctx.incoming.watch(receiving_thread(assoc), guard)
 
 
 def take_stores_directly(event: evt.Event, ctx: IngestContext) -> None:

@@ -7,6 +7,7 @@ gateway/netdicom, in the mode the settings give.
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -15,11 +16,14 @@ from typing import Any
 from pynetdicom import evt
 
 from gateway.dicom_status import VERIFICATION_SOP_CLASS
+from gateway.metrics import LabelledCounter
 from gateway.netdicom.acceptor import ThreadedAssociationServer, start_acceptor
 from gateway.netdicom.ae import GatewayAE
 from gateway.netdicom.association import abort_all
+from gateway.netdicom.connection_logs import handle_conn_close
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.netdicom.modes import application_entity
+from gateway.netdicom.request_limits import Refusal, RequestLimit
 from gateway.settings import GatewaySettings
 from gateway.tls import server_context
 from ingest.associations import (
@@ -31,7 +35,7 @@ from ingest.associations import (
     handle_requested,
     settle_ended_threads,
 )
-from ingest.receive import handle_echo, handle_store, take_stores_directly
+from ingest.receive import handle_echo, handle_store, take_stores_directly, watch_receiving
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ log = logging.getLogger(__name__)
 PROBE_HEADROOM = 1000
 
 
-def build_ae(settings: GatewaySettings) -> GatewayAE:
+def build_ae(ctx: IngestContext) -> GatewayAE:
+    settings = ctx.settings
     ingest = settings.ingest
     ae = application_entity(settings.netdicom, ingest.ae[0].ae_title)
     ae.implementation_class_uid = ingest.implementation_class_uid
@@ -51,17 +56,28 @@ def build_ae(settings: GatewaySettings) -> GatewayAE:
     ae.network_timeout = ingest.network_timeout_seconds
     ae.require_called_aet = False  # checked by our policy, for several titles
     ae.require_calling_aet = []
+    ae.request_limit = RequestLimit(
+        ingest.max_associate_request_bytes,
+        functools.partial(_count_refusal, ctx.metrics.associations_rejected),
+    )
     # Synchronous operations only: no asynchronous operations window is negotiated.
     ae.add_supported_context(VERIFICATION_SOP_CLASS)
     return ae
+
+
+def _count_refusal(rejected: LabelledCounter, refusal: Refusal) -> None:
+    """A request refused before decoding counts as a rejection, under the refusal's name."""
+    rejected.labels(refusal.value).inc()
 
 
 def scp_handlers(ctx: IngestContext) -> list[Any]:
     """The event handlers that tie pynetdicom's associations to ingest."""
     return [
         (evt.EVT_CONN_OPEN, handle_conn_open),
+        (evt.EVT_CONN_CLOSE, handle_conn_close),
         # In this order: pynetdicom calls a notification's handlers in the order bound.
         (evt.EVT_REQUESTED, handle_requested, [ctx]),
+        (evt.EVT_REQUESTED, watch_receiving, [ctx]),
         (evt.EVT_REQUESTED, take_stores_directly, [ctx]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -85,7 +101,7 @@ def listener_tls(settings: GatewaySettings) -> ssl.SSLContext | None:
 def start_scp(ctx: IngestContext) -> ThreadedAssociationServer:
     """Listen; each association runs on its own thread until the server is shut down."""
     return start_acceptor(
-        build_ae(ctx.settings),
+        build_ae(ctx),
         listen_address(ctx.settings),
         scp_handlers(ctx),
         listener_tls(ctx.settings),

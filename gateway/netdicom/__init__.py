@@ -13,7 +13,8 @@ out of the way. Each subclasses a pynetdicom provider and is given to an associa
 it starts; nothing in pynetdicom is patched.
 
 * :mod:`.prompt_dul`: the DUL thread waits in ``poll()`` on its socket and a wake-up pipe;
-  it also contains two faults of pynetdicom's state machine that left connections open;
+  it also contains two faults of pynetdicom's state machine that left connections open, and
+  refuses an oversized association request before decoding it (:mod:`.request_limits`);
 * :mod:`.prompt_dimse`: an acceptor's association thread waits on its message queue;
 * :mod:`.prompt_socket`: a PDU read with as few ``recv_into`` calls as the kernel allows,
   ``poll()`` instead of ``select()`` (which refuses descriptors above 1023), and quick ACKs
@@ -40,6 +41,8 @@ it starts; nothing in pynetdicom is patched.
   answered, the partial data set of a broken association removed at once;
 * :mod:`.acceptor`: TLS handshakes on each connection's own thread (one stalled peer held up
   every other one) and a listen backlog for bursts of senders;
+* :mod:`.connection_logs`: a few of pynetdicom's log records per accepted connection, however
+  many undecodable PDUs the peer sends;
 * :mod:`.handover`: the server that ingest's worker processes run connections on.
 
 **Plain mode** (``netdicom = "plain"``) runs every association on pynetdicom's own providers:
@@ -48,7 +51,8 @@ start-up check requires only the names plain mode uses. It is slower, and it is 
 pynetdicom itself where the prompt providers contain its faults: some malformed requests
 leave a connection open with nobody serving it, or busy for 30 s (docs/reliability.md,
 "Hostile input"), more than 1023 open descriptors make pynetdicom take connections for closed,
-and the descriptor of a failed outgoing connection waits for garbage collection. Use it when
+the descriptor of a failed outgoing connection waits for garbage collection, and association
+requests of any size are decoded (``max_associate_request_bytes`` is not applied). Use it when
 pynetdicom is newer than the extensions know (the start-up check says so), until they are
 checked against it.
 

@@ -28,6 +28,7 @@ from gateway.netdicom.prompt_dimse import PromptDIMSE
 from gateway.netdicom.prompt_dul import PromptDUL
 from gateway.netdicom.prompt_socket import PromptSocket
 from gateway.netdicom.reactor_hold import HoldableCheckpoint, requests_in_a_row
+from gateway.netdicom.request_limits import RequestLimit
 from gateway.netdicom.store_messages import StoreDIMSE
 
 
@@ -48,8 +49,9 @@ def _reset_timers(assoc: Association) -> None:
     assoc.network_timeout = assoc.network_timeout
 
 
-def make_prompt(assoc: Association) -> None:
-    """Give a not yet started acceptor association the prompt DUL, DIMSE and socket.
+def make_prompt(assoc: Association, request_limit: RequestLimit | None = None) -> None:
+    """Give a not yet started acceptor association the prompt DUL, DIMSE and socket, the DUL
+    refusing a first PDU that ``request_limit`` does not take.
 
     pynetdicom's request handler made the association with its own providers; they have
     not run yet, so they are replaced, and the connection is wrapped again so that its
@@ -59,6 +61,7 @@ def make_prompt(assoc: Association) -> None:
     if connection is None:
         raise ValueError(f"association {assoc.name} has no accepted connection to make prompt")
     dul = PromptDUL(assoc)
+    dul.request_limit = request_limit
     dimse = PromptDIMSE(assoc)
     dul.wake_user = dimse.wake
     assoc.dul, assoc.dimse = dul, dimse
@@ -71,7 +74,8 @@ class PromptRequestHandler(RecordingRequestHandler):
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
-        make_prompt(assoc)
+        ae = self.ae
+        make_prompt(assoc, ae.request_limit if isinstance(ae, GatewayAE) else None)
         return assoc
 
 
@@ -80,6 +84,9 @@ class GatewayAE(AE):
 
     #: What the AE's acceptors make each accepted association with.
     request_handler: ClassVar[type[RecordingRequestHandler]] = RecordingRequestHandler
+    #: What its acceptors refuse to decode as a connection's first PDU (request_limits.py);
+    #: None: anything. Only the prompt providers apply it; plain mode decodes every request.
+    request_limit: RequestLimit | None = None
 
     def requests_in_a_row(self, assoc: Association) -> AbstractContextManager[None]:
         """A block in which ``assoc`` (requested by this AE) sends a batch of requests."""

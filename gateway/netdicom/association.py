@@ -6,6 +6,7 @@ promises every mode keeps, so plain mode uses them too.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,6 +86,26 @@ def was_aborted(assoc: Association) -> bool:
     """Whether ``assoc`` ended by an A-ABORT (or A-P-ABORT), seen or still queued for its
     reactor, rather than by a release or a lost connection."""
     return bool(assoc.is_aborted) or assoc.acse.is_aborted()
+
+
+def receiving_thread(assoc: Association) -> threading.Thread:
+    """The thread that receives ``assoc``'s data sets and writes them to their files.
+
+    pynetdicom decodes each P-DATA-TF on its DUL thread (the state machine's DT-2 hands it to
+    the DIMSE provider there), so a chunked data set is written on it; the C-STORE fast path
+    (direct_store.py) runs on that thread too.
+    """
+    return assoc.dul
+
+
+def abort_as_silent(assoc: Association) -> None:
+    """Have ``assoc`` aborted as a peer that fell silent is: its network timeout ends now, and
+    its association thread aborts it (A-ABORT, ``EVT_ABORTED``) at its next look.
+
+    Callable from the DUL thread, which cannot abort its own association: pynetdicom's abort
+    waits for that thread to stop.
+    """
+    assoc.network_timeout = 0
 
 
 def enable_direct_store(assoc: Association, receiver: StoreReceiver) -> bool:

@@ -104,6 +104,7 @@ REACHES: tuple[Reach, ...] = (
     *_reaches("association", "pynetdicom.pdu_primitives", "A_RELEASE.result", plain=True),
     *_reaches("association", _TRANSPORT, "AssociationSocket._shutdown_socket", plain=True),
     *_reaches("backpressure", _DUL, "DULServiceProvider.to_provider_queue", plain=True),
+    *_reaches("connection_logs", _DUL, "DULServiceProvider.assoc", plain=True),
     *_reaches(
         "acceptor",
         _TRANSPORT,
@@ -129,6 +130,7 @@ REACHES: tuple[Reach, ...] = (
         "ApplicationEntity._create_socket",
     ),
     *_reaches("ae", _ASSOCIATION, "Association._reactor_checkpoint"),
+    *_reaches("ae", _TRANSPORT, "RequestHandler.ae"),
     *_reaches(
         "ae",
         _TRANSPORT,

@@ -18,6 +18,7 @@ from pynetdicom import presentation as pynetdicom_presentation
 
 from gateway.netdicom.ae import GatewayAE, PlainAE, PromptAE
 from gateway.netdicom.compat import check_installed
+from gateway.netdicom.connection_logs import limit_connection_logs
 from gateway.netdicom.storage_contexts import storage_only
 from gateway.settings import NetdicomMode
 
@@ -39,6 +40,8 @@ def configure_pynetdicom(temporary_files: Callable[..., object] | None = None) -
       ``NamedTemporaryFile``: on the spool's filesystem, and failing one C-STORE on a full disk
       instead of killing the association. pynetdicom offers no hook for this, so its module's
       factory is replaced.
+    - Write a few of pynetdicom's log records per accepted connection, not as many as the peer
+      calls up (connection_logs.py); after ``configure_logging``, whose handlers it filters.
 
     The receiving switches do nothing in a process that only sends, and the sending one
     nothing in a process that only receives; ``serve`` runs both.
@@ -50,6 +53,7 @@ def configure_pynetdicom(temporary_files: Callable[..., object] | None = None) -
     pynetdicom_acse.negotiate_unrestricted = storage_only(  # type: ignore[attr-defined]
         pynetdicom_presentation.negotiate_unrestricted
     )
+    limit_connection_logs()
     if temporary_files is not None:
         pynetdicom_dimse_messages.NamedTemporaryFile = temporary_files  # type: ignore[attr-defined, assignment]
 

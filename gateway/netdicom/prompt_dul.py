@@ -12,7 +12,10 @@ Consecutive fragments of an outgoing data set reach the thread as one
 
 Two faults of pynetdicom's state machine are contained here as well: a late primitive of ours
 after the connection ended (:class:`_EndingTolerantStateMachine`), and an exception escaping
-the thread (:meth:`PromptDUL.run_reactor`).
+the thread (:meth:`PromptDUL.run_reactor`). An acceptor given a
+:class:`~gateway.netdicom.request_limits.RequestLimit` refuses a connection's first PDU before
+pynetdicom decodes it when it is too long or proposes too many presentation contexts
+(:meth:`PromptDUL._read_request`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from gateway.netdicom.direct_store import Context, DirectStore, StoreReceiver, Verdict
 from gateway.netdicom.pdata_run import PDataRun, data_set_fragment, is_last
 from gateway.netdicom.prompt_socket import READABLE
+from gateway.netdicom.request_limits import (
+    Refusal,
+    RequestLimit,
+    body_refusal,
+    header_refusal,
+    refuse,
+)
 from gateway.netdicom.store_messages import command_pdus
 
 log = logging.getLogger(__name__)
@@ -150,6 +160,12 @@ class _NotifyingQueue(queue.Queue[Any]):
         self._on_put()
 
 
+def _over_negotiated_length(pdu_type: int, length: int, maximum_length: int) -> bool:
+    """Whether a PDU breaks the maximum length its receiver announced (PS3.8 D.1: it bounds a
+    P-DATA-TF PDU's variable field; 0 announces no limit)."""
+    return pdu_type == _P_DATA_TF and maximum_length != 0 and length > maximum_length
+
+
 class PromptDUL(DULServiceProvider):
     """A DUL provider that waits for data or for work instead of sleeping between looks."""
 
@@ -172,6 +188,11 @@ class PromptDUL(DULServiceProvider):
         self._run_lock = threading.Lock()
         #: The C-STORE fast path, once the user armed it (:meth:`enable_direct_store`).
         self.direct_store: DirectStore | None = None
+        #: What an acceptor refuses to decode as its first PDU (None: anything, as pynetdicom).
+        self.request_limit: RequestLimit | None = None
+        # The first PDU can arrive before the state machine has taken the connection (state 2):
+        # what tells it apart is that none was read before.
+        self._first_pdu_read = False
 
     def enable_direct_store(self, receiver: StoreReceiver) -> None:
         """Read this association's C-STORE requests on this thread (direct_store.py) and give
@@ -195,6 +216,11 @@ class PromptDUL(DULServiceProvider):
         ends and for an unknown PDU type; what the fast path does not take is decoded by
         pynetdicom from the same bytes, so its state machine sees what it always saw.
         """
+        limit = self.request_limit
+        if limit is not None and not self._first_pdu_read:
+            self._first_pdu_read = True
+            self._read_request(limit)
+            return
         direct = self.direct_store
         if direct is None or self.socket is None:
             super()._read_pdu_data()
@@ -209,6 +235,18 @@ class PromptDUL(DULServiceProvider):
                 log.warning("unknown PDU type 0x%02X received", pdu_type)
                 direct.discard()
                 self.event_queue.put("Evt19")  # unrecognised PDU
+                return
+            announced = self.assoc.acceptor.maximum_length or 0
+            if _over_negotiated_length(pdu_type, length, announced):
+                # Read whole, such a PDU would sit in memory for as long as its sender
+                # trickles it: the peer broke what it accepted, and is aborted unread.
+                log.warning(
+                    "P-DATA-TF PDU of %d bytes, over the %d negotiated: association aborted",
+                    length,
+                    announced,
+                )
+                direct.discard()
+                self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
                 return
             body = self.socket.recv(length)
         except OSError:
@@ -235,6 +273,54 @@ class PromptDUL(DULServiceProvider):
         else:
             direct.discard()  # a release or an abort in the middle of a data set
         self._decode(header + body)
+
+    def _read_request(self, limit: RequestLimit) -> None:
+        """The connection's first PDU: refused when ``limit`` says so (request_limits.py), else
+        read and decoded as pynetdicom does, with the same events."""
+        connection = self.socket
+        if connection is None:
+            super()._read_pdu_data()
+            return
+        try:
+            header = connection.recv(_PDU_HEADER.size)
+            if len(header) < _PDU_HEADER.size:
+                self.event_queue.put("Evt17")  # transport connection closed
+                return
+            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in _PDU_TYPES:
+                log.warning("unknown PDU type 0x%02X received", pdu_type)
+                self.event_queue.put("Evt19")  # unrecognised PDU
+                return
+            refusal = header_refusal(length, limit.max_bytes)
+            body = bytearray() if refusal is not None else connection.recv(length)
+        except OSError:
+            self.event_queue.put("Evt17")
+            return
+        if refusal is None:
+            if len(body) < length:
+                self.event_queue.put("Evt17")
+                return
+            refusal = body_refusal(pdu_type, body)
+        if refusal is None:
+            self._decode(header + body)
+            return
+        self._refuse(limit, refusal, _PDU_HEADER.size + length, length - len(body))
+
+    def _refuse(self, limit: RequestLimit, refusal: Refusal, size: int, unread: int) -> None:
+        """Answer the refused first PDU with an A-ASSOCIATE-RJ and end the connection.
+
+        pynetdicom's state machine can only reject a request it has decoded (state 3), so the
+        rejection is sent here and the connection closed as if the peer had closed it before
+        its request (AA-5, back to state 1); the association thread, waiting for the request,
+        is told there is none, and ends this thread and its own once that state is reached.
+        """
+        connection = self.socket
+        peer = self.assoc.requestor
+        raw = None if connection is None else connection.socket
+        refuse(raw, f"{peer.address}:{peer.port}", limit, refusal, size=size, unread=unread)
+        if connection is not None:
+            connection.close()  # Evt17
+        self.to_user_queue.put(None)  # what the association thread gets when no request came
 
     def _connection_ended(self, direct: DirectStore) -> None:
         direct.discard()

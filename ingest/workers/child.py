@@ -88,7 +88,7 @@ def serve(start: WorkerStart) -> int:
             metrics=forwarded_counters(channel),
         )
         server = make_acceptor(
-            build_ae(settings),
+            build_ae(ctx),
             listen_address(settings),
             scp_handlers(ctx),
             HandedConnectionsServer,

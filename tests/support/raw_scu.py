@@ -32,7 +32,7 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 _MAX_PDU = 65_536
 _STATUS_TAG = (0x0000, 0x0900)
-_A_ASSOCIATE_AC, _A_ASSOCIATE_RJ, _P_DATA_TF = 0x02, 0x03, 0x04
+_A_ASSOCIATE_AC, _A_ASSOCIATE_RJ, P_DATA_TF_TYPE = 0x02, 0x03, 0x04
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
 
 
@@ -103,6 +103,46 @@ class RawAssociation:
         message.primitive_to_message(primitive)
         return await self._request(message, self.contexts[data_set.sop_class_uid])
 
+    async def send_store_command(self, sop_class_uid: str, sop_instance_uid: str) -> int:
+        """Send a C-STORE-RQ's command set alone; its data set is to follow in
+        :meth:`send_data_set_fragment`, as slowly or as endlessly as a test likes, and its
+        answer is read with :meth:`response_status`. Returns the context to send it on."""
+        primitive = C_STORE()
+        primitive.MessageID = self._next_id()
+        primitive.AffectedSOPClassUID = sop_class_uid
+        primitive.AffectedSOPInstanceUID = sop_instance_uid
+        primitive.Priority = 2
+        primitive.DataSet = BytesIO()  # says that a data set follows
+        message = C_STORE_RQ()
+        message.primitive_to_message(primitive)
+        context_id = self.contexts[sop_class_uid]
+        for p_data in message.encode_msg(context_id, _MAX_PDU):
+            ((_, value),) = p_data.presentation_data_value_list
+            pdu = P_DATA_TF()
+            pdu.from_primitive(p_data)
+            self._writer.write(pdu.encode())
+            if value[0] & 0x03 == 0x03:  # the command's last fragment; the data set is ours
+                break
+        await self._writer.drain()
+        return context_id
+
+    async def send_data_set_fragment(self, context_id: int, fragment: bytes, *, last: bool) -> None:
+        """One P-DATA-TF holding one data set fragment of the C-STORE begun last."""
+        control = 0x02 if last else 0x00
+        item = struct.pack(">IBB", 2 + len(fragment), context_id, control) + fragment
+        self._writer.write(struct.pack(">BBI", P_DATA_TF_TYPE, 0, len(item)) + item)
+        await self._writer.drain()
+
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes as they are, for PDUs no well-behaved sender would write."""
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def response_status(self) -> int:
+        """The status of the next response; raises :class:`Aborted` if an abort or the
+        connection's end comes instead."""
+        return await self._response_status()
+
     async def release(self) -> None:
         self._writer.write(struct.pack(">BBII", _A_RELEASE_RQ, 0, 4, 0))
         pdu_type, _ = await self._read_pdu()
@@ -135,7 +175,7 @@ class RawAssociation:
         command = b""
         while True:
             pdu_type, body = await self._read_pdu()
-            if pdu_type != _P_DATA_TF:
+            if pdu_type != P_DATA_TF_TYPE:
                 raise Aborted(f"PDU type {pdu_type:#04x} while waiting for a response")
             offset = 0
             while offset < len(body):
