@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,16 @@ from typing import Any
 
 import pytest
 
+from gateway.status_server import MAX_CONNECTIONS, REQUEST_TIMEOUT_SECONDS
 from gateway_client.testing import gateway_environment, http_get
 from tests.support import dcmtk
 from tests.support.factories import ct_series
 from tests.support.ingest import EMBEDDED, RABBITMQ_S3, Ingest
 from tests.support.net import wait_until
 from tests.support.prometheus import metric
+
+#: What once raised ingest to 2,009 threads (issue 17).
+HALF_SENT_REQUESTS = 2000
 
 
 def get(port: int, path: str) -> tuple[int, Any]:
@@ -125,3 +130,50 @@ def test_events_follow_prints_each_event_as_it_comes(ingest: Ingest, inbox: Path
     event = json.loads(line)
     assert event["type"] == "dicomgateway.association.released.v1"
     assert event["data"]["instance_count"] == 2
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no thread count for process {pid}")
+
+
+@pytest.mark.backends(EMBEDDED)
+def test_half_sent_requests_hold_no_threads_and_probes_get_through(
+    ingest: Ingest, inbox: Path
+) -> None:
+    """2,000 connections that begin a GET and never end it once raised ingest from 11 to 2,009
+    threads, held for as long as the connections were; now they hold at most the server's
+    slots, for its request timeout, and DICOM goes on beside them."""
+    gateway = ingest.start()
+    assert gateway.pid is not None
+    baseline = _threads(gateway.pid)
+    peak = baseline
+    half_sent = []
+    try:
+        for _ in range(HALF_SENT_REQUESTS):
+            connection = socket.create_connection((gateway.http_host, gateway.http_port))
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: probe\r\n")  # never ended
+            half_sent.append(connection)
+            peak = max(peak, _threads(gateway.pid))
+        # The slots, and a thread the server may be starting.
+        assert peak <= baseline + MAX_CONNECTIONS + 1
+        with ingest.events() as events:
+            series = ct_series(inbox, 2)
+            dcmtk.storescu(gateway.host, gateway.port, [s.path for s in series], "GATEWAY").check()
+            events.wait_for(1)
+        # Once the held ones time out, a probe is answered (the attack is not renewed here).
+        wait_until(
+            lambda: _answers(gateway.http_port), REQUEST_TIMEOUT_SECONDS + 10, "a probe answered"
+        )
+    finally:
+        for connection in half_sent:
+            connection.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return get(port, "/healthz")[0] == 200
+    except OSError:
+        return False
