@@ -32,6 +32,7 @@ from pathlib import Path
 from gateway.errors import JournalError
 from ingest.journal_db import (
     HOLDING_A_PLACE,
+    INSTANCES_QUERY,
     AssociationState,
     JournalDb,
     delete_association,
@@ -379,14 +380,7 @@ class Journal:
         """The association's instances in the order they were received; with ``unstored``,
         only those not in storage yet (read as each instance arrives: only a few rows). A page:
         at most ``limit`` (-1: all) received after ``received_seq`` ``after``."""
-        rows = self._db.read(
-            "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
-            " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
-            " received_seq, object_key, size, sha256, spool_sha256 FROM instances"
-            " WHERE association_id = ? AND received_seq > ?"
-            " AND (? = 0 OR sha256 IS NULL) ORDER BY received_seq LIMIT ?",
-            (association_id, after, int(unstored), limit),
-        )
+        rows = self._db.read(INSTANCES_QUERY[unstored], (association_id, after, limit))
         return [SpooledInstance(*row) for row in rows]
 
     def mark_stored(self, stored: Sequence[StoredObject]) -> None:

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS instances (
     spool_sha256        TEXT,
     PRIMARY KEY (association_id, sop_instance_uid)
 );
+-- The uploader reads an association's instances in arrival order, and those not stored yet
+-- as each one arrives: without these, each read sorted or scanned every row of the
+-- association (2.7 ms at 10,000 instances, per instance received).
+CREATE INDEX IF NOT EXISTS instances_by_arrival ON instances (association_id, received_seq);
+CREATE INDEX IF NOT EXISTS instances_unstored ON instances (association_id, received_seq)
+    WHERE sha256 IS NULL;
 CREATE TABLE IF NOT EXISTS outbox (
     event_id       TEXT PRIMARY KEY,
     association_id TEXT NOT NULL,
@@ -72,6 +78,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     set_aside      TEXT
 );
 """
+
+
+_SELECT_INSTANCES = (
+    "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
+    " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
+    " received_seq, object_key, size, sha256, spool_sha256 FROM instances"
+    " WHERE association_id = ? AND received_seq > ?"
+)
+#: The instances of an association after a ``received_seq``, in arrival order, at most a
+#: number of them; ``[True]``: only those not stored yet. Two statements, so that that one can
+#: use its partial index (``_SCHEMA``).
+INSTANCES_QUERY = {
+    False: _SELECT_INSTANCES + " ORDER BY received_seq LIMIT ?",
+    True: _SELECT_INSTANCES + " AND sha256 IS NULL ORDER BY received_seq LIMIT ?",
+}
 
 
 class AssociationState(StrEnum):
