@@ -38,3 +38,21 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_directories(path: Path) -> None:
+    """``mkdir -p`` whose result survives a power cut: each directory it makes is synced in
+    its parent. ``mkdir`` alone leaves the new name to chance: a cut can take it, and every
+    file synced under it, away (found by tests/integration/test_ingest_power_loss.py). A
+    directory that exists already is taken as durable."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        fsync_directory(directory.parent)

@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 from contracts.keys import MANIFEST_NAME, OBJECT_KEY_SUFFIX, check_stored_key
 from gateway.errors import ObjectMissing, StorageUnavailable, WorkingSpaceFull
-from gateway.fsync import fsync_directory
+from gateway.fsync import fsync_directory, make_directories
 from gateway.settings import StorageSettings
 
 #: Media type of a stored instance (PS3.10 file); the default of every put.
@@ -147,7 +147,7 @@ class FileStore:
 
     def ensure_ready(self) -> None:
         try:
-            self._root.mkdir(parents=True, exist_ok=True)
+            make_directories(self._root)
         except OSError as exc:
             raise StorageUnavailable(f"cannot create {self._root}: {exc}") from exc
 
@@ -163,7 +163,8 @@ class FileStore:
         target = self._path(key)
         partial: Path | None = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            # Synced in their parents: the object must survive a power cut once this returns.
+            make_directories(target.parent)
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
                 partial = Path(out.name)
                 remaining = length

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from gateway.errors import GatewayError
+from gateway.fsync import make_directories
 
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -29,7 +30,9 @@ def connect_durable(path: Path, schema: str) -> sqlite3.Connection:
 
     Raises :class:`sqlite3.Error` or :class:`OSError`; callers name the file in their error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # SQLite syncs the directory it creates its write-ahead log in, not that directory's own
+    # name in its parent.
+    make_directories(path.parent)
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )

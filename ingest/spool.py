@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from gateway.fsync import fsync_directory
+from gateway.fsync import fsync_directory, make_directories
 from ingest.policy import SpoolUsage
 
 
@@ -28,8 +28,10 @@ class Spool:
         self.journal_path = root / "journal.sqlite3"
 
     def prepare(self) -> None:
+        """Create the spool's directories, each durable in its parent: a spool created at the
+        first start vanished in a power cut with every instance it held."""
         for directory in (self.root, self.incoming, self.associations):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directories(directory)
 
     def usage(self) -> SpoolUsage:
         _total, used, free = shutil.disk_usage(self.root)

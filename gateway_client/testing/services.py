@@ -63,6 +63,12 @@ class TestServices(BaseSettings):
     netdicom: str | None = None
     #: The seed of the tests that draw random ones, to replay a failure; unset, a fresh one.
     seed: int | None = None
+    #: Fail, rather than skip, the tests that need the power-loss file system (FUSE) where it
+    #: cannot run: CI sets it, so that a missing package cannot pass for a skipped suite.
+    fuse_required: bool = False
+    #: Power cuts per run of the power-loss suite; unset, its short run (a release check
+    #: runs many more: docs/reliability.md).
+    power_cuts: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from contracts import AssociationReleased
 from gateway.dicom_status import Status
 from gateway_client.testing import GatewayProcess
 from ingest.journal_db import AssociationState
-from tests.support.amqp import ReceivedMessage
-from tests.support.factories import file_meta_length
-from tests.support.fault_senders import Outcome, Sent, Traffic
-from tests.support.ingest import RABBITMQ_S3, Ingest, released
+from tests.support.fault_reconciliation import Announced, check_each_association, check_the_bucket
+from tests.support.fault_senders import Outcome, Traffic
+from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
 from tests.support.net import wait_until
 
@@ -244,57 +242,6 @@ def start_through(ingest: Ingest, links: tuple[Link, Link], workers: int) -> Gat
     config["broker"]["url"] = f"{credentials}@{broker.endpoint}/{rest.partition('/')[2]}"
     config["storage"]["endpoint"] = storage.endpoint
     return ingest.start(config)
-
-
-@dataclass
-class Announced:
-    """What reached the broker: each event id once, and how many were published twice."""
-
-    by_id: dict[str, AssociationReleased]
-    ids_by_calling: dict[str, set[str]]
-    published_twice: int
-
-    @classmethod
-    def of(cls, messages: list[ReceivedMessage]) -> Announced:
-        by_id: dict[str, AssociationReleased] = {}
-        ids_by_calling: dict[str, set[str]] = {}
-        for message in messages:
-            data = released(message)
-            assert message.message_id == data.association_id
-            by_id[data.association_id] = data
-            ids_by_calling.setdefault(data.calling_ae_title, set()).add(data.association_id)
-        return cls(by_id, ids_by_calling, len(messages) - len(by_id))
-
-
-def check_each_association(sent: dict[str, Sent], announced: Announced, summary: str) -> None:
-    """Released: one event id; release unanswered: at most one; anything else: none. An
-    event lists exactly the instances the sender sent."""
-    assert set(announced.ids_by_calling) <= set(sent), f"events nobody sent for: {summary}"
-    for calling, record in sent.items():
-        ids = announced.ids_by_calling.get(calling, set())
-        if record.outcome is Outcome.RELEASED:
-            assert len(ids) == 1, f"{calling} released, event ids {ids}: {summary}"
-        elif record.outcome is Outcome.RELEASE_UNANSWERED:
-            assert len(ids) <= 1, f"{calling} has event ids {ids}: {summary}"
-        else:
-            assert not ids, f"{calling} {record.outcome} {record.detail}, announced: {summary}"
-        for association_id in ids:
-            assert [i.sop_instance_uid for i in announced.by_id[association_id].instances] == [
-                d.sop_instance_uid for d in record.data_sets
-            ], f"{calling}: instances differ: {summary}"
-
-
-def check_the_bucket(
-    ingest: Ingest, sent: dict[str, Sent], announced: Announced, summary: str
-) -> None:
-    """Every object an event names, byte for byte as sent, and no other object."""
-    expected = {d.sop_instance_uid: d.encoded for s in sent.values() for d in s.data_sets}
-    keys = {i.object_key for data in announced.by_id.values() for i in data.instances}
-    objects = ingest.objects()
-    assert set(objects) == keys, f"orphan or missing objects: {summary}"
-    for key, stored in objects.items():
-        uid = key.rsplit("/", 1)[1].removesuffix(".dcm")
-        assert stored[file_meta_length(stored) :] == expected[uid], f"{key} altered: {summary}"
 
 
 @pytest.mark.backends(RABBITMQ_S3)

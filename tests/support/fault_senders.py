@@ -4,6 +4,8 @@
 associations of 1 to 4 small CT instances (a share of them aborted by the sender), drawn from
 the test's seed, and records how each association ended (:class:`Outcome`) and every C-STORE
 status it got. The test then reconciles that with what reached the broker and the bucket.
+Each sender's :class:`Stage` is kept as it goes, and a ``watch`` is told every step, so that
+a test can strike at a chosen moment and record where each sender was when it did.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +45,17 @@ class Outcome(StrEnum):
     NOT_CONNECTED = "not-connected"  # the port refused or dropped the connection
 
 
+class Stage(StrEnum):
+    """Where a sender is in its association, as it sees it."""
+
+    ASSOCIATING = "associating"  # connecting, or waiting for the A-ASSOCIATE-AC
+    STORING = "storing"  # a C-STORE sent, its response not in yet
+    STORED = "stored"  # a C-STORE just answered
+    RELEASING = "releasing"  # A-RELEASE-RQ sent, no A-RELEASE-RP yet
+    RELEASED = "released"  # A-RELEASE-RP just received
+    ENDED = "ended"  # aborted, broken or turned away; or between associations
+
+
 @dataclass
 class Sent:
     calling: str
@@ -58,9 +72,13 @@ class Traffic:
     port: int
     inbox: Path
     seed: int
+    #: Told each stage a sender enters, on the senders' event loop thread (so it must be
+    #: quick): a test waiting for a moment sets an event there.
+    watch: Callable[[Stage], None] | None = None
     sent: list[Sent] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
+    _stages: dict[int, Stage] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -78,6 +96,17 @@ class Traffic:
         with self._lock:
             return sum(s.outcome == outcome and detail in s.detail for s in self.sent)
 
+    def stages(self) -> Counter[Stage]:
+        """How many senders are at each stage now."""
+        with self._lock:
+            return Counter(self._stages.values())
+
+    def _enter(self, index: int, stage: Stage) -> None:
+        with self._lock:
+            self._stages[index] = stage
+        if self.watch is not None:
+            self.watch(stage)
+
     async def _main(self) -> None:
         await asyncio.gather(*(self._sender(index) for index in range(SENDERS)))
 
@@ -87,9 +116,10 @@ class Traffic:
         while not self.stop.is_set():
             number += 1
             sent = Sent(f"FAULT{index}-{number}", self._data_sets(index, number, rng))
-            await self._associate(sent, abort=rng.random() < SENDER_ABORTS)
+            await self._associate(index, sent, abort=rng.random() < SENDER_ABORTS)
             with self._lock:
                 self.sent.append(sent)
+            self._enter(index, Stage.ENDED)
             if sent.outcome in (Outcome.REJECTED, Outcome.NOT_CONNECTED):
                 await asyncio.sleep(0.1)  # a modality's retry pause, not a readiness wait
 
@@ -108,7 +138,8 @@ class Traffic:
             DataSet(s.uids.sop_class, s.uids.sop_instance, data_set_bytes(s.path)) for s in series
         ]
 
-    async def _associate(self, sent: Sent, *, abort: bool) -> None:
+    async def _associate(self, index: int, sent: Sent, *, abort: bool) -> None:
+        self._enter(index, Stage.ASSOCIATING)
         try:
             association = await asyncio.wait_for(
                 RawAssociation.open(
@@ -125,9 +156,11 @@ class Traffic:
         release_asked = False
         try:
             for data_set in sent.data_sets:
+                self._enter(index, Stage.STORING)
                 status = await asyncio.wait_for(association.store(data_set), STEP_SECONDS)
                 with self._lock:
                     self.statuses[status] += 1
+                self._enter(index, Stage.STORED)
                 if status != Status.SUCCESS:
                     abort = True
                     break
@@ -136,8 +169,10 @@ class Traffic:
                 sent.outcome = Outcome.ABORTED
                 return
             release_asked = True
+            self._enter(index, Stage.RELEASING)
             await asyncio.wait_for(association.release(), STEP_SECONDS)
             sent.outcome = Outcome.RELEASED
+            self._enter(index, Stage.RELEASED)
         except (Aborted, OSError, TimeoutError) as exc:
             await association.close()
             sent.outcome = Outcome.RELEASE_UNANSWERED if release_asked else Outcome.BROKEN
