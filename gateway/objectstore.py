@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -20,6 +21,9 @@ from gateway.errors import ObjectMissing, StorageUnavailable, WorkingSpaceFull
 from gateway.fsync import fsync_directory, make_directories
 from gateway.settings import StorageSettings
 
+#: Id of the bucket lifecycle rule that carries ``storage.retention_days`` on S3.
+RETENTION_RULE_ID: Final = "dicom-gateway-retention"
+SECONDS_PER_DAY: Final = 86_400
 #: Media type of a stored instance (PS3.10 file); the default of every put.
 DICOM_MEDIA_TYPE: Final = "application/dicom"
 
@@ -63,6 +67,12 @@ class ObjectStore(Protocol):
 
     def remove_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many there were."""
+
+    def apply_retention(self, days: int | None) -> int:
+        """Keep objects ``days`` days after they were stored (None: for ever). S3 sets, changes
+        or removes the bucket's lifecycle rule :data:`RETENTION_RULE_ID` (other rules stay) and
+        the server expires the objects; the file store removes what is older. Returns how many
+        objects this call removed; StorageUnavailable if the store cannot be changed."""
 
 
 class FileStore:
@@ -143,6 +153,25 @@ class FileStore:
                         empty.rmdir()
         except OSError as exc:
             raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
+        return removed
+
+    def apply_retention(self, days: int | None) -> int:
+        """Remove the objects stored over ``days`` days ago (by their files' modification
+        time: a put writes the file once), and the folders that leaves empty."""
+        if days is None:
+            return 0
+        cutoff = time.time() - days * SECONDS_PER_DAY
+        removed = 0
+        try:
+            for path in sorted(self._root.rglob("*"), key=lambda p: -len(p.parts)):
+                if path.is_dir():
+                    with contextlib.suppress(OSError):  # not empty
+                        path.rmdir()
+                elif path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += path.suffix == OBJECT_KEY_SUFFIX
+        except OSError as exc:
+            raise StorageUnavailable(f"expiring objects under {self._root} failed: {exc}") from exc
         return removed
 
     def ensure_ready(self) -> None:

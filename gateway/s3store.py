@@ -8,6 +8,7 @@ the few answers that say retrying cannot help (:class:`ObjectMissing`, :class:`O
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any, BinaryIO, cast
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.credentials.credentials import Credentials
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from gateway.errors import (
     ConfigError,
@@ -26,8 +29,10 @@ from gateway.errors import (
     StorageUnavailable,
     WorkingSpaceFull,
 )
-from gateway.objectstore import DICOM_MEDIA_TYPE, Readable, is_disk_full
+from gateway.objectstore import DICOM_MEDIA_TYPE, RETENTION_RULE_ID, Readable, is_disk_full
 from gateway.settings import StorageSettings
+
+log = logging.getLogger(__name__)
 
 #: Multipart uploads above this size. minio-py holds each part in memory (and a copy while it
 #: signs it), so part size times parallel parts is what one large upload costs in memory.
@@ -191,6 +196,26 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
 
+    def apply_retention(self, days: int | None) -> int:
+        try:
+            current = self._client.get_bucket_lifecycle(self._bucket)
+            rules = [] if current is None else list(current.rules)
+            wanted = retention_rules(rules, days)
+            if _described(wanted) == _described(rules):
+                return 0
+            if wanted:
+                self._client.set_bucket_lifecycle(self._bucket, LifecycleConfig(wanted))
+            else:
+                self._client.delete_bucket_lifecycle(self._bucket)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise StorageUnavailable(f"lifecycle of bucket {self._bucket}: {exc}") from exc
+        log.info(
+            "bucket %s: objects %s",
+            self._bucket,
+            "kept for ever" if days is None else f"expire {days} days after they are stored",
+        )
+        return 0
+
     def remove_prefix(self, prefix: str) -> int:
         keys = self.keys(prefix)
         if not keys:
@@ -208,3 +233,28 @@ class S3Store:
                 f"e.g. {errors[0].name}: {errors[0].message}"
             )
         return len(keys)
+
+
+def retention_rules(rules: list[Rule], days: int | None) -> list[Rule]:
+    """A bucket's lifecycle ``rules`` with the gateway's expiration rule as ``days`` wants it
+    (removed for None); the others as they were."""
+    kept = [rule for rule in rules if rule.rule_id != RETENTION_RULE_ID]
+    if days is None:
+        return kept
+    return [
+        *kept,
+        Rule(
+            ENABLED,
+            rule_filter=Filter(prefix=""),
+            rule_id=RETENTION_RULE_ID,
+            expiration=Expiration(days=days),
+        ),
+    ]
+
+
+def _described(rules: list[Rule]) -> list[tuple[str, int]]:
+    """What tells two rule lists apart for this store: each rule's id and expiration days."""
+    return sorted(
+        (str(rule.rule_id), -1 if rule.expiration is None else rule.expiration.days or -1)
+        for rule in rules
+    )

@@ -229,6 +229,9 @@ class StorageSettings(_Section):
     secure: bool = False
     region: str | None = None
     path: Path = Path("gateway-data/objects")
+    #: Objects are deleted this many whole days after they were stored (None: kept for ever).
+    #: On S3 a bucket lifecycle rule the gateway sets; on files a sweep (ingest/retention.py).
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
 
 
 class BrokerSettings(_Section):

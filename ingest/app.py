@@ -41,6 +41,7 @@ from ingest.listener import open_listener
 from ingest.outbox import Outbox
 from ingest.policy import spool_has_room
 from ingest.relay import Relay
+from ingest.retention import retaining
 from ingest.scp import listener_tls, start_scp, stop_scp
 from ingest.spool import Spool
 from ingest.uploader import Uploader
@@ -241,6 +242,7 @@ def running_ingest(
             watermark=settings.ingest.storage_watermark_percent / 100,
         )
         stack.enter_context(maintaining(ctx))
+        stack.enter_context(retaining(store, settings.storage.retention_days))
         if settings.ingest.workers == 1:
             port = _listen_here(ctx, stack, checks)
         else:

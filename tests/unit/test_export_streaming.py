@@ -78,6 +78,9 @@ class WatchedStore:
     def remove_prefix(self, prefix: str) -> int:
         return self._store.remove_prefix(prefix)
 
+    def apply_retention(self, days: int | None) -> int:
+        return self._store.apply_retention(days)
+
 
 @pytest.fixture
 def sending(monkeypatch: pytest.MonkeyPatch) -> None:
