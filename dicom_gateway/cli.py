@@ -15,18 +15,29 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
-
-from gateway.errors import ConfigError, GatewayError, IncompatibleLibrary
+from gateway.errors import ConfigError, GatewayError, IncompatibleLibrary, UsageError
 from gateway.logs import configure_logging
 from gateway.settings import GatewaySettings, load_settings
 
 #: Without a terminal, ``send --wait`` reports that it is still waiting this often.
 PROGRESS_LINE_SECONDS = 5.0
+#: Commands that print their result: their INFO lines (such as "connected to RabbitMQ") say
+#: nothing the user asked for, so they log warnings and errors only unless told otherwise.
+RESULT_COMMANDS = frozenset({"send", "echo"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def installed_version() -> str:
+    try:
+        return version("dicom-gateway")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,19 +45,28 @@ def _parser() -> argparse.ArgumentParser:
         prog="dicom-gateway",
         description="DICOM gateway between imaging devices and AI pipelines.",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: log_level of the settings (INFO)",
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    log_level_help = (
+        "default: log_level of the settings (INFO; WARNING for send and echo, which print "
+        "their result)"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help=log_level_help)
+    # Each subcommand takes it too (after its name); SUPPRESS keeps a subcommand that was not
+    # given it from overwriting one given before the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=log_level_help
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="run ingest and export in one process (no configuration needed)"
-    )
-    ingest = commands.add_parser("ingest", help="run the DICOM C-STORE SCP")
-    export = commands.add_parser("export", help="run the export service (Storage SCU)")
-    events = commands.add_parser(
-        "events", help="print events as CloudEvent JSON lines (local event log, or --follow)"
+
+    def subcommand(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    serve = subcommand("serve", "run ingest and export in one process (no configuration needed)")
+    ingest = subcommand("ingest", "run the DICOM C-STORE SCP")
+    export = subcommand("export", "run the export service (Storage SCU)")
+    events = subcommand(
+        "events", "print events as CloudEvent JSON lines (local event log, or --follow)"
     )
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument(
@@ -54,15 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         dest="event_type",
         help="only events of this CloudEvent type, e.g. dicomgateway.association.released.v1",
     )
-    echo = commands.add_parser("echo", help="C-ECHO a configured export destination")
+    echo = subcommand("echo", "C-ECHO a configured export destination")
     echo.add_argument("destination", help="name of an [[export.destinations]] entry")
-    send = commands.add_parser("send", help="publish an export request")
+    send = subcommand("send", "publish an export request")
     send.add_argument("--to", required=True, dest="destination", help="destination name")
     send.add_argument("--association", help="export every instance of this association")
     send.add_argument("object_keys", nargs="*", default=[], help="object keys to export")
-    send.add_argument("--wait", action="store_true", help="wait for the completion and print it")
+    send.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the completion and print it: a line per destination and per instance "
+        "not sent; while waiting, say where the request stands",
+    )
     send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
-    check = commands.add_parser("check-config", help="validate the configuration and print it")
+    check = subcommand("check-config", "validate the configuration and print it")
     for command in (serve, ingest, export):
         command.add_argument(
             "--port-file",
@@ -77,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
             help="TOML configuration file (default: $GATEWAY_CONFIG, else built-in defaults)",
         )
     return parser
+
+
+def log_level(command: str, given: LogLevel | None, settings: GatewaySettings) -> LogLevel:
+    """The level to log at: ``--log-level``, else a ``log_level`` the settings were given,
+    else the default (WARNING for the commands that print their result)."""
+    if given is not None:
+        return given
+    if command in RESULT_COMMANDS and "log_level" not in settings.model_fields_set:
+        return "WARNING"
+    return settings.log_level
 
 
 def _config_path(given: Path | None, environ: dict[str, str]) -> Path | None:
@@ -116,6 +151,11 @@ class WaitProgress:
             self._last_line = elapsed
             print(text, file=sys.stderr, flush=True)
 
+    def note(self, text: str) -> None:
+        """Say where the request stands, on a line of its own."""
+        self.finish()
+        print(f"{self._what}: {text}", file=sys.stderr, flush=True)
+
     def finish(self) -> None:
         """End the updating line, so that what follows starts on a line of its own."""
         if self._open_line:
@@ -131,13 +171,18 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     except ConfigError as exc:
         print(f"dicom-gateway: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level or settings.log_level, settings.log_format)
+    configure_logging(
+        log_level(args.command, getattr(args, "log_level", None), settings), settings.log_format
+    )
     log = logging.getLogger("dicom-gateway")
     if args.command == "check-config":
         print(redacted_json(settings))
         return 0
     try:
         return _dispatch(args, settings)
+    except UsageError as exc:  # said as argparse says a wrong argument: no log line around it
+        print(f"dicom-gateway {args.command}: {exc}", file=sys.stderr)
+        return 2
     except IncompatibleLibrary as exc:  # as an invalid configuration: the message says what to do
         log.error("%s", exc)
         return 2
@@ -183,9 +228,8 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
         problem = echo_destination(settings, args.destination)
         print(f"C-ECHO {args.destination}: {problem or 'success'}")
         return 0 if problem is None else 1
-    if bool(args.object_keys) == bool(args.association):
-        raise ConfigError("give either --association ID or one or more object keys")
     request = build_request(
+        settings,
         args.destination,
         args.association,
         tuple(args.object_keys),
@@ -194,10 +238,8 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
     progress = WaitProgress(request.export_id, args.destination)
     try:
         completed = asyncio.run(
-            send_request(settings, request, args.timeout if args.wait else None, progress=progress)
+            send_request(settings, request, args.timeout if args.wait else None, progress)
         )
-    except ValidationError as exc:
-        raise ConfigError(f"invalid request: {exc}") from exc
     finally:
         progress.finish()
     if completed is None:

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from contracts.cloudevent import parse_event, to_structured
 from contracts.errors import InvalidEvent
+from gateway.amqp_connect import connect
 from gateway.bus import open_event_log
-from gateway.errors import BrokerUnavailable, ConfigError
+from gateway.errors import ConfigError
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,7 @@ def _print_one(
 async def _follow_amqp(
     settings: GatewaySettings, event_type: str | None, write: Write, until: Callable[[], bool]
 ) -> int:
-    try:
-        connection = await aio_pika.connect(
-            settings.broker.url, client_properties={"connection_name": "dicom-gateway events"}
-        )
-    except (aiormq.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(f"RabbitMQ not reachable: {exc}") from exc
+    connection = await connect(settings.broker.url, "dicom-gateway events")
     printed = 0
     async with connection:
         channel = await connection.channel()

@@ -70,7 +70,7 @@ async def serve(
     try:
         await asyncio.to_thread(store.ensure_ready)
     except StorageUnavailable as exc:
-        log.warning("object storage not reachable yet (%s); requests will wait", exc)
+        log.warning("object storage not ready (%s); requests will wait", exc)
     async with AsyncExitStack() as stack:
         ledger = Ledger.open(export.state_dir / "ledger.sqlite3")
         stack.callback(ledger.close)

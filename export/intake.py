@@ -25,7 +25,9 @@ from aio_pika.abc import (
 
 from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
 from export.consumer import CONSUMING, ExportConsumer
+from gateway.amqp_connect import connect_robust
 from gateway.bus import AmqpDelivery, declare_durable_queue
+from gateway.errors import BrokerUnavailable
 from gateway.settings import GatewaySettings
 from gateway.stop_signals import stopped_within
 
@@ -48,13 +50,12 @@ async def consume_amqp(
     attempt = 0
     while not stop.is_set():
         try:
-            connection = await aio_pika.connect_robust(
-                settings.broker.url,
-                client_properties={"connection_name": f"{settings.export.queue} consumer"},
+            connection = await connect_robust(
+                settings.broker.url, f"{settings.export.queue} consumer"
             )
-        except (aiormq.exceptions.AMQPError, OSError) as exc:
+        except BrokerUnavailable as exc:
             delay = RECONNECT_BACKOFF_SECONDS[min(attempt, len(RECONNECT_BACKOFF_SECONDS) - 1)]
-            log.warning("RabbitMQ not reachable (%s); retrying in %.0f s", exc, delay)
+            log.warning("%s; retrying in %.0f s", exc, delay)
             attempt += 1
             if await stopped_within(stop, delay):
                 return

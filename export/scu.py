@@ -34,6 +34,7 @@ from gateway.errors import ConfigError
 from gateway.netdicom import backpressure
 from gateway.netdicom.ae import GatewayAE
 from gateway.netdicom.association import has_ended, was_aborted
+from gateway.netdicom.connect_failures import connect_failure, keep_connect_failures
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.netdicom.modes import application_entity
 from gateway.settings import DestinationSettings, ExportSettings, NetdicomMode
@@ -93,6 +94,7 @@ class ScuIdentity:
 
 
 def _application_entity(identity: ScuIdentity, settings: ExportSettings) -> GatewayAE:
+    keep_connect_failures()  # the reason goes into our report, not pynetdicom's log lines
     ae = application_entity(identity.mode, identity.ae_title)
     ae.implementation_class_uid = identity.implementation_class_uid
     ae.implementation_version_name = identity.implementation_version_name
@@ -139,6 +141,9 @@ def _association_failure(assoc: Association) -> tuple[str, bool]:
         source = int(primitive.result_source or 0)
         reason = int(primitive.diagnostic or 0)
         return describe_rejection(result, source, reason), not rejection_is_transient(result)
+    cause = connect_failure(assoc)
+    if cause is not None:
+        return f"destination not reachable ({cause})", False
     return "destination not reachable or aborted the association", False
 
 

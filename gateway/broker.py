@@ -15,6 +15,7 @@ import aiormq
 import pamqp.commands
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
+from gateway.amqp_connect import broker_address, connect
 from gateway.bus import CONFIRM_TIMEOUT_SECONDS
 from gateway.errors import BrokerUnavailable, EventRefused, EventUnroutable
 
@@ -44,11 +45,7 @@ class AmqpPublisher:
         if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
             return self._exchange
         await self.close()
-        self._connection = await aio_pika.connect(
-            self._url,
-            timeout=10,
-            client_properties={"connection_name": self._connection_name},
-        )
+        self._connection = await connect(self._url, self._connection_name)
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await self._channel.declare_exchange(
             self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
@@ -60,9 +57,12 @@ class AmqpPublisher:
         """Declare the exchange now (start-up), so pipelines can bind before the first event."""
         try:
             await self._ensure_open()
+        except BrokerUnavailable:
+            await self.close()
+            raise
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             await self.close()
-            raise BrokerUnavailable(f"RabbitMQ not reachable: {exc}") from exc
+            raise BrokerUnavailable(f"RabbitMQ at {broker_address(self._url)}: {exc}") from exc
 
     async def publish(
         self, routing_key: str, body: bytes, *, message_id: str, content_type: str
@@ -80,6 +80,8 @@ class AmqpPublisher:
                 mandatory=True,
                 timeout=CONFIRM_TIMEOUT_SECONDS,
             )
+        except BrokerUnavailable as exc:  # connecting failed; the reason says why
+            raise BrokerUnavailable(f"publish of {message_id} failed: {exc}") from exc
         except aiormq.exceptions.DeliveryError as exc:
             # A negative confirm: this message, not the channel, was refused.
             raise EventRefused(f"RabbitMQ refused {message_id} (negative confirm)") from exc

@@ -18,6 +18,11 @@ class IncompatibleLibrary(ConfigError):
     stops with exit status 2, and the message says what to install or configure instead."""
 
 
+class UsageError(GatewayError):
+    """A command was given what it cannot use (a malformed id, an unknown destination): it
+    stops before doing anything, with exit status 2 and one line naming the value."""
+
+
 class StorageUnavailable(GatewayError):
     """The object store could not be reached or refused a request; the operation may be retried."""
 

@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 READY = "ready"
 TAKEN = "taken"
 DEAD = "dead"
+#: Not delivery states of the table: what :meth:`EventLog.delivery_state` says of an event the
+#: subscription has not looked at yet (or that does not exist), and of one it has settled or
+#: that its binding does not match.
+UNSEEN = "unseen"
+SETTLED = "settled"
 
 #: Pruning is cheap but not free: at most this often per process.
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -83,6 +88,15 @@ class LoggedEvent:
     body: bytes
     published_at: datetime
     headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """One event's delivery to one subscription: READY, TAKEN, DEAD, UNSEEN or SETTLED, and how
+    often it was handed out (a READY one handed out before was put back)."""
+
+    state: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -251,6 +265,25 @@ class EventLog:
                 "UPDATE deliveries SET state = ?, reason = ? WHERE subscription = ? AND seq = ?",
                 (DEAD, reason, name, seq),
             )
+
+    def delivery_state(self, name: str, seq: int) -> DeliveryState:
+        """Where event ``seq`` stands with subscription ``name`` (``send --wait`` asks)."""
+        with self._lock:
+            try:
+                subscription = self._db.execute(
+                    "SELECT cursor FROM subscriptions WHERE name = ?", (name,)
+                ).fetchone()
+                delivery = self._db.execute(
+                    "SELECT state, attempts FROM deliveries WHERE subscription = ? AND seq = ?",
+                    (name, seq),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise BrokerUnavailable(f"event log: {exc}") from exc
+        if delivery is not None:
+            return DeliveryState(str(delivery[0]), int(delivery[1]))
+        if subscription is None or int(subscription[0]) < seq:
+            return DeliveryState(UNSEEN, 0)
+        return DeliveryState(SETTLED, 0)
 
     def dead_letters(self, name: str) -> list[tuple[LoggedEvent, str]]:
         """The subscription's dead-lettered events and why, oldest first."""

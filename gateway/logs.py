@@ -23,6 +23,8 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.log_noise import quiet_library_noise
+
 _LIBRARY_LEVELS = {
     "pynetdicom": logging.WARNING,
     "aio_pika": logging.WARNING,
@@ -96,3 +98,4 @@ def configure_logging(level: str, log_format: Literal["text", "json"] = "text") 
     root.setLevel(level)
     for name, library_level in _LIBRARY_LEVELS.items():
         logging.getLogger(name).setLevel(max(library_level, logging.getLevelName(level)))
+    quiet_library_noise()

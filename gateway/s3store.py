@@ -48,6 +48,11 @@ MULTIPART_UPLOADS = 1
 LARGE_SINGLE_PART = 1024 * 1024
 LARGE_SINGLE_UPLOADS = 4
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject"})
+#: S3's answers to a request whose credentials it does not accept (AccessDenied: accepted, but
+#: not allowed this bucket or operation).
+CREDENTIALS_REFUSED = frozenset(
+    {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken"}
+)
 #: S3's answers to a body that does not match its SigV4 payload hash or its Content-MD5.
 _BODY_DIFFERS = frozenset({"XAmzContentSHA256Mismatch", "BadDigest"})
 DOWNLOAD_CHUNK = 1024 * 1024
@@ -87,6 +92,22 @@ class KnownHashMinio(Minio):
         return built, date
 
 
+def failure_summary(exc: Exception, endpoint: str, access_key: str) -> str:
+    """Why a request to S3 failed, for an operator: refused credentials and a server that
+    cannot be reached are said as such (minio-py's text buries them in request details)."""
+    if isinstance(exc, S3Error) and exc.code in CREDENTIALS_REFUSED:
+        check = "storage.access_key and storage.secret_key"
+        if exc.code == "AccessDenied":
+            check += ", and what the key may do with the bucket"
+        return (
+            f"S3 at {endpoint} refused the credentials of access key {access_key!r} "
+            f"({exc.code}): check {check}"
+        )
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return f"S3 at {endpoint} not reachable: {exc.reason}"
+    return str(exc)
+
+
 class S3Store:
     def __init__(self, settings: StorageSettings) -> None:
         # Retries are ours (with backoff, in the uploader); the SDK must fail fast.
@@ -107,6 +128,8 @@ class S3Store:
         except ValueError as exc:  # an endpoint that is not host:port, say
             raise ConfigError(f"storage endpoint {settings.endpoint!r}: {exc}") from exc
         self._bucket = settings.bucket
+        self._endpoint = settings.endpoint
+        self._access_key = settings.access_key
         self._multipart = threading.BoundedSemaphore(MULTIPART_UPLOADS)
         self._large_single = threading.BoundedSemaphore(LARGE_SINGLE_UPLOADS)
 
@@ -114,12 +137,17 @@ class S3Store:
     def bucket(self) -> str:
         return self._bucket
 
+    def _failed(self, doing: str, exc: Exception) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"{doing}: {failure_summary(exc, self._endpoint, self._access_key)}"
+        )
+
     def ensure_ready(self) -> None:
         try:
             if not self._client.bucket_exists(self._bucket):
                 self._client.make_bucket(self._bucket)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"bucket {self._bucket}: {exc}") from exc
+            raise self._failed(f"bucket {self._bucket}", exc) from exc
 
     def put(
         self,
@@ -157,9 +185,9 @@ class S3Store:
                 raise ObjectChanged(
                     f"upload of {key} refused: its bytes are not those received ({exc.code})"
                 ) from exc
-            raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
+            raise self._failed(f"upload of {key} failed", exc) from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise StorageUnavailable(f"upload of {key} failed: {exc}") from exc
+            raise self._failed(f"upload of {key} failed", exc) from exc
 
     def download(self, key: str, target: Path) -> None:
         # One GET, streamed to the file: minio-py's fget_object asks for the object's metadata
@@ -178,9 +206,9 @@ class S3Store:
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise ObjectMissing(f"no object {key} in bucket {self._bucket}") from exc
-            raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
+            raise self._failed(f"download of {key} failed", exc) from exc
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise StorageUnavailable(f"download of {key} failed: {exc}") from exc
+            raise self._failed(f"download of {key} failed", exc) from exc
         finally:
             if response is not None:
                 response.close()
@@ -194,7 +222,7 @@ class S3Store:
                 if item.object_name is not None
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"listing {prefix} failed: {exc}") from exc
+            raise self._failed(f"listing {prefix} failed", exc) from exc
 
     def apply_retention(self, days: int | None) -> int:
         try:
@@ -226,7 +254,7 @@ class S3Store:
                 self._client.remove_objects(self._bucket, (DeleteObject(key) for key in keys))
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
+            raise self._failed(f"removing {prefix} failed", exc) from exc
         if errors:
             raise StorageUnavailable(
                 f"removing {prefix}: {len(errors)} of {len(keys)} objects not deleted, "

@@ -38,6 +38,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from gateway.amqp_connect import connect_robust
 from gateway.broker import AmqpPublisher
 from gateway.bus import (
     AmqpDelivery,
@@ -55,8 +56,6 @@ log = logging.getLogger(__name__)
 
 #: How often the local event log is looked at while a consumer or a reply waits.
 LOCAL_POLL_SECONDS: Final = 0.1
-#: How long connecting to RabbitMQ may take before it counts as unreachable.
-CONNECT_TIMEOUT_SECONDS: Final = 10.0
 
 T = TypeVar("T")
 
@@ -216,12 +215,8 @@ class AmqpTransport:
         self._exchange: AbstractExchange | None = None
 
     async def open(self) -> None:
+        self._connection = await connect_robust(self._url, self._connection_name)
         async with _amqp_errors("connecting to RabbitMQ"):
-            self._connection = await aio_pika.connect_robust(
-                self._url,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-                client_properties={"connection_name": self._connection_name},
-            )
             self._channel = await self._connection.channel()
             self._exchange = await self._declare_exchange(self._channel)
 

@@ -39,7 +39,7 @@ from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
 from ingest.listener import open_listener
 from ingest.outbox import Outbox
-from ingest.policy import spool_has_room
+from ingest.policy import SpoolUsage, spool_has_room
 from ingest.relay import Relay
 from ingest.retention import retaining
 from ingest.scp import listener_tls, start_scp, stop_scp
@@ -183,6 +183,29 @@ def _spool_check(spool: Spool, settings: IngestSettings) -> str | None:
     )
 
 
+def spool_full_warning(usage: SpoolUsage, spool_dir: Path, settings: IngestSettings) -> str | None:
+    """At start-up, when the spool's filesystem has no room by the settings already (so that
+    every association would be rejected, on a disk that was full before the gateway wrote
+    anything): what to free or change, in one line. None when there is room."""
+    watermark, reserve = settings.storage_watermark_percent, settings.reserved_storage_gb
+    if spool_has_room(usage, watermark, reserve):
+        return None
+    crossed, variables = [], []
+    if usage.used_percent > watermark:
+        crossed.append(f"above ingest.storage_watermark_percent ({watermark:g}%)")
+        variables.append("GATEWAY_INGEST__STORAGE_WATERMARK_PERCENT")
+    if usage.free_bytes < reserve * 2**30:
+        crossed.append(f"below ingest.reserved_storage_gb ({reserve:g} GiB free)")
+        variables.append("GATEWAY_INGEST__RESERVED_STORAGE_GB")
+    return (
+        f"the spool's filesystem ({spool_dir}) is {usage.used_percent:.1f}% used with "
+        f"{usage.free_bytes / 2**30:.1f} GiB free, {' and '.join(crossed)}: every association "
+        f"is rejected until there is room; free space, or change "
+        f"{'that setting' if len(variables) == 1 else 'those settings'} ([ingest] in the "
+        f"configuration file, or {' and '.join(variables)})"
+    )
+
+
 @dataclass(frozen=True)
 class RunningIngest:
     """What :func:`running_ingest` hands out while ingest runs."""
@@ -204,6 +227,9 @@ def running_ingest(
         spool.prepare()
     except OSError as exc:
         raise GatewayError(f"cannot prepare the spool directory {spool.root}: {exc}") from exc
+    full = spool_full_warning(spool.usage(), spool.root, settings.ingest)
+    if full is not None:
+        log.warning("%s", full)
     incoming = IncomingFiles(spool.incoming)
     configure_pynetdicom(incoming)
     with ExitStack() as stack:
@@ -215,7 +241,7 @@ def running_ingest(
         try:
             store.ensure_ready()
         except StorageUnavailable as exc:
-            log.warning("object storage not reachable yet (%s); uploads will retry", exc)
+            log.warning("object storage not ready (%s); uploads will retry", exc)
 
         relay = stack.enter_context(relaying(settings, journal.outbox, metrics))
         uploader = Uploader(

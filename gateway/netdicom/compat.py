@@ -105,6 +105,7 @@ REACHES: tuple[Reach, ...] = (
     *_reaches("association", _TRANSPORT, "AssociationSocket._shutdown_socket", plain=True),
     *_reaches("backpressure", _DUL, "DULServiceProvider.to_provider_queue", plain=True),
     *_reaches("connection_logs", _DUL, "DULServiceProvider.assoc", plain=True),
+    *_reaches("connect_failures", _DUL, "DULServiceProvider.assoc", plain=True),
     *_reaches(
         "acceptor",
         _TRANSPORT,

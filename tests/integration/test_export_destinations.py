@@ -246,7 +246,7 @@ def test_echo_command_exits_0_only_when_the_destination_answers(
     assert closed.returncode == 1, closed
     assert "C-ECHO closed: " in closed.stdout
     assert "success" not in closed.stdout
-    assert unknown.returncode == 1, unknown
+    assert unknown.returncode == 2, unknown  # as any argument a command cannot use
     assert "unknown destination 'nowhere'" in unknown.stderr
 
 

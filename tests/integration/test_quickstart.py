@@ -125,7 +125,11 @@ def test_zero_config_serve_receives_announces_and_exports(
         raw = instance.path.read_bytes()
         assert raw.endswith(received[instance.uids.sop_instance].data_set)
 
-    failed = quickstart.run("send", "--to", "nowhere", "--association", released.association_id)
+    unknown = quickstart.run("send", "--to", "nowhere", "--association", released.association_id)
+    assert unknown.returncode == 2, unknown.stderr  # refused before anything is published
+    assert "unknown destination 'nowhere' (known: example)" in unknown.stderr
+    missing = f"{released.association_id}/1.2.3/1.2.4/1.2.5.dcm"
+    failed = quickstart.run("send", "--to", "example", missing)
     assert failed.returncode == 0, failed.stderr  # published; its completion says it failed
 
     def metrics() -> str:
@@ -171,8 +175,8 @@ def test_zero_config_serve_receives_announces_and_exports(
         metric(
             text,
             "dicom_gateway_export_instances_total",
-            {"destination": "(unknown)", "outcome": "failed"},
+            {"destination": "example", "outcome": "failed"},
         )
-        == 20
+        == 1
     )
     assert os.path.exists(quickstart.directory / "gateway-data" / "events.sqlite3")
