@@ -30,6 +30,7 @@ import pytest
 from gateway.dicom_status import Status
 from gateway_client.testing import GatewayProcess
 from ingest.journal_db import AssociationState
+from ingest.uploader import RETRY_BACKOFF_SECONDS
 from tests.support.fault_reconciliation import Announced, check_each_association, check_the_bucket
 from tests.support.fault_senders import Outcome, Traffic
 from tests.support.ingest import RABBITMQ_S3, Ingest
@@ -38,8 +39,9 @@ from tests.support.net import wait_until
 
 #: A-ASSOCIATE-RJ rejected-transient / service-provider (presentation) / temporary congestion.
 SPOOL_FULL = (2, 3, 1)
-#: How long a fault waits for the moment it needs (traffic makes it come within a second).
-MOMENT_SECONDS = 20.0
+#: How long a fault waits for the moment it needs (traffic makes it come within a second, once
+#: the uploader works again: after an outage it waits out its backoff first, up to its longest).
+MOMENT_SECONDS = max(RETRY_BACKOFF_SECONDS) + 20.0
 #: How far below the reserve the filler takes the free space: well past what the test's own
 #: traffic and the other tests give back meanwhile.
 FILL_BEYOND_RESERVE = 256 << 20
