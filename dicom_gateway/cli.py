@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
+from dicom_gateway.associations import add_arguments as add_association_arguments
+from dicom_gateway.associations import run as run_associations
 from gateway.errors import ConfigError, GatewayError, IncompatibleLibrary, UsageError
 from gateway.logs import configure_logging
 from gateway.settings import GatewaySettings, load_settings
@@ -88,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
     check = subcommand("check-config", "validate the configuration and print it")
+    associations = subcommand(
+        "associations", "list, show, retry or drop the associations ingest's journal holds"
+    )
+    add_association_arguments(associations)
     for command in (serve, ingest, export):
         command.add_argument(
             "--port-file",
@@ -95,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
             help='once listening, write the ports as JSON here ({"dicom": 11112, "http": 8080}): '
             'for supervisors and test harnesses, with ingest.port = 0 or http ports "auto"',
         )
-    for command in (serve, ingest, export, events, echo, send, check):
+    for command in (serve, ingest, export, events, echo, send, check, associations):
         command.add_argument(
             "--config",
             type=Path,
@@ -206,6 +212,8 @@ def _dispatch(args: argparse.Namespace, settings: GatewaySettings) -> int:
         from export.app import run as run_export  # noqa: PLC0415
 
         return run_export(settings, args.port_file)
+    if args.command == "associations":
+        return run_associations(args, settings, lambda line: print(line, flush=True))
     if args.command == "events":
         from dicom_gateway.event_printer import print_events  # noqa: PLC0415
 

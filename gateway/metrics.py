@@ -72,6 +72,7 @@ class IngestMetrics:
     events_published: Counter
     outbox_events: Gauge
     events_set_aside: Gauge
+    associations_failed: Gauge
     spool_used_ratio: Gauge
     spool_watermark_ratio: Gauge
 
@@ -167,6 +168,12 @@ class IngestMetrics:
                 "aside: offered again hourly and at each start, not blocking the others.",
                 registry=registry,
             ),
+            associations_failed=Gauge(
+                f"{PREFIX}_associations_failed",
+                "Associations set aside because storing them kept failing for a reason other "
+                "than an outage; their files wait in the spool (dicom-gateway associations).",
+                registry=registry,
+            ),
             spool_used_ratio=Gauge(
                 f"{PREFIX}_spool_used_ratio",
                 "Used fraction of the filesystem that holds the spool.",
@@ -198,6 +205,7 @@ class IngestMetrics:
         open_associations: Callable[[], float],
         outbox_depth: Callable[[], float],
         set_aside_events: Callable[[], float],
+        failed_associations: Callable[[], float],
         spool_used: Callable[[], float],
         watermark: float,
     ) -> None:
@@ -205,6 +213,7 @@ class IngestMetrics:
         self.associations_open.set_function(open_associations)
         self.outbox_events.set_function(outbox_depth)
         self.events_set_aside.set_function(set_aside_events)
+        self.associations_failed.set_function(failed_associations)
         self.spool_used_ratio.set_function(spool_used)
         self.spool_watermark_ratio.set(watermark)
 

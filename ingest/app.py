@@ -37,6 +37,7 @@ from gateway.stop_signals import block_stop_signals
 from ingest.associations import IngestContext, StorageSink, reconcile, settle_ended_threads
 from ingest.incoming import IncomingFiles
 from ingest.journal import Journal
+from ingest.journal_db import AssociationState
 from ingest.listener import open_listener
 from ingest.outbox import Outbox
 from ingest.policy import SpoolUsage, spool_has_room
@@ -66,7 +67,14 @@ def _remove_due_aborted(journal: Journal, uploader: StorageSink) -> None:
 
 def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
     stale_after = ctx.settings.ingest.network_timeout_seconds + 60
-    while not stop.wait(MAINTENANCE_INTERVAL_SECONDS):
+    failed: set[str] = set()
+    while True:
+        try:
+            failed = _take_up_retried(ctx, failed)
+        except JournalError as exc:
+            log.error("spool maintenance failed, retrying later: %s", exc)
+        if stop.wait(MAINTENANCE_INTERVAL_SECONDS):
+            return
         try:
             _remove_due_aborted(ctx.journal, ctx.uploader)
             ctx.spool.clear_incoming(older_than=stale_after)
@@ -74,6 +82,17 @@ def _maintain(ctx: IngestContext, stop: threading.Event) -> None:
             reconcile(ctx)
         except (JournalError, OSError) as exc:
             log.error("spool maintenance failed, retrying later: %s", exc)
+
+
+def _take_up_retried(ctx: IngestContext, failed_before: set[str]) -> set[str]:
+    """Hand the uploader what an operator retried (``dicom-gateway associations retry``):
+    failed at the last look, released now. Returns the associations failed now."""
+    failed = set(ctx.journal.associations_in_state(AssociationState.FAILED))
+    for association_id in failed_before - failed:
+        if ctx.journal.state(association_id) is AssociationState.RELEASED:
+            log.info("association %s: retried by an operator", association_id)
+            ctx.uploader.released(association_id)
+    return failed
 
 
 @dataclass(frozen=True)
@@ -264,6 +283,7 @@ def running_ingest(
             open_associations=lambda: _open_associations(journal),
             outbox_depth=journal.outbox.depth,
             set_aside_events=journal.outbox.set_aside_count,
+            failed_associations=journal.held.failed_count,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.errors import JournalError
+from ingest.held import HeldAssociations
 from ingest.journal_db import (
     HOLDING_A_PLACE,
     INSTANCES_QUERY,
@@ -107,6 +108,8 @@ class Journal:
         self.outbox = Outbox(db)
         #: Which process holds which association, and what ends with a process.
         self.ownership = Ownership(db)
+        #: What an operator sees and may change (ingest/association_commands.py).
+        self.held = HeldAssociations(db)
 
     @classmethod
     def open(cls, path: Path) -> Journal:

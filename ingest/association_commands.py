@@ -1,0 +1,86 @@
+"""``dicom-gateway associations``: what the journal holds, for operators.
+
+``list`` and ``show`` read; ``retry`` puts a failed association (set aside because storing it
+kept failing for a reason other than an outage) back to be stored; ``drop`` removes a failed or
+aborted association, or one whose event is set aside, with its spool files and stored objects.
+They work on a stopped gateway's journal and next to a running one (a running gateway's
+maintenance pass takes a retried association up within seconds). Unknown ids and associations
+in a state the command cannot take are :class:`~gateway.errors.UsageError`, one line each
+(exit status 2).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from contracts.keys import association_prefix, is_valid_association_id
+from gateway.errors import UsageError
+from gateway.objectstore import ObjectStore
+from ingest.held import HeldAssociation
+from ingest.journal import Journal
+from ingest.journal_db import AssociationState
+from ingest.spool import Spool
+
+#: What ``drop`` takes without ``--yes`` being enough reason to refuse: states no running
+#: process is working on (an aborted one's removal may be pending; doing it now is the same).
+DROPPABLE = (AssociationState.FAILED, AssociationState.ABORTED)
+
+
+def describe(held: HeldAssociation, now: datetime) -> str:
+    """One association on one line (pure)."""
+    seconds = max(int((now - held.started_at).total_seconds()), 0)
+    age = f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
+    line = (
+        f"{held.association_id} {held.state.value} called={held.called_ae_title} "
+        f"calling={held.calling_ae_title} from={held.remote_host}:{held.remote_port} "
+        f"instances={held.instances} stored={held.stored} bytes={held.data_set_bytes} age={age}"
+    )
+    if held.event_set_aside is not None:
+        line += f" event=set-aside ({held.event_set_aside})"
+    return line
+
+
+def listing(journal: Journal) -> list[str]:
+    now = datetime.now(UTC)
+    return [describe(held, now) for held in journal.held.all()]
+
+
+def shown(journal: Journal, association_id: str) -> str:
+    return describe(_held(journal, association_id), datetime.now(UTC))
+
+
+def retry(journal: Journal, association_id: str) -> str:
+    held = _held(journal, association_id)
+    if not journal.held.retry(association_id):
+        raise UsageError(
+            f"association {association_id} is {held.state.value}: only a failed one can be retried"
+        )
+    return (
+        f"association {association_id}: storing it is tried again (by a running ingest within "
+        "seconds, else at its next start)"
+    )
+
+
+def drop(journal: Journal, spool: Spool, store: ObjectStore, association_id: str) -> str:
+    held = _held(journal, association_id)
+    if held.state not in DROPPABLE and held.event_set_aside is None:
+        raise UsageError(
+            f"association {association_id} is {held.state.value}: only a failed or aborted "
+            "association, or one whose event is set aside, can be dropped"
+        )
+    removed = store.remove_prefix(association_prefix(association_id))
+    spool.remove_association(association_id)
+    journal.forget(association_id)
+    return (
+        f"association {association_id} dropped: {held.instances} spooled instances, "
+        f"{removed} stored objects"
+    )
+
+
+def _held(journal: Journal, association_id: str) -> HeldAssociation:
+    if not is_valid_association_id(association_id):
+        raise UsageError(f"{association_id!r} is not an association id (a lowercase UUID)")
+    held = journal.held.one(association_id)
+    if held is None:
+        raise UsageError(f"no association {association_id} in the journal")
+    return held
