@@ -33,7 +33,7 @@ from gateway.settings import AESettings, GatewaySettings
 from ingest.incoming import IncomingFiles
 from ingest.journal import AssociationRecord, Journal
 from ingest.journal_db import AssociationState
-from ingest.policy import Admit, AssociationRequest, Limit, Limits, decide
+from ingest.policy import Admit, AssociationRequest, Limit, Limits, decide, peer_address
 from ingest.reject_reasons import (
     NO_REASON_GIVEN,
     TOO_MANY_ASSOCIATIONS,
@@ -162,7 +162,7 @@ def handle_requested(event: evt.Event, ctx: IngestContext) -> None:
     request = AssociationRequest(
         called_ae_title=str(primitive.called_ae_title).strip(),
         calling_ae_title=str(primitive.calling_ae_title).strip(),
-        remote_host=str(assoc.requestor.address),
+        remote_host=peer_address(str(assoc.requestor.address)),
     )
     port = int(assoc.requestor.port)
     settle_ended_threads(ctx)

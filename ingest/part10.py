@@ -108,15 +108,22 @@ def file_meta_bytes(
     return _PREAMBLE + _GROUP_LENGTH_HEADER + struct.pack("<I", len(body)) + body
 
 
-def invalid_uid(name: str, text: str) -> str:
-    """Why ``text`` is refused as the UID ``name``, quoting no more of it than its leading
-    digits and dots: a sender may put a patient's name in a UID field, and logs must not carry
-    it."""
+def quoted_uid(text: str) -> str:
+    """``text``, sent as a UID, quoted for the log: whole when it is a valid UID, else no more of
+    it than its leading digits and dots, since a sender may put a patient's name in a UID field,
+    and logs must not carry it."""
+    if is_valid_uid(text):
+        return repr(text)
     lead = _UID_LEAD.match(text)
     shown = lead.group() if lead else ""
     more = len(text) - len(shown)
     tail = f" and {more} other character{'s' if more != 1 else ''}" if more else ""
-    return f"{name} {shown!r}{tail} is not a valid UID"
+    return f"{shown!r}{tail}"
+
+
+def invalid_uid(name: str, text: str) -> str:
+    """Why ``text`` is refused as the UID ``name`` (quoted as :func:`quoted_uid` quotes it)."""
+    return f"{name} {quoted_uid(text)} is not a valid UID"
 
 
 def _uid(data_set: Dataset, tag: BaseTag, fallback: str, name: str) -> str:
@@ -183,6 +190,7 @@ def read_identity(
         if in_command and in_data_set != in_command:
             raise InstanceRejected(
                 Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                f"{name} {in_data_set!r} in the data set is not the command's {in_command[:80]!r}",
+                f"{name} {quoted_uid(in_data_set)} in the data set is not the command's "
+                f"{quoted_uid(in_command)}",
             )
     return identity

@@ -7,6 +7,7 @@ engineer sees the real problem at once rather than after the load goes down.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -26,7 +27,23 @@ _GIB = 1024**3
 class AssociationRequest:
     called_ae_title: str
     calling_ae_title: str
+    #: The sender's address as :func:`peer_address` gives it.
     remote_host: str
+
+
+def peer_address(address: str) -> str:
+    """The sender's IP address as ingest names it: an IPv4 sender on a listener bound to an
+    IPv6 address (``"::"`` takes both) is reported by the socket as ``::ffff:a.b.c.d``, and is
+    ``a.b.c.d`` here, as it would be on an IPv4 listener. So a ``[[sources]]`` host, the
+    per-address limit, the log and the event's ``remote_host`` do not depend on the listener's
+    address family. Anything else is returned as given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return address
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,13 @@ answered 0xC311 with a traceback, contrary to the conformance statement.
 :func:`storage_only` wraps that negotiation: such a context is rejected with *abstract syntax
 not supported* (PS3.8 9.3.3.2). pynetdicom offers no hook for this, so :mod:`pynetdicom.acse`'s
 reference to the negotiation is replaced at start-up (gateway/netdicom/modes.py).
+
+The same negotiation answers an SCP/SCU Role Selection sub-item for a storage SOP class with
+the roles proposed. Proposed with neither role (SCU 0, SCP 0, which PS3.7 D.3.3.4 does not
+give a requestor), the context stayed accepted and pynetdicom then failed to encode its own
+answer: the connection was closed without one. Such a context is rejected here instead, with
+*user rejection* (as pynetdicom's negotiation of the other services rejects a context in
+which neither side may act), and no role item is answered for it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from gateway.dicom_status import VERIFICATION_SOP_CLASS
 ABSTRACT_SYNTAX_NOT_SUPPORTED = 0x03
 #: PS3.8 9.3.3.2: the context was accepted.
 ACCEPTANCE = 0x00
+#: Presentation context result "user-rejection".
+USER_REJECTION = 0x01
 _STANDARD_ROOT = "1.2.840.10008."
 #: Where every Storage SOP class of the image and object storage families lives (PS3.4 B.5),
 #: so that a standard class newer than pydicom's dictionary is still taken.
@@ -45,7 +54,8 @@ def is_storage_sop_class(uid: str) -> bool:
 
 def storage_only(negotiate: Negotiation) -> Negotiation:
     """``negotiate`` (pynetdicom's ``negotiate_unrestricted``), rejecting what it accepted of
-    an abstract syntax that is neither Verification nor storage."""
+    an abstract syntax that is neither Verification nor storage, or in which role selection
+    left neither side a role."""
 
     def negotiate_storage_only(
         requested: Sequence[Any], supported: Sequence[Any], roles: Any = None
@@ -54,10 +64,13 @@ def storage_only(negotiate: Negotiation) -> Negotiation:
         refused = set()
         for context in results:
             syntax = str(context.abstract_syntax)
-            if context.result == ACCEPTANCE and not (
-                syntax == VERIFICATION_SOP_CLASS or is_storage_sop_class(syntax)
-            ):
+            if context.result != ACCEPTANCE:
+                continue
+            if not (syntax == VERIFICATION_SOP_CLASS or is_storage_sop_class(syntax)):
                 context.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
+                refused.add(syntax)
+            elif not context.as_scu and not context.as_scp:
+                context.result = USER_REJECTION
                 refused.add(syntax)
         return results, [r for r in reply_roles if str(r.sop_class_uid) not in refused]
 

@@ -17,12 +17,29 @@ def _item(item_type: int, value: bytes) -> bytes:
     return struct.pack(">BBH", item_type, 0, len(value)) + value
 
 
+def storage_sop_class(n: int) -> str:
+    """The SOP class of the ``n``-th context (from 0) of :func:`association_request`."""
+    return f"1.2.840.10008.5.1.4.1.1.{n + 1}"
+
+
+def role_selection(sop_class: str, scu: bool, scp: bool) -> bytes:
+    """An SCP/SCU Role Selection sub-item (PS3.7 D.3.3.4) with any roles, (0, 0) included,
+    which pynetdicom refuses to encode."""
+    uid = sop_class.encode()
+    return _item(0x54, struct.pack(">H", len(uid)) + uid + bytes([scu, scp]))
+
+
 def association_request(
-    called: str, calling: str, contexts: int, transfer_syntaxes: int = 1
+    called: str,
+    calling: str,
+    contexts: int,
+    transfer_syntaxes: int = 1,
+    user_items: bytes = b"",
 ) -> bytes:
     """An A-ASSOCIATE-RQ PDU proposing ``contexts`` storage SOP classes (made-up ones, under the
-    DICOM root; the IDs start again at 1 after 255), each with implicit VR little endian and
-    ``transfer_syntaxes - 1`` made-up transfer syntaxes after it.
+    DICOM root: :func:`storage_sop_class`; the IDs start again at 1 after 255), each with
+    implicit VR little endian and ``transfer_syntaxes - 1`` made-up transfer syntaxes after it;
+    ``user_items`` are encoded sub-items added to its user information.
 
     128 contexts of 2,201 transfer syntaxes is issue 17's 8 MB request.
     """
@@ -34,12 +51,12 @@ def association_request(
         _item(
             0x20,
             struct.pack(">BBBB", _CONTEXT_IDS[n % len(_CONTEXT_IDS)], 0, 0, 0)
-            + _item(0x30, f"1.2.840.10008.5.1.4.1.1.{n + 1}".encode())
+            + _item(0x30, storage_sop_class(n).encode())
             + syntaxes,
         )
         for n in range(contexts)
     )
-    user = _item(0x50, _item(0x51, struct.pack(">I", 65536)) + _item(0x52, b"1.2.3.4"))
+    user = _item(0x50, _item(0x51, struct.pack(">I", 65536)) + _item(0x52, b"1.2.3.4") + user_items)
     body = (
         struct.pack(">HH", 1, 0)
         + called.encode().ljust(16)

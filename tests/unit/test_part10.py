@@ -244,6 +244,17 @@ def test_uids_that_are_not_the_commands_are_refused(
     assert caught.value.status == Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
 
 
+def test_a_commands_uid_that_is_not_valid_is_not_quoted_whole() -> None:
+    stream = io.BytesIO(received_file(ExplicitVRLittleEndian))
+    with pytest.raises(InstanceRejected) as caught:
+        read_identity(
+            stream, data_set_offset(stream), ExplicitVRLittleEndian, SOP_CLASS, "1.2.3.DOE^JOHN"
+        )
+    assert caught.value.status == Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+    assert caught.value.reason.endswith("is not the command's '1.2.3.' and 8 other characters")
+    assert SOP_INSTANCE in caught.value.reason  # the data set's, valid, is quoted whole
+
+
 @pytest.mark.parametrize("transfer_syntax", [*ENCODINGS, JPEG2000Lossless])
 def test_what_pydicom_writes_is_well_formed(transfer_syntax: str) -> None:
     raw = received_file(transfer_syntax)

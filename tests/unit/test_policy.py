@@ -11,6 +11,7 @@ from ingest.policy import (
     Decision,
     SpoolUsage,
     decide,
+    peer_address,
     spool_has_room,
 )
 from ingest.reject_reasons import (
@@ -157,3 +158,23 @@ def test_spool_has_room(
 ) -> None:
     usage = SpoolUsage(used_bytes=used_gib * GIB, free_bytes=free_gib * GIB)
     assert spool_has_room(usage, watermark, reserve) is expected
+
+
+@pytest.mark.parametrize(
+    ("reported", "named"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("::ffff:10.0.0.5", "10.0.0.5"),  # an IPv4 sender on a listener bound to "::"
+        ("::1", "::1"),
+        ("2001:db8::7", "2001:db8::7"),
+        ("::ffff:0:10.0.0.5", "::ffff:0:10.0.0.5"),  # IPv4-translated, not IPv4-mapped
+        ("not-an-address", "not-an-address"),
+    ],
+)
+def test_peer_address(reported: str, named: str) -> None:
+    assert peer_address(reported) == named
+
+
+def test_an_ipv4_source_matches_on_a_dual_stack_listener() -> None:
+    strict_ct = request(called="CT-ONLY", calling="CT01", host=peer_address("::ffff:10.0.0.5"))
+    assert isinstance(decide(strict_ct, STRICT, SOURCES, 0, ROOMY), Admit)
