@@ -66,7 +66,8 @@ class ObjectStore(Protocol):
         """Every key under ``prefix``, sorted."""
 
     def remove_prefix(self, prefix: str) -> int:
-        """Delete every object under ``prefix``; returns how many there were."""
+        """Delete every object under ``prefix``, durably (the caller may then forget the
+        prefix); returns how many there were."""
 
     def apply_retention(self, days: int | None) -> int:
         """Keep objects ``days`` days after they were stored (None: for ever). S3 sets, changes
@@ -139,11 +140,13 @@ class FileStore:
 
     def remove_prefix(self, prefix: str) -> int:
         removed = 0
+        changed: set[Path] = set()  # directories that lost an entry
         try:
             # Partial files too: a put cut short by a crash leaves one.
             for path in self._files_under(prefix):
                 path.unlink(missing_ok=True)
                 removed += path.suffix == ".dcm"
+                changed.add(path.parent)
             # The directories the prefix's files were in, deepest first, once empty.
             directory = self._root.joinpath(*prefix.split("/")[:-1])
             if directory != self._root and directory.is_dir():
@@ -151,6 +154,14 @@ class FileStore:
                 for empty in [*nested, directory]:
                     with contextlib.suppress(OSError):  # not empty: a concurrent put
                         empty.rmdir()
+                        changed.add(empty.parent)
+            # Durable on return, as an S3 delete is: ingest forgets an aborted association
+            # once its objects are removed, and files a power cut brought back would be
+            # orphans nobody knows of (tests/integration/test_ingest_power_loss.py). A
+            # removed directory goes, with all that was in it, once its parent is synced.
+            for parent in changed:
+                if parent.is_dir():
+                    fsync_directory(parent)
         except OSError as exc:
             raise StorageUnavailable(f"removing {prefix} failed: {exc}") from exc
         return removed

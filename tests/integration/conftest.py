@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway_client.testing import TestServices
 from tests.support.ingest import GatewayFactory, Ingest, parametrize_backends
+from tests.support.power_loss_fs import PowerLossFs, power_loss_fs
 from tests.support.services import S3Service
 
 
@@ -35,3 +37,11 @@ def inbox(tmp_path: Path) -> Path:
     directory = tmp_path / "in"
     directory.mkdir()
     return directory
+
+
+@pytest.fixture
+def power_fs(tmp_path: Path, test_services: TestServices) -> Iterator[PowerLossFs]:
+    """The power-loss file system (:mod:`tests.support.power_loss_fs`), mounted for the test;
+    the test is skipped where FUSE cannot run, or fails where the environment requires it."""
+    with power_loss_fs(tmp_path / "power", required=test_services.fuse_required) as fs:
+        yield fs

@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from contracts.export import ExportCompleted, ExportRequested, InstanceOutcome
+from contracts.export import ExportRequested
 from gateway_client.testing import GatewayProcess
-from tests.support.amqp import ReceivedMessage
 from tests.support.export import Export, completed, destination, export_harness, new_export_id
-from tests.support.factories import ct_series, data_set_bytes
+from tests.support.export_reconciliation import Stored, check_completions, received_by
 from tests.support.ingest import RABBITMQ_S3, Ingest
 from tests.support.link import Link
 from tests.support.net import free_port, wait_until
-from tests.support.part10_files import read_received
 from tests.support.storescp import Storescp
 
 #: Stored instances the requests pick from.
@@ -96,65 +92,7 @@ class Destinations:
 
     def received(self) -> dict[str, dict[str, bytes]]:
         """Per destination, SOP Instance UID to the data set bytes it wrote."""
-        return {
-            name: {r.sop_instance_uid: r.data_set for r in map(read_received, files)}
-            for name, files in (
-                ("linked", self.linked.received_files()),
-                ("direct", self.direct.received_files()),
-            )
-        }
-
-
-@dataclass
-class Stored:
-    """The objects requests pick from, and what each holds."""
-
-    keys: list[str]
-    uid_of: dict[str, str]
-    data_sets: dict[str, bytes]
-
-    @classmethod
-    def put(cls, export: Export, inbox: Path, seed: int) -> Stored:
-        series = ct_series(inbox, STORED, rows=16, cols=16, seed=seed)
-        keys = export.put_instances(series)
-        return cls(
-            keys,
-            dict(zip(keys, (s.uids.sop_instance for s in series), strict=True)),
-            {s.uids.sop_instance: data_set_bytes(s.path) for s in series},
-        )
-
-
-def check_completions(
-    requests: list[ExportRequested],
-    messages: list[ReceivedMessage],
-    stored: Stored,
-    received: dict[str, dict[str, bytes]],
-    seed: int,
-) -> Counter[str]:
-    """Each request completed, with an outcome for every instance at every destination it
-    named, and none reported sent that the destination did not write as stored. Returns the
-    count of outcomes per destination."""
-    done: dict[str, ExportCompleted] = {}
-    for message in messages:
-        completion = completed(message)
-        done.setdefault(completion.export_id, completion)
-    outcomes: Counter[str] = Counter()
-    for request in requests:
-        completion = done[request.export_id]
-        assert {d.name for d in completion.destinations} == set(request.destinations)
-        for result in completion.destinations:
-            assert sorted(i.object_key for i in result.instances) == sorted(
-                request.object_keys or ()
-            ), f"seed {seed}: {request.export_id} {result.name}"
-            for instance in result.instances:
-                outcomes[f"{result.name} {instance.status}"] += 1
-                if instance.status is InstanceOutcome.SENT:
-                    uid = stored.uid_of[instance.object_key]
-                    assert received[result.name].get(uid) == stored.data_sets[uid], (
-                        f"seed {seed}: {instance.object_key} reported sent to {result.name} "
-                        f"by {request.export_id}, but not received as stored"
-                    )
-    return outcomes
+        return received_by({"linked": self.linked, "direct": self.direct})
 
 
 @pytest.mark.backends(RABBITMQ_S3)
@@ -162,7 +100,7 @@ def test_random_faults_complete_every_request_and_report_only_what_arrived(
     ingest: Ingest, export: Export, inbox: Path, tmp_path: Path, seed: int
 ) -> None:
     rng = random.Random(seed)
-    stored = Stored.put(export, inbox, seed)
+    stored = Stored.put(export, inbox, seed, STORED)
     schedule = [fault for fault in Fault for _ in range(ROUNDS_EACH)]
     rng.shuffle(schedule)
     requests: list[ExportRequested] = []

@@ -5,14 +5,16 @@ and that its binding keys route, with the same interface as
 
 Its :meth:`~LocalEventCollector.catch_up` notes the log's last sequence number and waits until
 the collector has read that far: an append is durable when it returns, so everything appended
-before the call is then collected.
+before the call is then collected. :func:`logged` reads the whole log at once.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -35,6 +37,17 @@ def received(event: LoggedEvent) -> ReceivedMessage:
         message_id=event.message_id,
         delivery_mode=PERSISTENT,
     )
+
+
+def logged(db: sqlite3.Connection, binding_keys: Sequence[str] = ("#",)) -> list[LoggedEvent]:
+    """Every event in the log open as ``db`` that ``binding_keys`` route, oldest first (a
+    connection of :func:`tests.support.power_cuts.read_only` leaves the log's files as they
+    are)."""
+    log = EventLog(db, retention=timedelta.max)  # retention: only an append prunes
+    events: list[LoggedEvent] = []
+    while page := log.read(after=events[-1].seq if events else 0):
+        events += page
+    return [e for e in events if any(topic_matches(key, e.routing_key) for key in binding_keys)]
 
 
 class LocalEventCollector(MessageBuffer):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.keys import new_association_id, object_key
+from contracts.keys import association_prefix, new_association_id, object_key
 from gateway.objectstore import FileStore
 from gateway.settings import StorageSettings
 from gateway_client.testing import TestServices
@@ -259,6 +259,20 @@ def test_an_object_put_in_the_file_store_survives_a_cut(fs: PowerLossFs) -> None
     store.put(key, io.BytesIO(b"object"), 6)
     fs.cut()
     assert (fs.backing / "objects" / "dicom-gateway" / key).read_bytes() == b"object"
+
+
+def test_objects_removed_from_the_file_store_stay_removed_after_a_cut(fs: PowerLossFs) -> None:
+    """The embedded backend's store removed an aborted association's objects without syncing
+    a directory: ingest forgot the association, and a cut brought its objects back as
+    orphans (tests/integration/test_ingest_power_loss.py, embedded backends)."""
+    store = FileStore(StorageSettings(backend="file", path=fs.mountpoint / "objects"))
+    association = new_association_id()
+    store.ensure_ready()
+    for uid in ("1.2.3.4.5", "1.2.3.4.6"):
+        store.put(object_key(association, "1.2.3", "1.2.3.4", uid), io.BytesIO(b"object"), 6)
+    assert store.remove_prefix(association_prefix(association)) == 2
+    fs.cut()
+    assert not (fs.backing / "objects" / "dicom-gateway" / association).exists()
 
 
 def test_after_the_cut_every_operation_fails(tmp_path: Path, test_services: TestServices) -> None:
