@@ -40,7 +40,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway_client.client import PipelineClient, ReceivedAssociation, Subscription
+    from gateway_client.client import PipelineClient
     from gateway_client.errors import (
         BrokerUnavailable,
         CompletionTimeout,
@@ -56,11 +56,12 @@ if TYPE_CHECKING:
         is_derived_association_id,
     )
     from gateway_client.settings import BrokerSettings, ClientSettings, StorageSettings
+    from gateway_client.subscription import ReceivedAssociation, Subscription
 
 _WHERE = {
     "PipelineClient": "gateway_client.client",
-    "ReceivedAssociation": "gateway_client.client",
-    "Subscription": "gateway_client.client",
+    "ReceivedAssociation": "gateway_client.subscription",
+    "Subscription": "gateway_client.subscription",
     "BrokerUnavailable": "gateway_client.errors",
     "CompletionTimeout": "gateway_client.errors",
     "ConfigError": "gateway_client.errors",

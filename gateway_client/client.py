@@ -37,8 +37,7 @@ import io
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +47,6 @@ from pydantic import ValidationError
 
 from contracts.cloudevent import (
     CONTENT_TYPE_STRUCTURED,
-    association_released_from_event,
     export_completed_from_event,
     export_requested_event,
     parse_event,
@@ -67,12 +65,11 @@ from contracts.routing import (
     is_valid_pipeline,
 )
 from gateway.backends import open_store
-from gateway.bus import Delivery
-from gateway.errors import ObjectMissing, StorageUnavailable
 from gateway.objectstore import ObjectStore
 from gateway_client.errors import CompletionTimeout
 from gateway_client.settings import ClientSettings
-from gateway_client.transport import Inbox, ReplyListener, Transport, open_transport
+from gateway_client.subscription import ReceivedAssociation, Subscription
+from gateway_client.transport import ReplyListener, Transport, open_transport
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +77,6 @@ log = logging.getLogger(__name__)
 #: ``export.completed.N.<uuid5(namespace, E)>``, the same each time ``E`` is requested, because
 #: the export service re-publishes an earlier completion with its first request's reply key.
 REPLY_KEY_NAMESPACE: Final = uuid.UUID("c4a7e2d0-93b1-5f6e-8d24-7b0a1e5c3f98")
-#: How soon an event whose manifest could not be read (storage down) is delivered again.
-MANIFEST_RETRY_SECONDS: Final = 5.0
 #: A consumer's grammar: it names a RabbitMQ queue (and ``<consumer>.dead-letter``) or a
 #: subscription of the local event log.
 CONSUMER_MAX_LENGTH: Final = 200
@@ -102,98 +97,6 @@ def reply_routing_key(client_name: str, export_id: str) -> str:
         f"{EXPORT_COMPLETED_ROUTING_KEY}.{client_name}."
         f"{uuid.uuid5(REPLY_KEY_NAMESPACE, export_id).hex}"
     )
-
-
-@dataclass(frozen=True)
-class ReceivedAssociation:
-    """One association-released event, to be settled exactly once.
-
-    Settling it once the bus is gone (the connection broke, the client was closed) raises
-    :class:`~gateway_client.errors.BrokerUnavailable`; the event is then delivered again.
-    """
-
-    event: AssociationReleased
-    #: Delivered before and not acknowledged then: it may have been processed already.
-    redelivered: bool
-    _delivery: Delivery
-
-    async def ack(self) -> None:
-        """Done with it: it is removed from the consumer's queue."""
-        await self._delivery.ack()
-
-    async def reject(self, reason: str) -> None:
-        """Never to be processed: it goes to the dead letters (``<consumer>.dead-letter``)."""
-        log.warning("association %s rejected: %s", self.event.association_id, reason)
-        await self._delivery.dead_letter(reason)
-
-    async def requeue(self, delay_seconds: float = 0.0) -> None:
-        """Not now (a dependency is down): delivered again, not before ``delay_seconds``.
-
-        On RabbitMQ the message is held for the delay, counting against the prefetch.
-        """
-        await self._delivery.requeue(delay_seconds)
-
-
-class Subscription:
-    """A consumer's association events, from :meth:`PipelineClient.subscribe`.
-
-    Iterate with ``async for``, or take one with ``await subscription.next()`` (bounded with
-    ``asyncio.timeout``); close it when done. Messages that are not valid association events are
-    rejected to the dead letters with the reason in the log, and skipped.
-    """
-
-    def __init__(
-        self,
-        consumer: str,
-        inbox: Inbox,
-        listed: Callable[[AssociationReleased], Awaitable[AssociationReleased]],
-    ) -> None:
-        self.consumer = consumer
-        self._inbox = inbox
-        self._listed = listed
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ReceivedAssociation:
-        return await self.next()
-
-    async def next(self) -> ReceivedAssociation:
-        """Wait for the next association event, its instances listed (a manifest read).
-
-        A manifest the store cannot give now (StorageUnavailable) puts the event back, to be
-        delivered again in a few seconds, and raises.
-        """
-        while True:
-            taken = await self._inbox.take()
-            delivery = taken.delivery
-            try:
-                released = await self._listed(
-                    association_released_from_event(
-                        parse_event(
-                            delivery.body,
-                            content_type=delivery.content_type,
-                            headers=dict(delivery.headers),
-                        )
-                    )
-                )
-            except StorageUnavailable:
-                await delivery.requeue(MANIFEST_RETRY_SECONDS)
-                raise
-            except (InvalidEvent, ObjectMissing) as exc:
-                log.error(
-                    "%s: message %s is not a readable association event, dead-lettered: %s",
-                    self.consumer,
-                    delivery.message_id or "(no message id)",
-                    exc,
-                )
-                await delivery.dead_letter(str(exc))
-                continue
-            return ReceivedAssociation(released, taken.redelivered, delivery)
-
-    async def close(self) -> None:
-        """Stop consuming; events taken and not settled are delivered again later."""
-        await self._inbox.close()
 
 
 class PipelineClient:

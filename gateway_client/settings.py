@@ -17,13 +17,8 @@ from pathlib import Path
 
 from pydantic_settings import SettingsConfigDict
 
-from gateway.settings import (
-    BrokerSettings,
-    GatewaySettings,
-    StorageSettings,
-    TomlSettings,
-    load_from,
-)
+from gateway.settings import BrokerSettings, GatewaySettings, StorageSettings, TomlSettings
+from gateway.settings_loading import load_from
 
 __all__ = ["BrokerSettings", "ClientSettings", "StorageSettings"]
 

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import select
 import ssl
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -39,13 +37,17 @@ from gateway.netdicom.direct_store import Context, DirectStore, StoreReceiver, V
 from gateway.netdicom.pdata_run import PDataRun, data_set_fragment, is_last
 from gateway.netdicom.prompt_socket import READABLE
 from gateway.netdicom.request_limits import (
+    P_DATA_TF,
+    PDU_HEADER,
     Refusal,
     RequestLimit,
     body_refusal,
     header_refusal,
+    over_negotiated_length,
     refuse,
 )
 from gateway.netdicom.store_messages import command_pdus
+from gateway.netdicom.wakeups import NotifyingQueue, Waker, nobody
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,8 @@ _CLOSING = "Sta13"
 TAKEN_BY_FAST_PATH = "EvtTakenByFastPath"
 #: Established: P-DATA flows both ways (PS3.8 9.2).
 _ESTABLISHED = "Sta6"
-_P_DATA_TF = 0x04
 #: The PDU types of PS3.8 9.3; any other is an unrecognised PDU (Evt19).
 _PDU_TYPES = frozenset(range(0x01, 0x08))
-_PDU_HEADER = struct.Struct(">BBL")
 #: Events that our own side raises by queueing a primitive (PS3.8 9.2.1).
 _LOCAL_EVENTS = frozenset({"Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 #: No connection, or waiting for the peer to close it: nothing can be sent any more.
@@ -71,38 +71,6 @@ _ENDED_STATES = frozenset({"Sta1", _CLOSING})
 #: The states where a P-DATA request (Evt9) is sent as P-DATA-TF: DT-1 in Sta6, AR-7 in Sta8;
 #: neither changes the state.
 _SENDS_P_DATA = frozenset({"Sta6", "Sta8"})
-
-
-class _Waker:
-    """A pipe another thread writes to interrupt a ``poll()``; one pending byte is enough."""
-
-    def __init__(self) -> None:
-        self.fileno, self._write_end = os.pipe()
-        os.set_blocking(self.fileno, False)
-        os.set_blocking(self._write_end, False)
-        # Once closed, the descriptor numbers may belong to another connection: a late
-        # wake-up must not write there, hence the lock shared with close().
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            # A full pipe means a wake-up is already pending.
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._write_end, b"\0")
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # empty: every pending wake-up is read
-            while os.read(self.fileno, 4096):
-                pass
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            os.close(self.fileno)
-            os.close(self._write_end)
 
 
 class _EndingTolerantStateMachine(StateMachine):
@@ -144,28 +112,6 @@ class _EndingTolerantStateMachine(StateMachine):
             return False
 
 
-def _nobody() -> None:
-    """Whom a DUL wakes when no association thread waits on it (a requestor's)."""
-
-
-class _NotifyingQueue(queue.Queue[Any]):
-    """A queue that calls ``on_put`` after each put."""
-
-    def __init__(self, on_put: Callable[[], None]) -> None:
-        super().__init__()
-        self._on_put = on_put
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._on_put()
-
-
-def _over_negotiated_length(pdu_type: int, length: int, maximum_length: int) -> bool:
-    """Whether a PDU breaks the maximum length its receiver announced (PS3.8 D.1: it bounds a
-    P-DATA-TF PDU's variable field; 0 announces no limit)."""
-    return pdu_type == _P_DATA_TF and maximum_length != 0 and length > maximum_length
-
-
 class PromptDUL(DULServiceProvider):
     """A DUL provider that waits for data or for work instead of sleeping between looks."""
 
@@ -175,12 +121,12 @@ class PromptDUL(DULServiceProvider):
         #: Called when the association thread has something to look at: the peer's release
         #: or abort, a kill, this thread's end. An acceptor's waiting DIMSE provider sets it
         #: (gateway/netdicom/ae.py).
-        self.wake_user: Callable[[], None] = _nobody
+        self.wake_user: Callable[[], None] = nobody
         # The association thread looks for the peer's release and abort in this queue.
-        self.to_user_queue = _NotifyingQueue(self._notify_user)
+        self.to_user_queue = NotifyingQueue(self._notify_user)
         # Made when the thread starts and closed when it ends: an association that never
         # starts (AE.associate can fail after making the socket) must not hold a pipe.
-        self._waker: _Waker | None = None
+        self._waker: Waker | None = None
         #: True while this thread may be in (or about to enter) its wait; see _is_transport_event.
         self._may_be_waiting = False
         #: Data set fragments collected in the sending thread, not yet queued.
@@ -226,18 +172,18 @@ class PromptDUL(DULServiceProvider):
             super()._read_pdu_data()
             return
         try:
-            header = self.socket.recv(_PDU_HEADER.size)
-            if len(header) < _PDU_HEADER.size:
+            header = self.socket.recv(PDU_HEADER.size)
+            if len(header) < PDU_HEADER.size:
                 self._connection_ended(direct)
                 return
-            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            pdu_type, _, length = PDU_HEADER.unpack(header)
             if pdu_type not in _PDU_TYPES:
                 log.warning("unknown PDU type 0x%02X received", pdu_type)
                 direct.discard()
                 self.event_queue.put("Evt19")  # unrecognised PDU
                 return
             announced = self.assoc.acceptor.maximum_length or 0
-            if _over_negotiated_length(pdu_type, length, announced):
+            if over_negotiated_length(pdu_type, length, announced):
                 # Read whole, such a PDU would sit in memory for as long as its sender
                 # trickles it: the peer broke what it accepted, and is aborted unread.
                 log.warning(
@@ -255,7 +201,7 @@ class PromptDUL(DULServiceProvider):
         if len(body) < length:
             self._connection_ended(direct)
             return
-        if pdu_type == _P_DATA_TF:
+        if pdu_type == P_DATA_TF:
             may_begin = (
                 self.state_machine.current_state == _ESTABLISHED
                 and self.assoc.dimse.message is None
@@ -282,11 +228,11 @@ class PromptDUL(DULServiceProvider):
             super()._read_pdu_data()
             return
         try:
-            header = connection.recv(_PDU_HEADER.size)
-            if len(header) < _PDU_HEADER.size:
+            header = connection.recv(PDU_HEADER.size)
+            if len(header) < PDU_HEADER.size:
                 self.event_queue.put("Evt17")  # transport connection closed
                 return
-            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            pdu_type, _, length = PDU_HEADER.unpack(header)
             if pdu_type not in _PDU_TYPES:
                 log.warning("unknown PDU type 0x%02X received", pdu_type)
                 self.event_queue.put("Evt19")  # unrecognised PDU
@@ -304,16 +250,13 @@ class PromptDUL(DULServiceProvider):
         if refusal is None:
             self._decode(header + body)
             return
-        self._refuse(limit, refusal, _PDU_HEADER.size + length, length - len(body))
+        self._refuse(limit, refusal, PDU_HEADER.size + length, length - len(body))
 
     def _refuse(self, limit: RequestLimit, refusal: Refusal, size: int, unread: int) -> None:
-        """Answer the refused first PDU with an A-ASSOCIATE-RJ and end the connection.
-
-        pynetdicom's state machine can only reject a request it has decoded (state 3), so the
-        rejection is sent here and the connection closed as if the peer had closed it before
-        its request (AA-5, back to state 1); the association thread, waiting for the request,
-        is told there is none, and ends this thread and its own once that state is reached.
-        """
+        """Answer the refused first PDU with an A-ASSOCIATE-RJ and end the connection: here,
+        as pynetdicom rejects only a request it decoded (state 3). The connection is closed as
+        if the peer had closed it before its request (AA-5, state 1), and the association
+        thread, told there is no request, ends both threads once that state is reached."""
         connection = self.socket
         peer = self.assoc.requestor
         raw = None if connection is None else connection.socket
@@ -378,7 +321,7 @@ class PromptDUL(DULServiceProvider):
         self.wake_user()
 
     def run_reactor(self) -> None:
-        self._waker = _Waker()
+        self._waker = Waker()
         try:
             super().run_reactor()
         except Exception as exc:  # noqa: BLE001 (the thread's boundary: see below)
@@ -439,7 +382,7 @@ class PromptDUL(DULServiceProvider):
             return False  # decrypted bytes wait in the TLS layer, invisible to poll()
         return self.to_provider_queue.empty() and self.event_queue.empty()
 
-    def _wait(self, waker: _Waker) -> set[int]:
+    def _wait(self, waker: Waker) -> set[int]:
         sock = None if self.socket is None else self.socket.socket
         if sock is None:
             return set()

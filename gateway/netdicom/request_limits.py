@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PDU_HEADER = struct.Struct(">BBL")
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_RJ = 0x03
+P_DATA_TF = 0x04
 #: Presentation context IDs are the odd numbers 1-255 (PS3.8 9.3.2.2), so a request can
 #: propose at most 128 contexts.
 MAX_PRESENTATION_CONTEXTS = 128
@@ -72,6 +73,12 @@ class RequestLimit:
     max_bytes: int
     #: Called on the connection's thread for each refusal (ingest counts them).
     on_refused: Callable[[Refusal], None] = _count_nothing
+
+
+def over_negotiated_length(pdu_type: int, length: int, maximum_length: int) -> bool:
+    """Whether a PDU after the request breaks the maximum length its receiver announced
+    (PS3.8 D.1: it bounds a P-DATA-TF PDU's variable field; 0 announces no limit)."""
+    return pdu_type == P_DATA_TF and maximum_length != 0 and length > maximum_length
 
 
 def header_refusal(length: int, max_bytes: int) -> Refusal | None:

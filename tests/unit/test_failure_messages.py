@@ -16,12 +16,8 @@ from pydantic_settings import SettingsError
 from gateway.amqp_connect import broker_address, connect_failure
 from gateway.log_noise import NOISE, Demote
 from gateway.s3store import failure_summary
-from gateway.settings import (
-    GatewaySettings,
-    IngestSettings,
-    unknown_section_variables,
-    unparsable_variable,
-)
+from gateway.settings import GatewaySettings, IngestSettings
+from gateway.settings_loading import unknown_section_variables, unparsable_variable
 from gateway_client.settings import ClientSettings
 from ingest.app import spool_full_warning
 from ingest.policy import SpoolUsage

@@ -17,12 +17,12 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 from gateway.netdicom.ae import make_prompt
-from gateway.netdicom.prompt_dul import _Waker
+from gateway.netdicom.wakeups import Waker
 
 
 def test_a_wake_up_after_close_writes_nowhere() -> None:
     """The pipe's numbers may already belong to another connection by then."""
-    waker = _Waker()
+    waker = Waker()
     waker.wake()
     waker.wake()
     waker.drain()
