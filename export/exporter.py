@@ -2,11 +2,13 @@
 
 Each destination gets its objects from a :class:`~export.fetch.FetchStream` of its own, a
 bounded window ahead of its association: the association opens as soon as the contexts to
-propose are known and the instances go out as their downloads finish. Requests do not say
-which contexts their objects need, so a first pass learns them from the file meta of its first
-window; an object needing a context not proposed then (first met later in a mixed request)
-waits for a further association of the same attempt, planned like every retry from the file
-meta read before (``known``, shared by the request's destinations).
+propose are known and the instances go out as their downloads finish. The contexts of the
+objects an instance manifest lists are known before anything is fetched
+(:mod:`export.announced`), so their association opens at once. For the others, a first pass
+learns them from the file meta of its first window; an object needing a context not proposed
+then (first met later in a mixed request) waits for a further association of the same attempt,
+planned like every retry from the file meta read before (``known``, shared by the request's
+destinations).
 
 Associations are limited service-wide by one semaphore (``export.max_associations``), and per
 destination by one each (``export.associations_per_destination``, below the service-wide limit
@@ -37,7 +39,8 @@ from contracts.export import (
     overall_status,
 )
 from contracts.keys import association_prefix
-from export.fetch import FetchStream, WorkingSpace, request_keys
+from export.announced import read_announced
+from export.fetch import FetchStream, WorkingSpace, request_objects
 from export.plan import (
     Context,
     InstanceMeta,
@@ -107,8 +110,13 @@ class Exporter:
         # Cleanup errors ignored: when the request is cancelled (SIGTERM), downloads already
         # running may still be writing into the directory.
         with tempfile.TemporaryDirectory(dir=work_root, ignore_cleanup_errors=True) as workdir:
-            keys = await asyncio.to_thread(
-                request_keys, self.store, request.association_id, request.object_keys
+            keys, manifests = await asyncio.to_thread(
+                request_objects, self.store, request.association_id, request.object_keys
+            )
+            if not any(self.settings.destination(name) for name in request.destinations):
+                manifests = []  # nothing will be sent: nothing to plan
+            announced = await asyncio.to_thread(
+                read_announced, self.store, keys, manifests, Path(workdir)
             )
             nothing_stored: list[InstanceResult] = []
             if not keys and request.association_id is not None:
@@ -118,11 +126,15 @@ class Exporter:
                         f"no objects are stored for association {request.association_id}",
                     )
                 ]
-            # Shared, so that what one destination read plans the other's retries.
-            known: dict[str, InstanceMeta] = {}
+            # Shared, so that what one destination read plans the other's retries; what the
+            # manifests say plans the first associations.
+            known: dict[str, InstanceMeta] = dict(announced)
+            contexts = {key: meta.context for key, meta in announced.items()}
             sends = [
                 asyncio.create_task(
-                    self._to_destination(name, keys, nothing_stored, Path(workdir), known)
+                    self._to_destination(
+                        name, keys, nothing_stored, Path(workdir), _DestinationRun(known, contexts)
+                    )
                 )
                 for name in request.destinations
             ]
@@ -172,7 +184,7 @@ class Exporter:
         keys: list[str],
         nothing_stored: list[InstanceResult],
         workdir: Path,
-        known: dict[str, InstanceMeta],
+        run: _DestinationRun,
     ) -> DestinationResult:
         destination = self.settings.destination(name)
         if destination is None:
@@ -182,7 +194,6 @@ class Exporter:
                 [unread(key, error) for key in keys]
                 + [r.model_copy(update={"error": f"{error}; {r.error}"}) for r in nothing_stored],
             )
-        run = _DestinationRun(known)
         pending = list(keys)
         for attempt in range(self.settings.retries + 1):
             pending = await self._attempt(destination, pending, workdir, run)
@@ -219,7 +230,7 @@ class Exporter:
             deferred: list[str] = []
             planned = passes(work, run.known)
             for index, (batch, proposed) in enumerate(planned):
-                outcome = await self._batch(destination, batch, proposed, workdir, run.known)
+                outcome = await self._batch(destination, batch, proposed, workdir, run)
                 run.results.update((r.object_key, r) for r in outcome.results)
                 run.unreadable.update((r.object_key, r) for r in outcome.unreadable)
                 retry += list(outcome.retry)
@@ -241,11 +252,13 @@ class Exporter:
         keys: list[str],
         proposed: list[Context] | None,
         workdir: Path,
-        known: dict[str, InstanceMeta],
+        run: _DestinationRun,
     ) -> BatchOutcome:
         """One association for ``keys``: ``proposed`` as planned, or (None) the contexts of the
         first window of objects fetched."""
-        with FetchStream(self.store, keys, workdir, known, self.space) as stream:
+        with FetchStream(
+            self.store, keys, workdir, run.known, self.space, announced=run.announced
+        ) as stream:
             skipped: list[InstanceResult | NotFetched] = []
             if proposed is None:
                 readable, skipped = await stream.head()
@@ -288,6 +301,8 @@ class _DestinationRun:
     """What one destination's attempts found out so far."""
 
     known: dict[str, InstanceMeta]
+    #: What the instance manifests say each object is (checked against its file meta).
+    announced: Mapping[str, Context]
     results: dict[str, InstanceResult] = field(default_factory=dict)
     unreadable: dict[str, InstanceResult] = field(default_factory=dict)
     #: Why each key still pending was not sent, as its last attempt found.

@@ -6,8 +6,9 @@ import asyncio
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -16,7 +17,8 @@ from pydicom.filereader import read_file_meta_info
 
 from contracts.export import InstanceResult
 from contracts.keys import association_prefix, is_manifest_key, is_valid_uid
-from export.plan import InstanceMeta, NotFetched, OutgoingInstance, unread
+from export.announced import manifests_to_read, mismatch
+from export.plan import Context, InstanceMeta, NotFetched, OutgoingInstance, failure, unread
 from gateway.errors import ObjectMissing, WorkingSpaceFull
 from gateway.objectstore import ObjectStore
 
@@ -44,12 +46,21 @@ Fetched = OutgoingInstance | InstanceResult | NotFetched
 def request_keys(
     store: ObjectStore, association_id: str | None, object_keys: tuple[str, ...] | None
 ) -> list[str]:
+    return request_objects(store, association_id, object_keys)[0]
+
+
+def request_objects(
+    store: ObjectStore, association_id: str | None, object_keys: tuple[str, ...] | None
+) -> tuple[list[str], list[str]]:
+    """The keys of the objects to send, and of the instance manifests that may describe them
+    (:mod:`export.announced`)."""
     if object_keys is not None:
-        return list(object_keys)
+        return list(object_keys), manifests_to_read(object_keys)
     assert association_id is not None
-    # Not the association's instance manifest (contracts.manifest): it lists, it is no instance.
-    return [
-        key for key in store.keys(association_prefix(association_id)) if not is_manifest_key(key)
+    listed = store.keys(association_prefix(association_id))
+    # The association's instance manifest (contracts.manifest) lists, it is no instance.
+    return [key for key in listed if not is_manifest_key(key)], [
+        key for key in listed if is_manifest_key(key)
     ]
 
 
@@ -60,6 +71,8 @@ class FetchStream:
     download until the sender hands it back with :meth:`release`, which deletes it. Every file
     meta read is recorded in ``known``, so that a later pass over the same keys (a retry, an
     object whose context was not proposed) can plan its association before fetching anything.
+    An object ``announced`` (by an instance manifest) as another (SOP class, transfer syntax)
+    than its file meta says comes out as its failed result, never as an instance to send.
 
     A storage outage raises :class:`StorageUnavailable` from :meth:`head` or :meth:`take` (the
     request is retried later as a whole); a missing or unreadable object comes out as its
@@ -77,9 +90,11 @@ class FetchStream:
         known: dict[str, InstanceMeta],
         space: WorkingSpace,
         *,
+        announced: Mapping[str, Context] | None = None,
         ahead: int = FETCH_AHEAD,
     ) -> None:
         self._store = store
+        self._announced = {} if announced is None else announced
         self._space = space
         self._keys = list(keys)
         self._dir = Path(tempfile.mkdtemp(dir=workdir))
@@ -117,8 +132,9 @@ class FetchStream:
             key = self._keys[self._next]
             target = self._dir / f"{self._next:06d}.dcm"
             self._next += 1
+            fetch = partial(_fetch_one, announced=self._announced.get(key))
             self._queued.append(
-                (key, self._pool.submit(_fetch_one, self._store, key, target, self._space))
+                (key, self._pool.submit(fetch, self._store, key, target, self._space))
             )
 
     def _record(self, fetched: Fetched) -> None:
@@ -232,7 +248,9 @@ class WorkingSpace:
             return self._problem
 
 
-def _fetch_one(store: ObjectStore, key: str, target: Path, space: WorkingSpace) -> Fetched:
+def _fetch_one(
+    store: ObjectStore, key: str, target: Path, space: WorkingSpace, *, announced: Context | None
+) -> Fetched:
     try:
         store.download(key, target)
     except ObjectMissing:
@@ -271,4 +289,8 @@ def _fetch_one(store: ObjectStore, key: str, target: Path, space: WorkingSpace) 
     if invalid:
         target.unlink(missing_ok=True)
         return unread(key, f"file meta has no valid {', '.join(invalid)} UID")
+    unlike = mismatch(announced, outgoing)
+    if unlike is not None:
+        target.unlink(missing_ok=True)
+        return failure(outgoing, unlike)
     return outgoing
