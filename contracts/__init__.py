@@ -54,6 +54,7 @@ from contracts.export import (
     overall_status,
 )
 from contracts.keys import (
+    UNKNOWN_UID_SEGMENT,
     ObjectKeyParts,
     association_prefix,
     is_valid_association_id,
@@ -84,6 +85,7 @@ __all__ = [
     "EXPORT_REQUESTED_ROUTING_KEY",
     "EXPORT_REQUESTED_TYPE",
     "MANIFEST_MEDIA_TYPE",
+    "UNKNOWN_UID_SEGMENT",
     "AssociationReleased",
     "ContractError",
     "DestinationResult",

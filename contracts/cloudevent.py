@@ -90,8 +90,8 @@ def association_released_event(
     """The CloudEvent announcing ``data``.
 
     The id is the association id, so a redelivered or republished event can be recognised; the
-    subject is the study of the first instance, when there is one (``subject`` when the
-    instances are in a manifest).
+    subject is the study of the first instance that has one, when there is one (``subject`` when
+    the instances are in a manifest).
     """
     attributes: dict[str, Any] = {
         "specversion": SPECVERSION_V1_0,
@@ -102,7 +102,9 @@ def association_released_event(
         "datacontenttype": DATA_CONTENT_TYPE,
     }
     if data.instances:
-        subject = data.instances[0].study_instance_uid
+        # The first instance's study; an instance stored without one (not well-formed) is
+        # passed over, as the manifest's writer does.
+        subject = next((i.study_instance_uid for i in data.instances if i.study_instance_uid), None)
     if subject is not None:
         attributes["subject"] = subject
     try:

@@ -5,9 +5,18 @@ Schemas in ``contracts/schemas`` are generated from them (see :mod:`contracts.sc
 """
 
 from collections.abc import Callable
-from typing import Annotated, Final, Self
+from typing import Annotated, Any, Final, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from contracts.keys import (
     ASSOCIATION_ID_PATTERN,
@@ -57,6 +66,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: Longest ``reason`` of an instance stored although not well-formed.
+MAX_REASON_LENGTH: Final = 512
+#: Fields of :class:`StoredInstance` left out of its JSON when they have these values.
+_OMITTED_WHEN: Final[dict[str, object]] = {
+    "study_instance_uid": None,
+    "series_instance_uid": None,
+    "well_formed": True,
+    "reason": None,
+}
+
+
 class StoredInstance(_Model):
     """One DICOM instance received and stored during the association."""
 
@@ -65,12 +85,25 @@ class StoredInstance(_Model):
     transfer_syntax_uid: Uid = Field(
         description="Transfer Syntax UID (0002,0010) the instance was received and stored in."
     )
-    study_instance_uid: Uid = Field(description="Study Instance UID (0020,000D) of the instance.")
-    series_instance_uid: Uid = Field(description="Series Instance UID (0020,000E) of the instance.")
+    study_instance_uid: Uid | None = Field(
+        default=None,
+        description=(
+            "Study Instance UID (0020,000D) of the instance. Absent only when the data set has "
+            "no valid one (then well_formed is false)."
+        ),
+    )
+    series_instance_uid: Uid | None = Field(
+        default=None,
+        description=(
+            "Series Instance UID (0020,000E) of the instance. Absent only when the data set has "
+            "no valid one (then well_formed is false)."
+        ),
+    )
     object_key: str = Field(
         description=(
             "Key of the stored object in the bucket: "
-            "<association_id>/<study_instance_uid>/<series_instance_uid>/<sop_instance_uid>.dcm."
+            "<association_id>/<study_instance_uid>/<series_instance_uid>/<sop_instance_uid>.dcm, "
+            "with 'unknown' in place of an absent study or series UID."
         )
     )
     size: int = Field(ge=0, description="Size of the stored object in bytes.")
@@ -78,6 +111,42 @@ class StoredInstance(_Model):
         pattern=r"^[0-9a-f]{64}$",
         description="SHA-256 digest of the stored object, as 64 lowercase hexadecimal digits.",
     )
+    well_formed: bool = Field(
+        default=True,
+        description=(
+            "False when the instance was stored as received although its data set's encoding "
+            "cannot be followed to its end, or it has no valid Study or Series Instance UID "
+            "(the gateway's ingest.malformed_instances = 'store'); reason says what is wrong. "
+            "Present only when false."
+        ),
+    )
+    reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_REASON_LENGTH,
+        description=(
+            "Why the instance is not well-formed (element tags and offsets, never values); "
+            "present only when well_formed is false."
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A well-formed instance is written as it was before these fields existed, so that a
+        # consumer built on an earlier version of this model (extra="forbid") still reads it.
+        data: dict[str, Any] = handler(self)
+        for name, default in _OMITTED_WHEN.items():
+            if data.get(name, default) == default:
+                data.pop(name, None)
+        return data
+
+    @model_validator(mode="after")
+    def _flag_matches_reason(self) -> Self:
+        if self.well_formed != (self.reason is None):
+            raise ValueError("reason is given exactly when well_formed is false")
+        if self.well_formed and None in (self.study_instance_uid, self.series_instance_uid):
+            raise ValueError("a well-formed instance has a study and a series instance UID")
+        return self
 
     @model_validator(mode="after")
     def _key_matches_uids(self) -> Self:

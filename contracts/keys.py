@@ -4,6 +4,12 @@
 so a pipeline can list or delete exactly what one association delivered. Every part is checked
 against a strict grammar (UIDs are digits and dots, the association id is a canonical UUID), which
 is what keeps ``..``, slashes and other path characters out of keys.
+
+An instance stored although its data set has no valid Study or Series Instance UID (ingest's
+``malformed_instances = "store"``) has :data:`UNKNOWN_UID_SEGMENT` in that UID's place:
+``<association-id>/unknown/unknown/<sop-instance-uid>.dcm``. The SOP Instance UID, from the
+C-STORE command, is always there. The placeholder can never be a UID (UIDs are digits and dots),
+so a key still names its parts unambiguously, and still has four segments.
 """
 
 import re
@@ -21,6 +27,9 @@ UID_PATTERN: Final = r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$"
 ASSOCIATION_ID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 #: Suffix of every object key.
 OBJECT_KEY_SUFFIX: Final = ".dcm"
+#: The key segment that stands for a Study or Series Instance UID the data set lacks (or has
+#: only an invalid one of): a word, so that it can never be taken for a UID.
+UNKNOWN_UID_SEGMENT: Final = "unknown"
 #: Name, under an association's prefix, of the object listing its instances when the list is
 #: too long to travel in the event (see :mod:`contracts.manifest`).
 MANIFEST_NAME: Final = "instances.jsonl"
@@ -34,8 +43,9 @@ class ObjectKeyParts(NamedTuple):
     """The parts an object key is built from, in key order."""
 
     association_id: str
-    study_instance_uid: str
-    series_instance_uid: str
+    #: None where the key has :data:`UNKNOWN_UID_SEGMENT`.
+    study_instance_uid: str | None
+    series_instance_uid: str | None
     sop_instance_uid: str
 
 
@@ -81,11 +91,12 @@ def check_stored_key(key: str) -> None:
 
 def object_key(
     association_id: str,
-    study_instance_uid: str,
-    series_instance_uid: str,
+    study_instance_uid: str | None,
+    series_instance_uid: str | None,
     sop_instance_uid: str,
 ) -> str:
-    """The object key of one stored instance.
+    """The object key of one stored instance; a study or series UID of None (the data set has
+    no valid one) is written as :data:`UNKNOWN_UID_SEGMENT`.
 
     Raises :class:`InvalidObjectKey` naming the first part that is not valid.
     """
@@ -95,11 +106,15 @@ def object_key(
         ("series instance UID", series_instance_uid),
         ("SOP instance UID", sop_instance_uid),
     ):
-        if not is_valid_uid(uid):
+        if uid is not None and not is_valid_uid(uid):
             raise InvalidObjectKey(f"{uid!r} is not a valid {name}")
-    return (
-        f"{prefix}{study_instance_uid}/{series_instance_uid}/{sop_instance_uid}{OBJECT_KEY_SUFFIX}"
-    )
+    study = UNKNOWN_UID_SEGMENT if study_instance_uid is None else study_instance_uid
+    series = UNKNOWN_UID_SEGMENT if series_instance_uid is None else series_instance_uid
+    return f"{prefix}{study}/{series}/{sop_instance_uid}{OBJECT_KEY_SUFFIX}"
+
+
+def _uid_segment(segment: str) -> str | None:
+    return None if segment == UNKNOWN_UID_SEGMENT else segment
 
 
 def parse_object_key(key: str) -> ObjectKeyParts:
@@ -114,7 +129,10 @@ def parse_object_key(key: str) -> ObjectKeyParts:
             f"(<association-id>/<study-uid>/<series-uid>/<sop-instance-uid>{OBJECT_KEY_SUFFIX})"
         )
     parts = ObjectKeyParts(
-        segments[0], segments[1], segments[2], segments[3].removesuffix(OBJECT_KEY_SUFFIX)
+        segments[0],
+        _uid_segment(segments[1]),
+        _uid_segment(segments[2]),
+        segments[3].removesuffix(OBJECT_KEY_SUFFIX),
     )
     object_key(*parts)  # validates every part with the same rules as building a key
     return parts

@@ -167,6 +167,12 @@ class IngestSettings(_Section):
     #: window is aborted as a silent one is (0: no minimum).
     min_receive_bytes_per_second: ByteSize = ByteSize(4096)
     receive_rate_window_seconds: float = Field(default=60, gt=0)
+    #: A data set whose encoding cannot be followed to its end, or that has no valid Study or
+    #: Series Instance UID: "store" keeps it byte for byte as received, answers success and
+    #: flags it in the event (``well_formed: false`` and the reason); "refuse" answers 0xC000.
+    #: Storing is the default because a refused instance is one the sending device retries for
+    #: ever or drops, and modality data is often quirky in exactly these ways (docs/conformance.md).
+    malformed_instances: Literal["store", "refuse"] = "store"
     spool_dir: Path = Path("gateway-data/spool")
     aborted_cleanup_seconds: float = Field(default=0, ge=0)
     implementation_class_uid: str = DEFAULT_IMPLEMENTATION_CLASS_UID

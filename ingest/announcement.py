@@ -37,8 +37,8 @@ class ManifestSummary:
     sha256: str
     instance_count: int
     total_bytes: int
-    #: Study of the first instance: the event's subject.
-    first_study_instance_uid: str
+    #: Study of the first instance that has one: the event's subject.
+    first_study_instance_uid: str | None
 
 
 def may_fit_inline(instance_count: int, max_event_bytes: int) -> bool:
@@ -55,11 +55,14 @@ def stored_instance(instance: SpooledInstance) -> StoredInstance:
         sop_instance_uid=instance.sop_instance_uid,
         sop_class_uid=instance.sop_class_uid,
         transfer_syntax_uid=instance.transfer_syntax_uid,
-        study_instance_uid=instance.study_instance_uid,
-        series_instance_uid=instance.series_instance_uid,
+        # '' in the journal: a data set stored without a valid UID for it (not well-formed).
+        study_instance_uid=instance.study_instance_uid or None,
+        series_instance_uid=instance.series_instance_uid or None,
         object_key=instance.object_key,
         size=instance.size,
         sha256=instance.sha256,
+        well_formed=instance.malformed_reason is None,
+        reason=instance.malformed_reason,
     )
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from gateway.errors import JournalError
 from ingest.held import HeldAssociations
 from ingest.journal_db import (
     HOLDING_A_PLACE,
+    INSERT_INSTANCE,
     INSTANCES_QUERY,
     AssociationState,
     JournalDb,
@@ -78,6 +79,11 @@ class SpooledInstance:
     #: The SHA-256 of the spool file when it is the object byte for byte (the fast path's);
     #: the upload then sends it as it is (ingest/object_upload.py).
     spool_sha256: str | None = None
+    #: Why the instance is not well-formed, when it was stored as received all the same
+    #: (``ingest.malformed_instances = "store"``); its study and series are then '' if the
+    #: data set has no valid UID for them. The fields are the row's columns, in their order
+    #: (``ingest.journal_db.INSERT_INSTANCE``).
+    malformed_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -355,26 +361,7 @@ class Journal:
                 " WHERE association_id = ? AND sop_instance_uid = ?",
                 (instance.association_id, instance.sop_instance_uid),
             ).fetchone()
-            cur.execute(
-                "INSERT OR REPLACE INTO instances (association_id, sop_instance_uid,"
-                " sop_class_uid, transfer_syntax_uid, study_instance_uid, series_instance_uid,"
-                " spool_name, data_offset, data_length, received_seq, object_key, spool_sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    instance.association_id,
-                    instance.sop_instance_uid,
-                    instance.sop_class_uid,
-                    instance.transfer_syntax_uid,
-                    instance.study_instance_uid,
-                    instance.series_instance_uid,
-                    instance.spool_name,
-                    instance.data_offset,
-                    instance.data_length,
-                    instance.received_seq,
-                    instance.object_key,
-                    instance.spool_sha256,
-                ),
-            )
+            cur.execute(INSERT_INSTANCE, astuple(instance))
         return None if previous is None else str(previous[0])
 
     def instances(

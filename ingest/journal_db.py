@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS instances (
     size                INTEGER,
     sha256              TEXT,
     spool_sha256        TEXT,
+    malformed_reason    TEXT,
     PRIMARY KEY (association_id, sop_instance_uid)
 );
 -- The uploader reads an association's instances in arrival order, and those not stored yet
@@ -80,10 +81,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+#: One instance row (a SOP Instance UID received again replaces its row); its columns, as
+#: ``_SELECT_INSTANCES`` reads them too, in the order of ``ingest.journal.SpooledInstance``'s
+#: fields.
+INSERT_INSTANCE = (
+    "INSERT OR REPLACE INTO instances (association_id, sop_instance_uid, sop_class_uid,"
+    " transfer_syntax_uid, study_instance_uid, series_instance_uid, spool_name, data_offset,"
+    " data_length, received_seq, object_key, size, sha256, spool_sha256, malformed_reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT_INSTANCES = (
     "SELECT association_id, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
     " study_instance_uid, series_instance_uid, spool_name, data_offset, data_length,"
-    " received_seq, object_key, size, sha256, spool_sha256 FROM instances"
+    " received_seq, object_key, size, sha256, spool_sha256, malformed_reason FROM instances"
     " WHERE association_id = ? AND received_seq > ?"
 )
 #: The instances of an association after a ``received_seq``, in arrival order, at most a
@@ -118,13 +128,16 @@ def timestamp(value: datetime | None) -> str | None:
 #: Columns added since the first version: (table, column, declaration). Journals written by
 #: earlier versions get them on opening: ``owner`` (worker processes), ``in_storage`` (uploads
 #: while the association is open), ``spool_sha256`` (one hash per instance), ``refusals`` and
-#: ``set_aside`` (events the broker refuses).
+#: ``set_aside`` (events the broker refuses),
+#: ``malformed_reason`` (an instance stored as received although not well-formed: why; its
+#: study and series columns are then '' when the data set has no valid UID for them).
 _LATER_COLUMNS = (
     ("associations", "owner", "INTEGER"),
     ("associations", "in_storage", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "spool_sha256", "TEXT"),
     ("outbox", "refusals", "INTEGER NOT NULL DEFAULT 0"),
     ("outbox", "set_aside", "TEXT"),
+    ("instances", "malformed_reason", "TEXT"),
 )
 
 

@@ -51,8 +51,9 @@ _IDENTITY_TAGS = [
 class InstanceIdentity:
     sop_class_uid: str
     sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
+    #: None only from :func:`read_identity_as_received`: the data set has no valid one.
+    study_instance_uid: str | None
+    series_instance_uid: str | None
 
 
 def data_set_offset(received: BinaryIO) -> int:
@@ -126,36 +127,56 @@ def invalid_uid(name: str, text: str) -> str:
     return f"{name} {quoted_uid(text)} is not a valid UID"
 
 
-def _uid(data_set: Dataset, tag: BaseTag, fallback: str, name: str) -> str:
-    """The UID's text as sent, without pydicom's value conversion (which warns on bad UIDs)."""
-    text = fallback
-    if tag in data_set:
-        value = data_set.get_item(tag).value
-        raw = value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
-        text = raw.decode("ascii", "replace").rstrip("\x00 ")
-    if not is_valid_uid(text):
-        raise InstanceRejected(Status.CANNOT_UNDERSTAND, invalid_uid(name, text))
-    return text
+def _text(data_set: Dataset, tag: BaseTag) -> str | None:
+    """The UID's text as sent (None: no such element), without pydicom's value conversion
+    (which warns on bad UIDs)."""
+    if tag not in data_set:
+        return None
+    value = data_set.get_item(tag).value
+    raw = value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
+    return raw.decode("ascii", "replace").rstrip("\x00 ")
 
 
-def read_identity(
-    received: BinaryIO,
-    offset: int,
-    transfer_syntax_uid: str,
-    command_sop_class_uid: str,
-    command_sop_instance_uid: str,
-) -> InstanceIdentity:
-    """Read the four UIDs that place an instance, stopping before anything large.
+def _uid(text: str | None, fallback: str, name: str) -> str:
+    """``text``, or ``fallback`` when the data set has no such element; refused unless valid."""
+    chosen = fallback if text is None else text
+    if not is_valid_uid(chosen):
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, invalid_uid(name, chosen))
+    return chosen
 
-    The SOP class and instance come from the data set and fall back to the C-STORE command's
-    Affected SOP Class/Instance UID when the data set lacks them; when both have them, they must
-    be the same (else *data set does not match SOP class*). An unknown transfer syntax is read
-    as explicit VR little endian, which is what private syntaxes use in practice.
-    """
+
+class _Prefix:
+    """The first ``length`` bytes of a stream from its position: what lies beyond is not
+    there for pydicom, which sees the data end where the well-formed elements end."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self._stream = stream
+        self._end = stream.tell() + length
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = max(self._end - self._stream.tell(), 0)
+        return self._stream.read(remaining if size is None or size < 0 else min(size, remaining))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = {0: offset, 1: self._stream.tell() + offset, 2: self._end + offset}[whence]
+        return self._stream.seek(min(target, self._end))
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+
+def _read_uids(
+    received: BinaryIO, offset: int, transfer_syntax_uid: str, length: int | None
+) -> list[str | None]:
+    """The texts of :data:`_IDENTITY_TAGS` in the data set (None for each one it lacks), read
+    from its first ``length`` bytes (None: all), stopping before anything large."""
     received.seek(offset)
     stream: BinaryIO = received
     if transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
         stream = Inflating(received)  # type: ignore[assignment]
+    if length is not None:
+        # Not read_dataset's bytelength: looking for specific tags, pydicom reads on past it.
+        stream = _Prefix(stream, length)  # type: ignore[assignment]
 
     def past_identity(tag: BaseTag, _vr: str | None, _length: int) -> bool:
         return bool(tag > _LAST_IDENTITY_TAG)
@@ -173,24 +194,99 @@ def read_identity(
         raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
         ) from exc
-    sop_class, sop_instance, study, series = _IDENTITY_TAGS
-    identity = InstanceIdentity(
-        sop_class_uid=_uid(data_set, sop_class, command_sop_class_uid, "SOP Class UID"),
-        sop_instance_uid=_uid(data_set, sop_instance, command_sop_instance_uid, "SOP Instance UID"),
-        study_instance_uid=_uid(data_set, study, "", "Study Instance UID"),
-        series_instance_uid=_uid(data_set, series, "", "Series Instance UID"),
-    )
+    return [_text(data_set, tag) for tag in _IDENTITY_TAGS]
+
+
+def _mismatch(name: str, in_data_set: str, in_command: str) -> InstanceRejected:
     # The sender's success is for the instance its command names. Filed under another UID it
     # is not the one the sender will ask for, and it could silently replace another instance
     # of the association (a UID received twice is stored once). dcmtk's storescp refuses it so.
+    return InstanceRejected(
+        Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+        f"{name} {quoted_uid(in_data_set)} in the data set is not the command's "
+        f"{quoted_uid(in_command)}",
+    )
+
+
+def read_identity(
+    received: BinaryIO,
+    offset: int,
+    transfer_syntax_uid: str,
+    command_sop_class_uid: str,
+    command_sop_instance_uid: str,
+) -> InstanceIdentity:
+    """Read the four UIDs that place an instance, stopping before anything large.
+
+    The SOP class and instance come from the data set and fall back to the C-STORE command's
+    Affected SOP Class/Instance UID when the data set lacks them; when both have them, they must
+    be the same (else *data set does not match SOP class*). An unknown transfer syntax is read
+    as explicit VR little endian, which is what private syntaxes use in practice. Every one of
+    the four must be a valid UID (else *cannot understand*).
+    """
+    sop_class, sop_instance, study, series = _read_uids(received, offset, transfer_syntax_uid, None)
+    identity = InstanceIdentity(
+        sop_class_uid=_uid(sop_class, command_sop_class_uid, "SOP Class UID"),
+        sop_instance_uid=_uid(sop_instance, command_sop_instance_uid, "SOP Instance UID"),
+        study_instance_uid=_uid(study, "", "Study Instance UID"),
+        series_instance_uid=_uid(series, "", "Series Instance UID"),
+    )
     for name, in_data_set, in_command in (
         ("SOP Class UID", identity.sop_class_uid, command_sop_class_uid),
         ("SOP Instance UID", identity.sop_instance_uid, command_sop_instance_uid),
     ):
         if in_command and in_data_set != in_command:
-            raise InstanceRejected(
-                Status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                f"{name} {quoted_uid(in_data_set)} in the data set is not the command's "
-                f"{quoted_uid(in_command)}",
-            )
+            raise _mismatch(name, in_data_set, in_command)
     return identity
+
+
+def read_identity_as_received(  # noqa: PLR0917 (the command's two UIDs, named)
+    received: BinaryIO,
+    offset: int,
+    transfer_syntax_uid: str,
+    command_sop_class_uid: str,
+    command_sop_instance_uid: str,
+    whole_length: int | None,
+) -> tuple[InstanceIdentity, list[str]]:
+    """The identity of an instance to be stored whatever its data set holds, and what is wrong
+    with it (``ingest.malformed_instances = "store"``).
+
+    Only the data set's first ``whole_length`` bytes are read (None: all): those that were
+    walked as well-formed. The SOP Class and Instance UIDs are the command's; one the data set
+    has must be the same (else *data set does not match SOP class*, as in
+    :func:`read_identity`), and the command's must be valid (else *cannot understand*: they
+    name the instance and its object). A Study or Series Instance UID the data set lacks, or
+    has only an invalid one of, is None, and the list says so; so does a data set that pydicom
+    cannot read (the command's UIDs are then taken as they are).
+    """
+    problems: list[str] = []
+    try:
+        sop_class, sop_instance, study, series = _read_uids(
+            received, offset, transfer_syntax_uid, whole_length
+        )
+    except InstanceRejected:
+        # Not pydicom's message: the reason travels in the event, and must quote no value.
+        problems.append("data set cannot be parsed for its UIDs")
+        sop_class = sop_instance = study = series = None
+    for name, in_data_set, in_command in (
+        ("SOP Class UID", sop_class, command_sop_class_uid),
+        ("SOP Instance UID", sop_instance, command_sop_instance_uid),
+    ):
+        if in_command and in_data_set is not None and in_data_set != in_command:
+            raise _mismatch(name, in_data_set, in_command)
+    placement: list[str | None] = []
+    for name, text in (("Study Instance UID", study), ("Series Instance UID", series)):
+        valid = text is not None and is_valid_uid(text)
+        placement.append(text if valid else None)
+        if text is None:
+            problems.append(f"no {name}")
+        elif not valid:
+            problems.append(invalid_uid(name, text))
+    identity = InstanceIdentity(
+        sop_class_uid=_uid(None, command_sop_class_uid or sop_class or "", "SOP Class UID"),
+        sop_instance_uid=_uid(
+            None, command_sop_instance_uid or sop_instance or "", "SOP Instance UID"
+        ),
+        study_instance_uid=placement[0],
+        series_instance_uid=placement[1],
+    )
+    return identity, problems

@@ -14,11 +14,12 @@ import functools
 import hashlib
 import logging
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 
+from contracts.events import MAX_REASON_LENGTH
 from contracts.keys import is_valid_uid, object_key
 from gateway.dicom_status import Status
 from gateway.errors import InstanceRejected, JournalError, LimitCrossed
@@ -27,10 +28,17 @@ from gateway.netdicom.direct_store import IncomingInstance
 from gateway.netdicom.store_messages import StoreRequest
 from ingest.associations import ActiveAssociation, IngestContext
 from ingest.journal import AssociationNotOpen, SpooledInstance
-from ingest.part10 import data_set_offset, file_meta_bytes, invalid_uid, read_identity
+from ingest.part10 import (
+    InstanceIdentity,
+    data_set_offset,
+    file_meta_bytes,
+    invalid_uid,
+    read_identity,
+    read_identity_as_received,
+)
 from ingest.receive_guard import AssociationGuard
 from ingest.receive_limits import ReceiveLimits
-from ingest.well_formed import check_well_formed
+from ingest.well_formed import check_well_formed, find_malformation
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,43 @@ def _check_transfer_syntax(transfer_syntax: str) -> None:
         raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, invalid_uid("transfer syntax", transfer_syntax)
         )
+
+
+def _identify(  # noqa: PLR0917 (what store_received has, passed on)
+    malformed_instances: str,
+    data: BinaryIO,
+    offset: int,
+    transfer_syntax: str,
+    command_sop_class: str,
+    command_sop_instance: str,
+) -> tuple[InstanceIdentity, str | None]:
+    """The received instance's identity, and why it is not well-formed when it is stored all
+    the same (``ingest.malformed_instances``; None: it is well-formed)."""
+    if malformed_instances == "refuse":
+        # Before the identity: a data set cut short or with lying lengths must not be answered
+        # with success, and pydicom then only reads what is well-formed.
+        check_well_formed(data, offset, transfer_syntax)
+        identity = read_identity(
+            data, offset, transfer_syntax, command_sop_class, command_sop_instance
+        )
+        return identity, None
+    # Stored as received whatever it holds: pydicom reads only the elements the walk found
+    # whole, and the command's UIDs name the instance.
+    malformation = find_malformation(data, offset, transfer_syntax)
+    identity, problems = read_identity_as_received(
+        data,
+        offset,
+        transfer_syntax,
+        command_sop_class,
+        command_sop_instance,
+        None if malformation is None else malformation.whole_length,
+    )
+    if malformation is not None:
+        problems.insert(0, malformation.reason)
+    reason = "; ".join(problems)
+    if len(reason) > MAX_REASON_LENGTH:
+        reason = reason[: MAX_REASON_LENGTH - 3] + "..."
+    return identity, reason or None
 
 
 def handle_store(event: evt.Event, ctx: IngestContext) -> int:
@@ -86,11 +131,13 @@ def store_received(
         _check_transfer_syntax(transfer_syntax)
         with received.open("rb") as data:
             offset = data_set_offset(data)
-            # Before the identity: a data set cut short or with lying lengths must not be
-            # answered with success, and pydicom then only reads what is well-formed.
-            check_well_formed(data, offset, transfer_syntax)
-            identity = read_identity(
-                data, offset, transfer_syntax, command_sop_class, command_sop_instance
+            identity, malformed_reason = _identify(
+                ctx.settings.ingest.malformed_instances,
+                data,
+                offset,
+                transfer_syntax,
+                command_sop_class,
+                command_sop_instance,
             )
         data_length = received.stat().st_size - offset
         key = object_key(
@@ -108,14 +155,16 @@ def store_received(
                 sop_instance_uid=identity.sop_instance_uid,
                 sop_class_uid=identity.sop_class_uid,
                 transfer_syntax_uid=transfer_syntax,
-                study_instance_uid=identity.study_instance_uid,
-                series_instance_uid=identity.series_instance_uid,
+                # '': none valid in the data set (stored as received; see _identify)
+                study_instance_uid=identity.study_instance_uid or "",
+                series_instance_uid=identity.series_instance_uid or "",
                 spool_name=name,
                 data_offset=offset,
                 data_length=data_length,
                 received_seq=seq,
                 object_key=key,
                 spool_sha256=file_sha256,
+                malformed_reason=malformed_reason,
             )
         )
     except InstanceRejected as exc:
@@ -146,6 +195,13 @@ def store_received(
         return Status.OUT_OF_RESOURCES
     if replaced is not None:
         ctx.spool.instance_path(active.association_id, replaced).unlink(missing_ok=True)
+    if malformed_reason is not None:
+        log.warning(
+            "association %s: SOP instance %s stored as received, not well-formed: %s",
+            active.association_id,
+            identity.sop_instance_uid,
+            malformed_reason,
+        )
     with active.lock:
         active.instances += 1
         active.bytes += data_length

@@ -77,6 +77,8 @@ class _Cursor:
         #: The data set's length, when known without inflating it.
         self._size = size
         self.position = 0
+        #: Where the data set's first top-level element not yet walked to its end starts.
+        self.whole = 0
 
     def read(self, count: int, level: _Level) -> bytes:
         """``count`` bytes of a header; fewer only where the data ends."""
@@ -116,8 +118,30 @@ def _where(tag: int, at: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at offset {at}"
 
 
+@dataclass(frozen=True)
+class Malformation:
+    """Why a data set's encoding cannot be followed to its end."""
+
+    #: Where the walk stopped and why, by tags and offsets (never a value).
+    reason: str
+    #: Length of the data set's leading top-level elements that were walked to their end
+    #: before it: well-formed, so the identity may be read from them (in the inflated data,
+    #: for a deflated transfer syntax).
+    whole_length: int
+
+
 def check_well_formed(received: BinaryIO, offset: int, transfer_syntax_uid: str) -> None:
-    """Refuse a data set whose encoding cannot be followed to its end.
+    """Refuse a data set whose encoding cannot be followed to its end (see
+    :func:`find_malformation`). Raises :class:`InstanceRejected` with *cannot understand*."""
+    malformation = find_malformation(received, offset, transfer_syntax_uid)
+    if malformation is not None:
+        raise InstanceRejected(Status.CANNOT_UNDERSTAND, malformation.reason)
+
+
+def find_malformation(
+    received: BinaryIO, offset: int, transfer_syntax_uid: str
+) -> Malformation | None:
+    """What keeps a data set's encoding from being followed to its end; None: nothing.
 
     That is one cut short, with a length that runs past the data or past the item or
     sequence around it, a sequence or item that is never closed, an item or delimiter out of
@@ -126,8 +150,7 @@ def check_well_formed(received: BinaryIO, offset: int, transfer_syntax_uid: str)
     by their VR, or in implicit VR by the data dictionary); other values are skipped unread
     (inflated and dropped, when deflated), so a large instance costs no more memory than a
     small one. Values, VRs and the order of tags are not judged, and odd lengths are
-    accepted as dcmtk and pydicom read them: the bytes are stored as sent. Raises
-    :class:`InstanceRejected` with *cannot understand*.
+    accepted as dcmtk and pydicom read them: the bytes are stored as sent.
     """
     size = received.seek(0, os.SEEK_END) - offset
     received.seek(offset)
@@ -143,9 +166,8 @@ def check_well_formed(received: BinaryIO, offset: int, transfer_syntax_uid: str)
             little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN,
         )
     except (_Malformed, zlib.error) as exc:
-        raise InstanceRejected(
-            Status.CANNOT_UNDERSTAND, f"data set is not well-formed: {exc}"
-        ) from exc
+        return Malformation(f"data set is not well-formed: {exc}", cursor.whole)
+    return None
 
 
 #: Header, 4-byte and 2-byte fields, by ``little_endian``: compiled once, as every element
@@ -163,6 +185,8 @@ def _walk(cursor: _Cursor, *, implicit_vr: bool, little_endian: bool) -> None:
             levels.pop()  # a container of defined length is complete
             continue
         at = cursor.position
+        if len(levels) == 1:
+            cursor.whole = at  # every top-level element before this one is whole
         header = cursor.read(8, level)
         if not header and len(levels) == 1:
             return

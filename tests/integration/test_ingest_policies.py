@@ -195,7 +195,9 @@ def raw_sending() -> Iterator[None]:
 def test_invalid_uids_fail_that_instance_only(
     ingest: Ingest, inbox: Path, tmp_path: Path, keyword: str, value: str
 ) -> None:
-    gateway = ingest.start()
+    # Refused, as ingest.malformed_instances = "refuse" does; the default, "store", is
+    # tests/integration/test_ingest_malformed.py's (and the SOP Instance UID case below).
+    gateway = ingest.start(malformed_instances="refuse")
     good, template = ct_series(inbox, 2)
     bad = _with_uid(template.path, tmp_path / "bad.dcm", keyword, value)
     ae = PromptAE(ae_title="PYNETDICOM")

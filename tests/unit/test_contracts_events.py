@@ -1,4 +1,5 @@
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,3 +140,55 @@ def test_association_released_requires(missing: str) -> None:
 def test_stored_instance_rejects(changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         StoredInstance.model_validate(instance_fields(f"{SERIES}.1", 1) | changes)
+
+
+def _not_well_formed(sop: str, **changes: Any) -> dict[str, Any]:
+    fields = instance_fields(sop, 10, object_key=object_key(ASSOCIATION_ID, None, None, sop))
+    del fields["study_instance_uid"], fields["series_instance_uid"]
+    return fields | {"well_formed": False, "reason": "no Study Instance UID"} | changes
+
+
+def test_a_well_formed_instance_is_written_as_before_the_flag_existed() -> None:
+    # A consumer built on the earlier model (extra="forbid", study and series required) must
+    # still read every well-formed instance: the new fields are left out of its JSON.
+    instance = StoredInstance.model_validate(instance_fields(f"{SERIES}.1", 1))
+    assert instance.well_formed is True
+    assert instance.reason is None
+    for dumped in (instance.model_dump(mode="json"), json.loads(instance.model_dump_json())):
+        assert sorted(dumped) == sorted(instance_fields(f"{SERIES}.1", 1))
+
+
+def test_an_instance_stored_as_received_says_so_and_round_trips() -> None:
+    instance = StoredInstance.model_validate(_not_well_formed(f"{SERIES}.3"))
+    dumped = json.loads(instance.model_dump_json())
+    assert dumped["well_formed"] is False
+    assert dumped["reason"] == "no Study Instance UID"
+    assert "study_instance_uid" not in dumped  # absent, not null
+    assert dumped["object_key"] == f"{ASSOCIATION_ID}/unknown/unknown/{SERIES}.3.dcm"
+    assert StoredInstance.model_validate(dumped) == instance
+    released = AssociationReleased.model_validate(
+        released_fields(
+            instances=[instance_fields(f"{SERIES}.1", 100), _not_well_formed(f"{SERIES}.3")],
+            total_bytes=110,
+        )
+    )
+    assert AssociationReleased.model_validate_json(released.model_dump_json()) == released
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        (_not_well_formed(f"{SERIES}.3", reason=None), "reason is given exactly"),
+        (_not_well_formed(f"{SERIES}.3", well_formed=True), "reason is given exactly"),
+        (_not_well_formed(f"{SERIES}.3", well_formed=True, reason=None), "has a study"),
+        (_not_well_formed(f"{SERIES}.3", reason=""), "reason"),
+        (_not_well_formed(f"{SERIES}.3", reason="x" * 513), "reason"),
+        (_not_well_formed(f"{SERIES}.3", study_instance_uid=STUDY), "does not name"),
+        (instance_fields(f"{SERIES}.1", 1, study_instance_uid=None), "has a study"),
+    ],
+)
+def test_the_well_formed_flag_its_reason_and_the_uids_agree(
+    fields: dict[str, Any], match: str
+) -> None:
+    with pytest.raises(ValidationError, match=match):
+        StoredInstance.model_validate(fields)

@@ -4,6 +4,7 @@ import pytest
 
 from contracts.errors import ContractError, InvalidObjectKey
 from contracts.keys import (
+    UNKNOWN_UID_SEGMENT,
     ObjectKeyParts,
     association_prefix,
     is_valid_association_id,
@@ -147,3 +148,48 @@ def test_invalid_object_key_is_a_contract_error() -> None:
     # Callers catch ContractError (or ValueError, e.g. inside pydantic validators) at boundaries.
     assert issubclass(InvalidObjectKey, ContractError)
     assert issubclass(ContractError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("study", "series", "key"),
+    [
+        (STUDY, SERIES, f"{ASSOCIATION_ID}/{STUDY}/{SERIES}/{SOP}.dcm"),
+        (None, SERIES, f"{ASSOCIATION_ID}/unknown/{SERIES}/{SOP}.dcm"),
+        (STUDY, None, f"{ASSOCIATION_ID}/{STUDY}/unknown/{SOP}.dcm"),
+        (None, None, f"{ASSOCIATION_ID}/unknown/unknown/{SOP}.dcm"),
+    ],
+)
+def test_a_missing_study_or_series_uid_is_the_unknown_segment(
+    study: str | None, series: str | None, key: str
+) -> None:
+    # An instance stored although its data set has no valid study or series UID
+    # (ingest.malformed_instances = "store"): the key keeps four segments and names the SOP
+    # instance, and parsing it gives None back where the UID was missing.
+    assert UNKNOWN_UID_SEGMENT == "unknown"
+    assert not is_valid_uid(UNKNOWN_UID_SEGMENT)
+    assert object_key(ASSOCIATION_ID, study, series, SOP) == key
+    assert parse_object_key(key) == ObjectKeyParts(ASSOCIATION_ID, study, series, SOP)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"{ASSOCIATION_ID}/unknown/unknown/unknown.dcm",  # the SOP instance is never unknown
+        f"{ASSOCIATION_ID}/Unknown/{SERIES}/{SOP}.dcm",
+        f"{ASSOCIATION_ID}/unknown-study/{SERIES}/{SOP}.dcm",
+        f"{ASSOCIATION_ID}/{STUDY}/unknown /{SOP}.dcm",
+        f"{ASSOCIATION_ID}/unknown/{SOP}.dcm",
+        f"{ASSOCIATION_ID}//unknown/{SOP}.dcm",
+    ],
+)
+def test_parse_object_key_takes_the_unknown_segment_only_for_study_and_series(key: str) -> None:
+    with pytest.raises(InvalidObjectKey):
+        parse_object_key(key)
+
+
+def test_object_key_still_refuses_an_invalid_study_or_series_uid() -> None:
+    # None stands for "missing or invalid"; an invalid UID itself never reaches a key.
+    with pytest.raises(InvalidObjectKey, match="study instance UID"):
+        object_key(ASSOCIATION_ID, UNKNOWN_UID_SEGMENT, SERIES, SOP)
+    with pytest.raises(InvalidObjectKey, match="SOP instance UID"):
+        object_key(ASSOCIATION_ID, None, None, "")
