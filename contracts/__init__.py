@@ -10,6 +10,11 @@
 - An event stays under the gateway's ``max_event_bytes``: a longer instance list goes into the
   object ``<association-id>/instances.jsonl`` and the event's ``manifest`` names it
   (:mod:`contracts.manifest`; the pipeline client reads it for you).
+- For a called AE title with a quiet time (``study_stable_seconds``), the gateway also publishes
+  ``dicomgateway.study.stable.v1`` (data: :class:`StudyStable`, every instance of the study it
+  holds for that AE title, across associations) with routing key ``study.stable.<pipeline>``,
+  once no new instance came for that long; later instances give the next ``revision``, each
+  with its own id.
 - To send stored objects on to remote DICOM nodes, a pipeline publishes a CloudEvent of type
   ``dicomgateway.export.requested.v1`` (data: :class:`ExportRequested`, naming an association or
   object keys and configured destinations) with routing key ``export.requested``. The export
@@ -31,6 +36,8 @@ from contracts.cloudevent import (
     export_requested_event,
     export_requested_from_event,
     parse_event,
+    study_stable_event,
+    study_stable_from_event,
     to_structured,
 )
 from contracts.errors import ContractError, InvalidEvent, InvalidObjectKey
@@ -70,10 +77,13 @@ from contracts.routing import (
     EXCHANGE,
     EXPORT_COMPLETED_ROUTING_KEY,
     EXPORT_REQUESTED_ROUTING_KEY,
+    STUDY_STABLE_BINDING,
     association_released_routing_key,
     is_valid_pipeline,
     is_valid_routing_key,
+    study_stable_routing_key,
 )
+from contracts.studies import STUDY_STABLE_TYPE, StudyAssociation, StudyStable
 
 __all__ = [
     "ASSOCIATION_RELEASED_BINDING",
@@ -85,6 +95,8 @@ __all__ = [
     "EXPORT_REQUESTED_ROUTING_KEY",
     "EXPORT_REQUESTED_TYPE",
     "MANIFEST_MEDIA_TYPE",
+    "STUDY_STABLE_BINDING",
+    "STUDY_STABLE_TYPE",
     "UNKNOWN_UID_SEGMENT",
     "AssociationReleased",
     "ContractError",
@@ -99,6 +111,8 @@ __all__ = [
     "InvalidObjectKey",
     "ObjectKeyParts",
     "StoredInstance",
+    "StudyAssociation",
+    "StudyStable",
     "association_prefix",
     "association_released_event",
     "association_released_from_event",
@@ -122,6 +136,9 @@ __all__ = [
     "overall_status",
     "parse_event",
     "parse_object_key",
+    "study_stable_event",
+    "study_stable_from_event",
+    "study_stable_routing_key",
     "to_structured",
     "with_manifest_instances",
 ]

@@ -31,6 +31,7 @@ from contracts.export import (
     ExportCompleted,
     ExportRequested,
 )
+from contracts.studies import STUDY_STABLE_TYPE, StudyStable
 
 #: Content type of a structured-mode message body in the JSON event format.
 CONTENT_TYPE_STRUCTURED: Final = "application/cloudevents+json"
@@ -111,6 +112,21 @@ def association_released_event(
         return CloudEvent(attributes, data.model_dump(mode="json"))
     except CloudEventValidationError as exc:
         raise ContractError(f"cannot build the event: {exc}") from exc
+
+
+def study_stable_event(
+    data: StudyStable, *, event_id: str, source: str, time: datetime
+) -> CloudEvent:
+    """The CloudEvent announcing a stable study: ``event_id`` is one per (study, revision), the
+    subject is the Study Instance UID."""
+    return _build(
+        STUDY_STABLE_TYPE,
+        data,
+        event_id=event_id,
+        source=source,
+        time=time,
+        subject=data.study_instance_uid,
+    )
 
 
 def export_requested_event(
@@ -223,6 +239,11 @@ def association_released_from_event(event: CloudEvent) -> AssociationReleased:
             f"event id {event.get_id()!r} is not the association id {released.association_id!r}"
         )
     return released
+
+
+def study_stable_from_event(event: CloudEvent) -> StudyStable:
+    """The data of a stable-study event; :class:`InvalidEvent` if it is not one."""
+    return _data(event, STUDY_STABLE_TYPE, StudyStable)
 
 
 def export_requested_from_event(event: CloudEvent) -> ExportRequested:

@@ -1,8 +1,9 @@
-"""The instance manifest: an association's instance list as an object beside its instances.
+"""The instance manifest: an event's instance list as an object beside its instances.
 
 An event stays small whatever the association: when listing every instance inline would make it
 larger than the gateway's ``max_event_bytes``, the list goes into an object under the
-association's prefix (:func:`contracts.keys.manifest_key`) and the event carries its key, size and
+association's prefix (:func:`contracts.keys.manifest_key`; a stable-study event's under its
+event id) and the event carries its key, size and
 SHA-256 (:class:`~contracts.events.InstanceManifest`) with an empty ``instances``. The object is
 JSON Lines: one :class:`~contracts.events.StoredInstance` per line, in the order received.
 
@@ -13,15 +14,19 @@ caller moves the bytes.
 
 import hashlib
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, TypeVar
 
 from pydantic import ValidationError
 
 from contracts.errors import InvalidEvent
 from contracts.events import AssociationReleased, StoredInstance
+from contracts.studies import StudyStable
 
 #: Media type of a manifest object.
 MANIFEST_MEDIA_TYPE: Final = "application/x-ndjson"
+
+#: An event that may list its instances in a manifest.
+Listing = TypeVar("Listing", AssociationReleased, StudyStable)
 
 
 def manifest_line(instance: StoredInstance) -> bytes:
@@ -29,19 +34,17 @@ def manifest_line(instance: StoredInstance) -> bytes:
     return instance.model_dump_json().encode() + b"\n"
 
 
-def with_manifest_instances(
-    released: AssociationReleased, lines: Iterable[bytes]
-) -> AssociationReleased:
-    """``released`` with ``instances`` filled in from its manifest's ``lines`` (the object read in
-    binary, line by line, newlines kept).
+def with_manifest_instances(event: Listing, lines: Iterable[bytes]) -> Listing:
+    """``event`` (an association's or a study's) with ``instances`` filled in from its
+    manifest's ``lines`` (the object read in binary, line by line, newlines kept).
 
     Raises :class:`InvalidEvent` if the event has no manifest, or if the lines are not the
-    object it names (size, SHA-256) or do not list what it announces (count, total bytes, every
-    key under the association's prefix).
+    object it names (size, SHA-256) or do not list what it announces (count, total bytes, and
+    what else the event's model checks, e.g. every key under an association's prefix).
     """
-    manifest = released.manifest
+    manifest = event.manifest
     if manifest is None:
-        raise InvalidEvent(f"association {released.association_id} has no manifest")
+        raise InvalidEvent("the event has no manifest")
     digest = hashlib.sha256()
     size = 0
     instances = []
@@ -62,7 +65,7 @@ def with_manifest_instances(
             f"(expected {manifest.size} bytes with SHA-256 {manifest.sha256})"
         )
     try:
-        return AssociationReleased.model_validate({**released.model_dump(), "instances": instances})
+        return type(event).model_validate({**event.model_dump(), "instances": instances})
     except ValidationError as exc:
         raise InvalidEvent(
             f"manifest {manifest.object_key} does not match its event: {exc}"

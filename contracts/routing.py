@@ -18,6 +18,8 @@ from contracts.errors import ContractError
 EXCHANGE: Final = "dicom-gateway"
 #: Binding key that matches the association-released events of every pipeline.
 ASSOCIATION_RELEASED_BINDING: Final = "association.released.*"
+#: Binding key that matches the stable-study events of every pipeline.
+STUDY_STABLE_BINDING: Final = "study.stable.*"
 #: Routing key of export requests; the export service's queue is bound to it.
 EXPORT_REQUESTED_ROUTING_KEY: Final = "export.requested"
 #: Routing key of export completions, unless the request names its own reply routing key.
@@ -56,6 +58,13 @@ def association_released_routing_key(pipeline: str) -> str:
     if not is_valid_pipeline(pipeline):
         raise ContractError(f"{pipeline!r} is not a valid pipeline name")
     return f"association.released.{pipeline}"
+
+
+def study_stable_routing_key(pipeline: str) -> str:
+    """The routing key of the stable-study events announced to ``pipeline``."""
+    if not is_valid_pipeline(pipeline):
+        raise ContractError(f"{pipeline!r} is not a valid pipeline name")
+    return f"study.stable.{pipeline}"
 
 
 def topic_matches(binding: str, routing_key: str) -> bool:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from contracts.events import AssociationReleased, StoredInstance
 from contracts.export import ExportCompleted, ExportRequested
+from contracts.studies import StudyStable
 
 #: Directory of the schema files, inside the package so that they ship with it.
 SCHEMA_DIR: Final = Path(__file__).parent / "schemas"
@@ -23,6 +24,7 @@ SCHEMAS: Final[Mapping[str, type[BaseModel]]] = MappingProxyType(
         "association.released.v1.json": AssociationReleased,
         # One line of an instance manifest (contracts.manifest).
         "association.instance.v1.json": StoredInstance,
+        "study.stable.v1.json": StudyStable,
         "export.requested.v1.json": ExportRequested,
         "export.completed.v1.json": ExportCompleted,
     }

@@ -13,15 +13,16 @@ from collections.abc import Callable
 from gateway.errors import ConfigError, UsageError
 from gateway.settings import GatewaySettings
 
-ACTIONS = ("list", "show", "retry", "drop")
+ACTIONS = ("list", "show", "retry", "drop", "reannounce")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
         choices=ACTIONS,
-        help="list every association; show, retry (a failed one) or drop (a failed or aborted "
-        "one, or one whose event is set aside) the association ID",
+        help="list every association; show, retry (a failed one), drop (a failed or aborted "
+        "one, or one whose event is set aside) or reannounce (publish its event again, same "
+        "id) the association ID",
     )
     parser.add_argument("association_id", nargs="?", metavar="ID", help="an association id")
     parser.add_argument(
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, settings: GatewaySettings, write: Callable[[st
 
     if (args.action == "list") != (args.association_id is None):
         raise UsageError(
-            "give an association ID to show, retry or drop"
+            "give an association ID to show, retry, drop or reannounce"
             if args.action != "list"
             else "list takes no association ID"
         )
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace, settings: GatewaySettings, write: Callable[[st
             write(commands.shown(journal, args.association_id))
         elif args.action == "retry":
             write(commands.retry(journal, args.association_id))
+        elif args.action == "reannounce":
+            write(commands.reannounce(journal, args.association_id))
         else:
             store = open_store(settings.storage)
             write(commands.drop(journal, spool, store, args.association_id))

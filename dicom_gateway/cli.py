@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
     check = subcommand("check-config", "validate the configuration and print it")
     associations = subcommand(
-        "associations", "list, show, retry or drop the associations ingest's journal holds"
+        "associations",
+        "list, show, retry, drop or reannounce the associations ingest's journal holds",
     )
     add_association_arguments(associations)
     for command in (serve, ingest, export):

@@ -73,6 +73,7 @@ class IngestMetrics:
     outbox_events: Gauge
     events_set_aside: Gauge
     associations_failed: Gauge
+    studies_waiting: Gauge
     spool_used_ratio: Gauge
     spool_watermark_ratio: Gauge
 
@@ -174,6 +175,12 @@ class IngestMetrics:
                 "than an outage; their files wait in the spool (dicom-gateway associations).",
                 registry=registry,
             ),
+            studies_waiting=Gauge(
+                f"{PREFIX}_studies_waiting",
+                "Studies of AE titles with study_stable_seconds waiting for their quiet time "
+                "(or for an association of theirs still arriving) before their stable event.",
+                registry=registry,
+            ),
             spool_used_ratio=Gauge(
                 f"{PREFIX}_spool_used_ratio",
                 "Used fraction of the filesystem that holds the spool.",
@@ -206,6 +213,7 @@ class IngestMetrics:
         outbox_depth: Callable[[], float],
         set_aside_events: Callable[[], float],
         failed_associations: Callable[[], float],
+        studies_waiting: Callable[[], float],
         spool_used: Callable[[], float],
         watermark: float,
     ) -> None:
@@ -214,6 +222,7 @@ class IngestMetrics:
         self.outbox_events.set_function(outbox_depth)
         self.events_set_aside.set_function(set_aside_events)
         self.associations_failed.set_function(failed_associations)
+        self.studies_waiting.set_function(studies_waiting)
         self.spool_used_ratio.set_function(spool_used)
         self.spool_watermark_ratio.set(watermark)
 

@@ -82,6 +82,9 @@ class AESettings(_Section):
     ae_title: AETitle
     pipeline: str = "default"
     allowed_sources: tuple[str, ...] = ()
+    #: Quiet time after which a study is announced as stable (``study.stable.<pipeline>``),
+    #: listing every instance of it held for this AE title across associations; 0: off.
+    study_stable_seconds: float = Field(default=0, ge=0, le=7 * 86400)
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
@@ -190,6 +193,10 @@ class IngestSettings(_Section):
     #: Largest association event published: a longer instance list goes into a manifest
     #: object beside the instances and the event names it (claim check, contracts.manifest).
     max_event_bytes: int = Field(default=1_048_576, ge=16_384, le=67_108_864)
+    #: How long the journal remembers a published association event (for ``associations
+    #: reannounce``) and a study after its last stable event (for its next revision; later
+    #: instances start a new study record at revision 1). Never past storage.retention_days.
+    history_days: float = Field(default=7, gt=0, le=36_500)
     #: DICOM TLS on the listener; none: plain TCP.
     tls: TlsServerSettings | None = None
     ae: tuple[AESettings, ...] = (AESettings(ae_title="GATEWAY"),)

@@ -55,6 +55,7 @@ class Checks:
 
     def __init__(self, *services: str) -> None:
         self._checks: dict[str, Check] = {}
+        self._notes: dict[str, Check] = {}
         self._starting = set(services)
         self._lock = threading.Lock()
         self._logged: dict[str, str | None] = {}
@@ -62,6 +63,25 @@ class Checks:
     def add(self, name: str, check: Check) -> None:
         with self._lock:
             self._checks[name] = check
+
+    def note(self, name: str, note: Check) -> None:
+        """Something ``/readyz`` points out (a count, never an id or a name) without making the
+        process unready: e.g. associations set aside, which need an operator, not a restart."""
+        with self._lock:
+            self._notes[name] = note
+
+    def notes(self) -> dict[str, str]:
+        with self._lock:
+            notes = dict(self._notes)
+        results = {}
+        for name, note in notes.items():
+            try:
+                text = note()
+            except GatewayError as exc:
+                text = f"not known: {exc}"
+            if text is not None:
+                results[name] = text
+        return results
 
     def started(self, service: str) -> None:
         with self._lock:
@@ -166,6 +186,9 @@ def _handler(registry: CollectorRegistry, checks: Checks) -> type[BaseHTTPReques
                     "status": "not ready" if failed else "ready",
                     "checks": {name: _shown(p) for name, p in results.items()},
                 }
+                notes = checks.notes()
+                if notes:
+                    body["attention"] = notes
                 self._json(HTTPStatus.SERVICE_UNAVAILABLE if failed else HTTPStatus.OK, body)
             elif path == "/metrics":
                 self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(registry))

@@ -1,7 +1,9 @@
 """A small async client for pipelines that work on what the DICOM gateway receives.
 
-A pipeline waits for association-released events, reads the stored instances, writes what it
-derives back to the same storage, and asks the export service to send objects on::
+A pipeline waits for association-released events (or, with
+:meth:`~gateway_client.client.PipelineClient.subscribe_studies`, for stable-study events),
+reads the stored instances, writes what it derives back to the same storage, and asks the
+export service to send objects on::
 
     from contextlib import aclosing
     from gateway_client import PipelineClient, derived_object_key
@@ -56,11 +58,18 @@ if TYPE_CHECKING:
         is_derived_association_id,
     )
     from gateway_client.settings import BrokerSettings, ClientSettings, StorageSettings
-    from gateway_client.subscription import ReceivedAssociation, Subscription
+    from gateway_client.subscription import (
+        Received,
+        ReceivedAssociation,
+        ReceivedStudy,
+        Subscription,
+    )
 
 _WHERE = {
     "PipelineClient": "gateway_client.client",
+    "Received": "gateway_client.subscription",
     "ReceivedAssociation": "gateway_client.subscription",
+    "ReceivedStudy": "gateway_client.subscription",
     "Subscription": "gateway_client.subscription",
     "BrokerUnavailable": "gateway_client.errors",
     "CompletionTimeout": "gateway_client.errors",
@@ -87,7 +96,9 @@ __all__ = [
     "GatewayError",
     "ObjectMissing",
     "PipelineClient",
+    "Received",
     "ReceivedAssociation",
+    "ReceivedStudy",
     "StorageSettings",
     "StorageUnavailable",
     "Subscription",

@@ -47,28 +47,39 @@ from pydantic import ValidationError
 
 from contracts.cloudevent import (
     CONTENT_TYPE_STRUCTURED,
+    association_released_from_event,
     export_completed_from_event,
     export_requested_event,
     parse_event,
+    study_stable_from_event,
     to_structured,
 )
 from contracts.errors import ContractError, InvalidEvent
 from contracts.events import AssociationReleased
 from contracts.export import ExportCompleted, ExportRequested
 from contracts.keys import MANIFEST_NAME, parse_object_key
-from contracts.manifest import with_manifest_instances
+from contracts.manifest import Listing, with_manifest_instances
 from contracts.routing import (
     ASSOCIATION_RELEASED_BINDING,
     EXPORT_COMPLETED_ROUTING_KEY,
     EXPORT_REQUESTED_ROUTING_KEY,
+    STUDY_STABLE_BINDING,
     association_released_routing_key,
     is_valid_pipeline,
+    study_stable_routing_key,
 )
+from contracts.studies import StudyStable
 from gateway.backends import open_store
 from gateway.objectstore import ObjectStore
 from gateway_client.errors import CompletionTimeout
 from gateway_client.settings import ClientSettings
-from gateway_client.subscription import ReceivedAssociation, Subscription
+from gateway_client.subscription import (
+    E,
+    Received,
+    ReceivedAssociation,
+    ReceivedStudy,
+    Subscription,
+)
 from gateway_client.transport import ReplyListener, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -116,7 +127,9 @@ class PipelineClient:
         self.name = name
         self._transport: Transport = open_transport(settings.broker, f"pipeline {name}")
         self._store: ObjectStore = open_store(settings.storage)
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: list[
+            Subscription[AssociationReleased] | Subscription[StudyStable]
+        ] = []
         self._replies: dict[str, ReplyListener] = {}
 
     @classmethod
@@ -154,26 +167,36 @@ class PipelineClient:
 
     async def subscribe(
         self, *, consumer: str, pipeline: str | None = "default", prefetch: int = 1
-    ) -> Subscription:
+    ) -> Subscription[AssociationReleased]:
         """Declare ``consumer``'s queue for ``pipeline``'s events (every pipeline's when None).
 
         From this moment on the events are kept for the consumer, whether it is running or
         not. ``prefetch`` is how many events it may hold unsettled at once.
         """
-        if not is_valid_consumer(consumer):
-            raise ContractError(
-                f"{consumer!r} cannot name a consumer: 1 to {CONSUMER_MAX_LENGTH} letters, "
-                "digits, '.', '_', ':' or '-'"
-            )
-        if prefetch < 1:
-            raise ContractError(f"prefetch must be at least 1, not {prefetch}")
+        _check_subscription(consumer, prefetch)
         binding = (
             ASSOCIATION_RELEASED_BINDING
             if pipeline is None
             else association_released_routing_key(pipeline)
         )
         inbox = await self._transport.consume(consumer, binding, prefetch)
-        subscription = Subscription(consumer, inbox, self._with_instances)
+        subscription = Subscription(
+            consumer, inbox, association_released_from_event, self._with_instances
+        )
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def subscribe_studies(
+        self, *, consumer: str, pipeline: str | None = "default", prefetch: int = 1
+    ) -> Subscription[StudyStable]:
+        """As :meth:`subscribe`, for ``pipeline``'s stable-study events (every pipeline's when
+        None): a study's instances across associations, once it was quiet for the called AE
+        title's ``study_stable_seconds``. ``consumer`` names a queue of its own: use another
+        name than for association events."""
+        _check_subscription(consumer, prefetch)
+        binding = STUDY_STABLE_BINDING if pipeline is None else study_stable_routing_key(pipeline)
+        inbox = await self._transport.consume(consumer, binding, prefetch)
+        subscription = Subscription(consumer, inbox, study_stable_from_event, self._with_instances)
         self._subscriptions.append(subscription)
         return subscription
 
@@ -187,6 +210,20 @@ class PipelineClient:
         ``async with`` close it.
         """
         subscription = await self.subscribe(consumer=consumer, pipeline=pipeline, prefetch=prefetch)
+        async for received in self._each(subscription):
+            yield received
+
+    async def studies(
+        self, *, consumer: str, pipeline: str | None = "default", prefetch: int = 1
+    ) -> AsyncGenerator[ReceivedStudy, None]:
+        """As :meth:`associations`, for stable-study events (see :meth:`subscribe_studies`)."""
+        subscription = await self.subscribe_studies(
+            consumer=consumer, pipeline=pipeline, prefetch=prefetch
+        )
+        async for received in self._each(subscription):
+            yield received
+
+    async def _each(self, subscription: Subscription[E]) -> AsyncGenerator[Received[E], None]:
         try:
             async for received in subscription:
                 yield received
@@ -196,14 +233,14 @@ class PipelineClient:
                 self._subscriptions.remove(subscription)
                 await subscription.close()
 
-    async def _with_instances(self, released: AssociationReleased) -> AssociationReleased:
-        """``released`` with its instances listed: read from its manifest when it has one."""
-        if released.manifest is None or released.instances:
-            return released
+    async def _with_instances(self, event: Listing) -> Listing:
+        """``event`` with its instances listed: read from its manifest when it has one."""
+        if event.manifest is None or event.instances:
+            return event
         with tempfile.TemporaryDirectory(prefix="gateway-client-") as directory:
             target = Path(directory) / MANIFEST_NAME
-            await self.download(released.manifest.object_key, target)
-            return await asyncio.to_thread(_read_manifest, released, target)
+            await self.download(event.manifest.object_key, target)
+            return await asyncio.to_thread(_read_manifest, event, target)
 
     # --- objects ------------------------------------------------------------------------
 
@@ -300,9 +337,23 @@ class PipelineClient:
         return completed
 
 
-def _read_manifest(released: AssociationReleased, path: Path) -> AssociationReleased:
+#: A subscription to either kind of event (both are closed with the client).
+AnySubscription = Subscription[AssociationReleased] | Subscription[StudyStable]
+
+
+def _check_subscription(consumer: str, prefetch: int) -> None:
+    if not is_valid_consumer(consumer):
+        raise ContractError(
+            f"{consumer!r} cannot name a consumer: 1 to {CONSUMER_MAX_LENGTH} letters, "
+            "digits, '.', '_', ':' or '-'"
+        )
+    if prefetch < 1:
+        raise ContractError(f"prefetch must be at least 1, not {prefetch}")
+
+
+def _read_manifest(event: Listing, path: Path) -> Listing:
     with path.open("rb") as lines:
-        return with_manifest_instances(released, lines)
+        return with_manifest_instances(event, lines)
 
 
 async def _completion(listener: ReplyListener, export_id: str) -> ExportCompleted:

@@ -6,19 +6,20 @@ manifest file in the association's spool directory, stored as
 ``<association-id>/instances.jsonl``, and named by the event (:mod:`contracts.manifest`). Memory
 stays bounded by a page of the journal, whatever the association. The manifest is stored before
 the event goes into the outbox, so a published event never names a missing object; a crash in
-between writes and stores the same manifest again on the next start.
+between writes and stores the same manifest again on the next start. For a called AE title
+with a quiet time, the same transaction adds the instances to their studies
+(:mod:`ingest.studies`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Final
 
+from contracts.events import StoredInstance
 from contracts.keys import manifest_key
-from contracts.manifest import MANIFEST_MEDIA_TYPE, manifest_line
 from gateway.objectstore import ObjectStore
 from gateway.settings import IngestSettings
 from ingest.announcement import (
@@ -31,8 +32,10 @@ from ingest.announcement import (
     stored_instance,
 )
 from ingest.journal import Journal, SpooledInstance
+from ingest.manifest_file import store_manifest, write_manifest
 from ingest.outbox import OutboxEvent
 from ingest.spool import Spool
+from ingest.studies import record_announced
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ class Announcer:
         self._store = store
         self._settings = settings
         self._on_announced = on_announced
+        #: Called AE titles whose studies are announced when stable: their quiet times.
+        self._study_stable_seconds = {
+            ae.ae_title: ae.study_stable_seconds for ae in settings.ae if ae.study_stable_seconds
+        }
 
     def announce(self, association_id: str) -> None:
         """Every instance is stored: the event goes into the outbox, the spool copy goes.
@@ -76,7 +83,18 @@ class Announcer:
         )
         if event is None:
             event = self._manifest_event(association_id)
-        self._journal.outbox.announce(event, datetime.now(UTC))
+        now = datetime.now(UTC)
+        called = self._journal.association(association_id).called_ae_title
+        stable_seconds = self._study_stable_seconds.get(called, 0.0)
+        self._journal.outbox.announce(
+            event,
+            now,
+            also=(
+                (lambda cur: record_announced(cur, association_id, stable_seconds, now))
+                if stable_seconds
+                else None
+            ),
+        )
         self._on_announced()
         try:
             self._spool.remove_association(association_id)
@@ -119,30 +137,20 @@ class Announcer:
     def _store_manifest(self, association_id: str) -> ManifestSummary:
         """Write the manifest from the journal a page at a time, then store it."""
         path = self._spool.association_dir(association_id) / MANIFEST_SPOOL_NAME
-        digest = hashlib.sha256()
-        size = count = total = 0
-        first_study: str | None = None
-        with path.open("wb") as out:
-            after = -1
-            while page := self._journal.instances(association_id, after=after, limit=MANIFEST_PAGE):
-                for instance in page:
-                    stored = stored_instance(instance)
-                    line = manifest_line(stored)
-                    out.write(line)
-                    digest.update(line)
-                    size += len(line)
-                    count += 1
-                    total += stored.size
-                    first_study = first_study or stored.study_instance_uid
-                after = page[-1].received_seq
-        if first_study is None:
+        written = write_manifest(path, self._pages(association_id))
+        if not written.instance_count:
             raise ValueError(f"association {association_id} has no instances to list")
-        with path.open("rb") as data:
-            self._store.put(
-                manifest_key(association_id),
-                data,
-                size,
-                sha256=digest.hexdigest(),
-                content_type=MANIFEST_MEDIA_TYPE,
-            )
-        return ManifestSummary(size, digest.hexdigest(), count, total, first_study)
+        store_manifest(self._store, manifest_key(association_id), written)
+        return ManifestSummary(
+            written.size,
+            written.sha256,
+            written.instance_count,
+            written.total_bytes,
+            written.first_study_instance_uid,
+        )
+
+    def _pages(self, association_id: str) -> Iterator[list[StoredInstance]]:
+        after = -1
+        while page := self._journal.instances(association_id, after=after, limit=MANIFEST_PAGE):
+            yield [stored_instance(instance) for instance in page]
+            after = page[-1].received_seq

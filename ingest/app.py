@@ -15,7 +15,7 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from gateway.backends import open_publisher, open_store
+from gateway.background import in_background
 from gateway.bus import CONFIRM_TIMEOUT_SECONDS, open_event_log
 from gateway.errors import BrokerUnavailable, GatewayError, JournalError, StorageUnavailable
 from gateway.loop_thread import LoopThread
@@ -45,6 +46,7 @@ from ingest.relay import Relay
 from ingest.retention import retaining
 from ingest.scp import listener_tls, start_scp, stop_scp
 from ingest.spool import Spool
+from ingest.study_watch import watching_studies
 from ingest.uploader import Uploader
 from ingest.workers.pool import WorkerPool
 
@@ -165,16 +167,8 @@ def relaying(
             loop.stop()
 
 
-@contextmanager
-def maintaining(ctx: IngestContext) -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(target=_maintain, args=(ctx, stop), name="maintenance", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+def maintaining(ctx: IngestContext) -> AbstractContextManager[None]:
+    return in_background("maintenance", lambda stop: _maintain(ctx, stop))
 
 
 def _storage_check(store: ObjectStore) -> str | None:
@@ -284,11 +278,13 @@ def running_ingest(
             outbox_depth=journal.outbox.depth,
             set_aside_events=journal.outbox.set_aside_count,
             failed_associations=journal.held.failed_count,
+            studies_waiting=journal.studies.pending_count,
             spool_used=lambda: spool.usage().used_percent / 100,
             watermark=settings.ingest.storage_watermark_percent / 100,
         )
         stack.enter_context(maintaining(ctx))
         stack.enter_context(retaining(store, settings.storage.retention_days))
+        stack.enter_context(watching_studies(settings, journal, spool, store, relay.wake))
         if settings.ingest.workers == 1:
             port = _listen_here(ctx, stack, checks)
         else:
@@ -296,6 +292,7 @@ def running_ingest(
         checks.add("ingest-event-bus", relay.check)
         checks.add("ingest-storage", lambda: _storage_check(store))
         checks.add("ingest-spool", lambda: _spool_check(spool, settings.ingest))
+        checks.note("ingest-set-aside", journal.held.set_aside_note)
         checks.started(SERVICE)
         log.info(
             "ingest listening on %s:%d as %s (max %d associations, %d worker process%s)",

@@ -2,7 +2,9 @@
 
 ``list`` and ``show`` read; ``retry`` puts a failed association (set aside because storing it
 kept failing for a reason other than an outage) back to be stored; ``drop`` removes a failed or
-aborted association, or one whose event is set aside, with its spool files and stored objects.
+aborted association, or one whose event is set aside, with its spool files and stored objects;
+``reannounce`` publishes an association's event again, with the same id, for a pipeline that
+lost it (events are remembered ``ingest.history_days`` after their confirm).
 They work on a stopped gateway's journal and next to a running one (a running gateway's
 maintenance pass takes a retried association up within seconds). Unknown ids and associations
 in a state the command cannot take are :class:`~gateway.errors.UsageError`, one line each
@@ -70,10 +72,34 @@ def drop(journal: Journal, spool: Spool, store: ObjectStore, association_id: str
         )
     removed = store.remove_prefix(association_prefix(association_id))
     spool.remove_association(association_id)
-    journal.forget(association_id)
+    journal.held.drop(association_id, datetime.now(UTC))
     return (
         f"association {association_id} dropped: {held.instances} spooled instances, "
         f"{removed} stored objects"
+    )
+
+
+def reannounce(journal: Journal, association_id: str) -> str:
+    """Publish a published association's event again: same id and body, so consumers that
+    saw it deduplicate, and one that lost it gets it."""
+    if not is_valid_association_id(association_id):
+        raise UsageError(f"{association_id!r} is not an association id (a lowercase UUID)")
+    held = journal.held.one(association_id)
+    if held is not None:
+        waiting = held.state is AssociationState.ANNOUNCED
+        raise UsageError(
+            f"association {association_id} is {held.state.value}: "
+            + ("its event waits to be published already" if waiting else "it has no event yet")
+        )
+    routing_key = journal.outbox.reannounce(association_id, datetime.now(UTC))
+    if routing_key is None:
+        raise UsageError(
+            f"no published event of association {association_id} in the journal (it remembers "
+            "them for ingest.history_days)"
+        )
+    return (
+        f"association {association_id}: its event is published again to {routing_key} with "
+        "the same id (by a running ingest within seconds, else at its next start)"
     )
 
 

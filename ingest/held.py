@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ingest.journal_db import AssociationState, JournalDb
+from ingest.journal_db import AssociationState, JournalDb, delete_association
+from ingest.studies import forget_association
 
 _SUMMARY = (
     "SELECT a.association_id, a.state, a.called_ae_title, a.calling_ae_title, a.remote_host,"
@@ -70,6 +71,26 @@ class HeldAssociations:
                 (AssociationState.RELEASED, association_id, AssociationState.FAILED),
             )
             return cur.rowcount == 1
+
+    def set_aside_note(self) -> str | None:
+        """For ``/readyz``: what waits for an operator, if anything (counts only)."""
+        ((failed, set_aside),) = self._db.read(
+            "SELECT (SELECT COUNT(*) FROM associations WHERE state = ?),"
+            " (SELECT COUNT(*) FROM outbox WHERE set_aside IS NOT NULL)",
+            (AssociationState.FAILED,),
+        )
+        if not failed and not set_aside:
+            return None
+        return (
+            f"{failed} association(s) failed and {set_aside} event(s) set aside: "
+            "see dicom-gateway associations list"
+        )
+
+    def drop(self, association_id: str, now: datetime) -> None:
+        """Forget a dropped association, and take its instances out of their studies."""
+        with self._db.write() as cur:
+            delete_association(cur, association_id)
+            forget_association(cur, association_id, now)
 
     def failed_count(self) -> int:
         ((count,),) = self._db.read(

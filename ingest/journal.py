@@ -44,6 +44,7 @@ from ingest.journal_db import (
 from ingest.outbox import Outbox
 from ingest.ownership import Ownership
 from ingest.policy import Limit, Limits
+from ingest.studies import Studies
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class Journal:
         self.ownership = Ownership(db)
         #: What an operator sees and may change (ingest/association_commands.py).
         self.held = HeldAssociations(db)
+        #: Studies across associations, for stable-study events (ingest/studies.py).
+        self.studies = Studies(db)
 
     @classmethod
     def open(cls, path: Path) -> Journal:

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from contracts.keys import is_valid_uid
 from gateway.errors import JournalError
 from gateway.sqlite_files import ProcessesWriteLock, connect_durable, transaction
 
@@ -76,7 +77,58 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at     TEXT NOT NULL,
     not_before     TEXT,
     refusals       INTEGER NOT NULL DEFAULT 0,
-    set_aside      TEXT
+    set_aside      TEXT,
+    kind           TEXT NOT NULL DEFAULT 'association'
+);
+-- Association events after their confirm, kept ingest.history_days for operators to publish
+-- again (dicom-gateway associations reannounce).
+CREATE TABLE IF NOT EXISTS published_events (
+    event_id       TEXT PRIMARY KEY,
+    association_id TEXT NOT NULL,
+    routing_key    TEXT NOT NULL,
+    content_type   TEXT NOT NULL,
+    body           BLOB NOT NULL,
+    published_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS published_events_by_time ON published_events (published_at);
+-- Studies of AE titles with a quiet time (ingest/studies.py): what each holds across
+-- associations, kept past the associations' own rows for the study's next revision.
+CREATE TABLE IF NOT EXISTS studies (
+    called_ae_title    TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    pipeline           TEXT NOT NULL,
+    study_key          TEXT NOT NULL,
+    stable_seconds     REAL NOT NULL,
+    changed_at         TEXT NOT NULL,
+    due_at             TEXT,
+    revision           INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (called_ae_title, study_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS studies_due ON studies (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS study_instances (
+    called_ae_title     TEXT NOT NULL,
+    study_instance_uid  TEXT NOT NULL,
+    sop_instance_uid    TEXT NOT NULL,
+    association_id      TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    object_key          TEXT NOT NULL,
+    size                INTEGER NOT NULL,
+    sha256              TEXT NOT NULL,
+    PRIMARY KEY (called_ae_title, study_instance_uid, sop_instance_uid)
+);
+-- A study's instances in the order stored: the rowid, which this index keeps in order.
+CREATE INDEX IF NOT EXISTS study_instances_in_order
+    ON study_instances (called_ae_title, study_instance_uid);
+CREATE TABLE IF NOT EXISTS study_associations (
+    called_ae_title    TEXT NOT NULL,
+    study_instance_uid TEXT NOT NULL,
+    association_id     TEXT NOT NULL,
+    calling_ae_title   TEXT NOT NULL,
+    remote_host        TEXT NOT NULL,
+    released_at        TEXT NOT NULL,
+    PRIMARY KEY (called_ae_title, study_instance_uid, association_id)
 );
 """
 
@@ -128,7 +180,7 @@ def timestamp(value: datetime | None) -> str | None:
 #: Columns added since the first version: (table, column, declaration). Journals written by
 #: earlier versions get them on opening: ``owner`` (worker processes), ``in_storage`` (uploads
 #: while the association is open), ``spool_sha256`` (one hash per instance), ``refusals`` and
-#: ``set_aside`` (events the broker refuses),
+#: ``set_aside`` (events the broker refuses), ``kind`` (stable-study events),
 #: ``malformed_reason`` (an instance stored as received although not well-formed: why; its
 #: study and series columns are then '' when the data set has no valid UID for them).
 _LATER_COLUMNS = (
@@ -137,6 +189,7 @@ _LATER_COLUMNS = (
     ("instances", "spool_sha256", "TEXT"),
     ("outbox", "refusals", "INTEGER NOT NULL DEFAULT 0"),
     ("outbox", "set_aside", "TEXT"),
+    ("outbox", "kind", "TEXT NOT NULL DEFAULT 'association'"),
     ("instances", "malformed_reason", "TEXT"),
 )
 
@@ -162,6 +215,8 @@ class JournalDb:
     def open(cls, path: Path) -> JournalDb:
         try:
             db = connect_durable(path, _SCHEMA)
+            # Which instances can belong to a study (ingest/studies.py) is the contract's rule.
+            db.create_function("is_valid_uid", 1, is_valid_uid, deterministic=True)
             write_lock = ProcessesWriteLock(path)
             with write_lock:  # worker processes open the journal too
                 _add_later_columns(db)

@@ -1,4 +1,5 @@
-"""The event outbox: an association's event, from its announcement to the broker's confirm.
+"""The event outbox: an association's event (or a study's), from its announcement to the
+broker's confirm.
 
 The uploader puts the event in once every instance is in object storage (:meth:`Outbox.announce`),
 and the relay (:mod:`ingest.relay`) publishes it with confirms, then removes the association
@@ -9,8 +10,11 @@ association's change to ``announced``, so an event is never lost and never put i
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from ingest.journal_db import AssociationState, JournalDb, delete_association, timestamp
 
@@ -26,15 +30,44 @@ REFUSAL_RETRY_SECONDS = (1.0, 4.0)
 SET_ASIDE_RETRY_SECONDS = 3600.0
 
 
+class EventKind(StrEnum):
+    """What an event announces, and so what its confirm ends."""
+
+    #: A released association: once confirmed, the association is forgotten.
+    ASSOCIATION = "association"
+    #: A stable study (ingest/studies.py): once confirmed, only the event goes.
+    STUDY = "study"
+
+
 @dataclass(frozen=True)
 class OutboxEvent:
     event_id: str
+    #: The association announced; a study event's own id (it forgets no association).
     association_id: str
     routing_key: str
     content_type: str
     body: bytes
     #: When the sender released the association (for the publish latency metric).
     released_at: datetime | None = None
+    kind: EventKind = EventKind.ASSOCIATION
+
+
+def insert_event(cursor: sqlite3.Cursor, event: OutboxEvent, created_at: datetime) -> None:
+    """Put ``event`` in the outbox within the caller's transaction (the same id again replaces
+    it: a crash before the confirm builds the same event again)."""
+    cursor.execute(
+        "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
+        " content_type, body, created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.event_id,
+            event.association_id,
+            event.routing_key,
+            event.content_type,
+            event.body,
+            timestamp(created_at),
+            event.kind,
+        ),
+    )
 
 
 class Outbox:
@@ -43,31 +76,29 @@ class Outbox:
     def __init__(self, db: JournalDb) -> None:
         self._db = db
 
-    def announce(self, event: OutboxEvent, created_at: datetime) -> None:
-        """Put the association's event in the outbox; from now on it only needs relaying."""
+    def announce(
+        self,
+        event: OutboxEvent,
+        created_at: datetime,
+        *,
+        also: Callable[[sqlite3.Cursor], None] | None = None,
+    ) -> None:
+        """Put the association's event in the outbox; from now on it only needs relaying.
+        ``also``: more that must happen with it, in the same transaction (its studies)."""
         with self._db.write() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
-                " content_type, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    event.event_id,
-                    event.association_id,
-                    event.routing_key,
-                    event.content_type,
-                    event.body,
-                    timestamp(created_at),
-                ),
-            )
+            insert_event(cur, event, created_at)
             cur.execute(
                 "UPDATE associations SET state = ? WHERE association_id = ?",
                 (AssociationState.ANNOUNCED, event.association_id),
             )
+            if also is not None:
+                also(cur)
 
     def pending(self, now: datetime) -> list[OutboxEvent]:
         """Events to publish now, oldest first (deferred ones once their time has come)."""
         rows = self._db.read(
             "SELECT o.event_id, o.association_id, o.routing_key, o.content_type, o.body,"
-            " a.released_at FROM outbox o LEFT JOIN associations a USING (association_id)"
+            " a.released_at, o.kind FROM outbox o LEFT JOIN associations a USING (association_id)"
             " WHERE o.not_before IS NULL OR o.not_before <= ? ORDER BY o.created_at LIMIT ?",
             (timestamp(now), PENDING_BATCH),
         )
@@ -79,6 +110,7 @@ class Outbox:
                 row[3],
                 bytes(row[4]),
                 datetime.fromisoformat(row[5]) if row[5] else None,
+                EventKind(row[6]),
             )
             for row in rows
         ]
@@ -137,12 +169,46 @@ class Outbox:
         return int(count)
 
     def published(self, event: OutboxEvent) -> None:
-        """The broker confirmed ``event``: its association is done, and every trace of it goes.
+        """The broker confirmed ``event``: its association is done, and every trace of it goes
+        (of a study event, only the event: the study is kept for its next revision).
 
         A crash before this commit publishes the same event id again on the next start.
         """
         with self._db.write() as cur:
+            if event.kind is EventKind.STUDY:
+                cur.execute("DELETE FROM outbox WHERE event_id = ?", (event.event_id,))
+                return
+            # Kept for an operator to publish again (reannounce), until history_days.
+            cur.execute(
+                "INSERT OR REPLACE INTO published_events (event_id, association_id, routing_key,"
+                " content_type, body, published_at) SELECT event_id, association_id, routing_key,"
+                " content_type, body, ? FROM outbox WHERE event_id = ?",
+                (timestamp(datetime.now(UTC)), event.event_id),
+            )
             delete_association(cur, event.association_id)
+
+    def reannounce(self, association_id: str, now: datetime) -> str | None:
+        """Put a published association event back in the outbox, same id and body (consumers
+        deduplicate); returns its routing key, or None if it is not remembered."""
+        with self._db.write() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO outbox (event_id, association_id, routing_key,"
+                " content_type, body, created_at, kind) SELECT event_id, association_id,"
+                " routing_key, content_type, body, ?, ? FROM published_events"
+                " WHERE association_id = ?",
+                (timestamp(now), EventKind.ASSOCIATION, association_id),
+            )
+            row = cur.execute(
+                "SELECT routing_key FROM published_events WHERE association_id = ?",
+                (association_id,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def forget_published(self, before: datetime) -> int:
+        """Forget the events published before ``before``; returns how many."""
+        with self._db.write() as cur:
+            cur.execute("DELETE FROM published_events WHERE published_at < ?", (timestamp(before),))
+            return cur.rowcount
 
     def depth(self) -> int:
         """Events waiting to be published (deferred ones included)."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Final
 
+from gateway.background import in_background
 from gateway.errors import StorageUnavailable
 from gateway.objectstore import ObjectStore
 
@@ -44,16 +44,6 @@ def _keep_applying(store: ObjectStore, days: int | None, stop: threading.Event) 
         wait = INTERVAL_SECONDS
 
 
-@contextmanager
-def retaining(store: ObjectStore, days: int | None) -> Iterator[None]:
+def retaining(store: ObjectStore, days: int | None) -> AbstractContextManager[None]:
     """Apply the retention for as long as the block runs."""
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=_keep_applying, args=(store, days, stop), name="retention", daemon=True
-    )
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return in_background("retention", lambda stop: _keep_applying(store, days, stop))

@@ -9,6 +9,7 @@ its instances were received, its release recorded, nothing of it stored.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -78,14 +79,29 @@ def test_a_failed_association_is_listed_retried_and_announced(
         assert "instances=2 stored=0" in line
         _, text = gateway.http_get("/metrics")
         assert metric(text, "dicom_gateway_associations_failed") == 1
+        status, text = gateway.http_get("/readyz")
+        assert status == 200  # ready: what is set aside needs an operator, not a restart
+        assert json.loads(text)["attention"] == {
+            "ingest-set-aside": "1 association(s) failed and 0 event(s) set aside: "
+            "see dicom-gateway associations list"
+        }
 
         retried = associations(gateway, "retry", association_id)
         assert retried.returncode == 0, retried.stderr
         (message,) = events.wait_for(1)
-    assert released(message).association_id == association_id
-    assert released(message).instance_count == 2
-    wait_until(lambda: associations(gateway, "list").stdout == "", 10, "the journal is empty")
-    assert f"association {association_id}: retried by an operator" in gateway.log_text()
+        assert released(message).association_id == association_id
+        assert released(message).instance_count == 2
+        wait_until(lambda: associations(gateway, "list").stdout == "", 10, "the journal is empty")
+        assert f"association {association_id}: retried by an operator" in gateway.log_text()
+        assert "attention" not in json.loads(gateway.http_get("/readyz")[1])
+
+        # A pipeline lost it: published again, the same event with the same id.
+        again = associations(gateway, "reannounce", association_id)
+        assert again.returncode == 0, again.stderr
+        assert "published again to association.released.default" in again.stdout
+        _, repeated = events.wait_for(2)
+    assert repeated.message_id == message.message_id == association_id
+    assert repeated.body == message.body
 
 
 @pytest.mark.backends(RABBITMQ_S3)
@@ -101,6 +117,8 @@ def test_a_failed_association_is_dropped_only_when_asked_twice(
         (("show", "0b5c8a6e-2f1d-4c3b-9a7e-5d4f3c2b1a09"), "no association 0b5c8a6e"),
         (("retry",), "give an association ID"),
         (("drop", association_id), "add --yes"),
+        (("reannounce", association_id), "it has no event yet"),
+        (("reannounce", "0b5c8a6e-2f1d-4c3b-9a7e-5d4f3c2b1a09"), "no published event"),
     ]:
         result = associations(gateway, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)

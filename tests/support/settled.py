@@ -43,6 +43,15 @@ def journal_rows(spool_dir: Path) -> int:
         )
 
 
+def studies_waiting(spool_dir: Path) -> int:
+    """Studies in ingest's journal waiting for their quiet time to announce them as stable."""
+    journal = spool_dir / JOURNAL
+    with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)) as db:
+        return int(
+            db.execute("SELECT COUNT(*) FROM studies WHERE due_at IS NOT NULL").fetchone()[0]
+        )
+
+
 def wait_until_handed_on(spool_dir: Path, timeout: float = 30.0) -> None:
     """Wait until ingest has published or discarded every association it recorded."""
     wait_until(
