@@ -117,6 +117,10 @@ class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most :data:`MAX_CONNECTIONS` of them."""
 
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of connections (probes, or a peer opening
+    # many) overflowed it, and Linux dropped the SYNs, which clients retry after 1, 2, 4 ... s;
+    # one probe waited over a minute behind 2,000 half-sent requests.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
