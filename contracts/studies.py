@@ -65,9 +65,16 @@ class StudyStable(_Model):
     )
     total_bytes: int = Field(ge=0, description="Sum of the sizes of the listed objects.")
     bucket: str = Field(min_length=1, description="Bucket holding the stored objects.")
+    association_count: int = Field(
+        ge=1, description="Number of associations the listed instances were stored by."
+    )
     associations: tuple[StudyAssociation, ...] = Field(
-        min_length=1,
-        description="The associations the listed instances were stored by, oldest first.",
+        description=(
+            "The associations the listed instances were stored by, oldest first. Empty only "
+            "in an event with a manifest when listing them would make it larger than the "
+            "gateway's max_event_bytes; each instance's object key still begins with its "
+            "association's id."
+        ),
     )
     instances: tuple[StoredInstance, ...] = Field(
         description=(
@@ -85,12 +92,18 @@ class StudyStable(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        listed_associations = sum(a.instance_count for a in self.associations)
-        if listed_associations != self.instance_count:
-            raise ValueError(
-                f"instance_count is {self.instance_count} but the associations account for "
-                f"{listed_associations}"
-            )
+        if self.associations or self.manifest is None:
+            if len(self.associations) != self.association_count:
+                raise ValueError(
+                    f"association_count is {self.association_count} but "
+                    f"{len(self.associations)} associations are listed"
+                )
+            listed_associations = sum(a.instance_count for a in self.associations)
+            if listed_associations != self.instance_count:
+                raise ValueError(
+                    f"instance_count is {self.instance_count} but the associations account "
+                    f"for {listed_associations}"
+                )
         if self.manifest is not None and not self.instances:
             return self  # the list is in the manifest; its reader checks the counts
         if self.instance_count != len(self.instances):

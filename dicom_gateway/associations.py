@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action",
         choices=ACTIONS,
         help="list every association; show, retry (a failed one), drop (a failed or aborted "
-        "one, or one whose event is set aside) or reannounce (publish its event again, same "
-        "id) the association ID",
+        "one, one whose event is set aside, or a set-aside study event) or reannounce "
+        "(publish its event again, same id) the association ID",
     )
     parser.add_argument("association_id", nargs="?", metavar="ID", help="an association id")
     parser.add_argument(

@@ -74,8 +74,7 @@ from gateway.objectstore import ObjectStore
 from gateway_client.errors import CompletionTimeout
 from gateway_client.settings import ClientSettings
 from gateway_client.subscription import (
-    E,
-    Received,
+    R,
     ReceivedAssociation,
     ReceivedStudy,
     Subscription,
@@ -127,9 +126,7 @@ class PipelineClient:
         self.name = name
         self._transport: Transport = open_transport(settings.broker, f"pipeline {name}")
         self._store: ObjectStore = open_store(settings.storage)
-        self._subscriptions: list[
-            Subscription[AssociationReleased] | Subscription[StudyStable]
-        ] = []
+        self._subscriptions: list[AnySubscription] = []
         self._replies: dict[str, ReplyListener] = {}
 
     @classmethod
@@ -167,7 +164,7 @@ class PipelineClient:
 
     async def subscribe(
         self, *, consumer: str, pipeline: str | None = "default", prefetch: int = 1
-    ) -> Subscription[AssociationReleased]:
+    ) -> Subscription[AssociationReleased, ReceivedAssociation]:
         """Declare ``consumer``'s queue for ``pipeline``'s events (every pipeline's when None).
 
         From this moment on the events are kept for the consumer, whether it is running or
@@ -181,14 +178,18 @@ class PipelineClient:
         )
         inbox = await self._transport.consume(consumer, binding, prefetch)
         subscription = Subscription(
-            consumer, inbox, association_released_from_event, self._with_instances
+            consumer,
+            inbox,
+            association_released_from_event,
+            self._with_instances,
+            ReceivedAssociation,
         )
         self._subscriptions.append(subscription)
         return subscription
 
     async def subscribe_studies(
         self, *, consumer: str, pipeline: str | None = "default", prefetch: int = 1
-    ) -> Subscription[StudyStable]:
+    ) -> Subscription[StudyStable, ReceivedStudy]:
         """As :meth:`subscribe`, for ``pipeline``'s stable-study events (every pipeline's when
         None): a study's instances across associations, once it was quiet for the called AE
         title's ``study_stable_seconds``. ``consumer`` names a queue of its own: use another
@@ -196,7 +197,9 @@ class PipelineClient:
         _check_subscription(consumer, prefetch)
         binding = STUDY_STABLE_BINDING if pipeline is None else study_stable_routing_key(pipeline)
         inbox = await self._transport.consume(consumer, binding, prefetch)
-        subscription = Subscription(consumer, inbox, study_stable_from_event, self._with_instances)
+        subscription = Subscription(
+            consumer, inbox, study_stable_from_event, self._with_instances, ReceivedStudy
+        )
         self._subscriptions.append(subscription)
         return subscription
 
@@ -223,7 +226,7 @@ class PipelineClient:
         async for received in self._each(subscription):
             yield received
 
-    async def _each(self, subscription: Subscription[E]) -> AsyncGenerator[Received[E], None]:
+    async def _each(self, subscription: Subscription[Any, R]) -> AsyncGenerator[R, None]:
         try:
             async for received in subscription:
                 yield received
@@ -338,7 +341,10 @@ class PipelineClient:
 
 
 #: A subscription to either kind of event (both are closed with the client).
-AnySubscription = Subscription[AssociationReleased] | Subscription[StudyStable]
+AnySubscription = (
+    Subscription[AssociationReleased, ReceivedAssociation]
+    | Subscription[StudyStable, ReceivedStudy]
+)
 
 
 def _check_subscription(consumer: str, prefetch: int) -> None:

@@ -62,12 +62,19 @@ class Received(Generic[E]):
         await self._delivery.requeue(delay_seconds)
 
 
-#: What the pipelines were given before stable-study events came: the same class.
-ReceivedAssociation = Received[AssociationReleased]
-ReceivedStudy = Received[StudyStable]
+class ReceivedAssociation(Received[AssociationReleased]):
+    """An association-released event (``event.association_id`` is also ``event_id``)."""
 
 
-class Subscription(Generic[E]):
+class ReceivedStudy(Received[StudyStable]):
+    """A stable-study event: one ``event_id`` per (study, revision)."""
+
+
+#: What a subscription hands out: :class:`ReceivedAssociation` or :class:`ReceivedStudy`.
+R = TypeVar("R", ReceivedAssociation, ReceivedStudy)
+
+
+class Subscription(Generic[E, R]):
     """A consumer's events, from :meth:`PipelineClient.subscribe` or
     :meth:`~PipelineClient.subscribe_studies`.
 
@@ -82,19 +89,21 @@ class Subscription(Generic[E]):
         inbox: Inbox,
         read: Callable[[CloudEvent], E],
         listed: Callable[[E], Awaitable[E]],
+        received: Callable[[E, str, bool, Delivery], R],
     ) -> None:
         self.consumer = consumer
         self._inbox = inbox
         self._read: Callable[[CloudEvent], E] = read
         self._listed: Callable[[E], Awaitable[E]] = listed
+        self._received: Callable[[E, str, bool, Delivery], R] = received
 
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Received[E]:
+    async def __anext__(self) -> R:
         return await self.next()
 
-    async def next(self) -> Received[E]:
+    async def next(self) -> R:
         """Wait for the next event, its instances listed (a manifest read).
 
         A manifest the store cannot give now (StorageUnavailable) puts the event back, to be
@@ -122,7 +131,7 @@ class Subscription(Generic[E]):
                 )
                 await delivery.dead_letter(str(exc))
                 continue
-            return Received(event, cloud_event.get_id(), taken.redelivered, delivery)
+            return self._received(event, cloud_event.get_id(), taken.redelivered, delivery)
 
     async def close(self) -> None:
         """Stop consuming; events taken and not settled are delivered again later."""

@@ -2,7 +2,8 @@
 
 ``list`` and ``show`` read; ``retry`` puts a failed association (set aside because storing it
 kept failing for a reason other than an outage) back to be stored; ``drop`` removes a failed or
-aborted association, or one whose event is set aside, with its spool files and stored objects;
+aborted association, or one whose event is set aside, with its spool files and stored objects
+(or a set-aside stable-study event, listed by ``list`` too);
 ``reannounce`` publishes an association's event again, with the same id, for a pipeline that
 lost it (events are remembered ``ingest.history_days`` after their confirm).
 They work on a stopped gateway's journal and next to a running one (a running gateway's
@@ -44,7 +45,10 @@ def describe(held: HeldAssociation, now: datetime) -> str:
 
 def listing(journal: Journal) -> list[str]:
     now = datetime.now(UTC)
-    return [describe(held, now) for held in journal.held.all()]
+    return [describe(held, now) for held in journal.held.all()] + [
+        f"{event_id} study-event routing={routing_key} event=set-aside ({reason})"
+        for event_id, routing_key, reason in journal.held.set_aside_study_events()
+    ]
 
 
 def shown(journal: Journal, association_id: str) -> str:
@@ -64,15 +68,25 @@ def retry(journal: Journal, association_id: str) -> str:
 
 
 def drop(journal: Journal, spool: Spool, store: ObjectStore, association_id: str) -> str:
+    if (
+        is_valid_association_id(association_id)
+        and journal.held.one(association_id) is None
+        and journal.held.drop_study_event(association_id)
+    ):
+        return (
+            f"study event {association_id} dropped: the study's next revision is announced "
+            "when more of its instances arrive"
+        )
     held = _held(journal, association_id)
     if held.state not in DROPPABLE and held.event_set_aside is None:
         raise UsageError(
             f"association {association_id} is {held.state.value}: only a failed or aborted "
             "association, or one whose event is set aside, can be dropped"
         )
+    journal.held.leave_studies(association_id, datetime.now(UTC))
     removed = store.remove_prefix(association_prefix(association_id))
     spool.remove_association(association_id)
-    journal.held.drop(association_id, datetime.now(UTC))
+    journal.held.drop(association_id)
     return (
         f"association {association_id} dropped: {held.instances} spooled instances, "
         f"{removed} stored objects"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ingest.journal_db import AssociationState, JournalDb, delete_association
+from ingest.outbox import EventKind
 from ingest.studies import forget_association
 
 _SUMMARY = (
@@ -86,11 +87,34 @@ class HeldAssociations:
             "see dicom-gateway associations list"
         )
 
-    def drop(self, association_id: str, now: datetime) -> None:
-        """Forget a dropped association, and take its instances out of their studies."""
+    def leave_studies(self, association_id: str, now: datetime) -> None:
+        """Take a dropped association's instances out of their studies: done before its
+        objects go, so that no study event names them meanwhile."""
+        with self._db.write() as cur:
+            forget_association(cur, association_id, now)
+
+    def drop(self, association_id: str) -> None:
+        """Forget a dropped association (its files and objects are gone)."""
         with self._db.write() as cur:
             delete_association(cur, association_id)
-            forget_association(cur, association_id, now)
+
+    def set_aside_study_events(self) -> list[tuple[str, str, str]]:
+        """Stable-study events set aside after repeated refusals: (id, routing key, why)."""
+        rows = self._db.read(
+            "SELECT event_id, routing_key, set_aside FROM outbox"
+            " WHERE kind = ? AND set_aside IS NOT NULL ORDER BY created_at",
+            (EventKind.STUDY,),
+        )
+        return [(str(row[0]), str(row[1]), str(row[2])) for row in rows]
+
+    def drop_study_event(self, event_id: str) -> bool:
+        """Remove a set-aside study event; False if there is none with that id."""
+        with self._db.write() as cur:
+            cur.execute(
+                "DELETE FROM outbox WHERE event_id = ? AND kind = ? AND set_aside IS NOT NULL",
+                (event_id, EventKind.STUDY),
+            )
+            return cur.rowcount == 1
 
     def failed_count(self) -> int:
         ((count,),) = self._db.read(

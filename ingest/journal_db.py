@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_by_arrival ON instances (association_id, received_seq);
 CREATE INDEX IF NOT EXISTS instances_unstored ON instances (association_id, received_seq)
     WHERE sha256 IS NULL;
+-- Whether an association not announced yet adds to a study (ingest/studies.py): without it,
+-- a scan of every instance row, under the journal's lock, for each study waiting.
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid);
 CREATE TABLE IF NOT EXISTS outbox (
     event_id       TEXT PRIMARY KEY,
     association_id TEXT NOT NULL,
@@ -116,11 +119,14 @@ CREATE TABLE IF NOT EXISTS study_instances (
     object_key          TEXT NOT NULL,
     size                INTEGER NOT NULL,
     sha256              TEXT NOT NULL,
+    malformed_reason    TEXT,
+    stored_at           TEXT NOT NULL,
     PRIMARY KEY (called_ae_title, study_instance_uid, sop_instance_uid)
 );
 -- A study's instances in the order stored: the rowid, which this index keeps in order.
 CREATE INDEX IF NOT EXISTS study_instances_in_order
     ON study_instances (called_ae_title, study_instance_uid);
+CREATE INDEX IF NOT EXISTS study_instances_by_time ON study_instances (stored_at);
 CREATE TABLE IF NOT EXISTS study_associations (
     called_ae_title    TEXT NOT NULL,
     study_instance_uid TEXT NOT NULL,

@@ -16,6 +16,7 @@ Instances whose Study Instance UID is not a valid UID belong to no study.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +24,8 @@ from contracts.events import StoredInstance
 from ingest.journal_db import AssociationState, JournalDb, timestamp
 from ingest.outbox import OutboxEvent, insert_event
 
+#: The tables holding studies, each keyed by (called AE title, study).
+_STUDY_TABLES = ("study_instances", "study_associations", "studies")
 #: States of an association whose instances may still join a study: not yet announced.
 _IN_FLIGHT = (AssociationState.OPEN, AssociationState.RELEASING, AssociationState.RELEASED)
 
@@ -64,25 +67,26 @@ def record_announced(
     cursor.execute(
         "INSERT INTO studies (called_ae_title, study_instance_uid, pipeline, study_key,"
         " stable_seconds, changed_at, due_at)"
-        " SELECT DISTINCT a.called_ae_title, i.study_instance_uid, a.pipeline,"
+        " SELECT a.called_ae_title, s.study_instance_uid, a.pipeline,"
         " lower(hex(randomblob(16))), ?, ?, ?"
-        " FROM instances i JOIN associations a USING (association_id)"
-        " WHERE i.association_id = ? AND is_valid_uid(i.study_instance_uid)"
+        " FROM (SELECT DISTINCT study_instance_uid FROM instances WHERE association_id = ?"
+        " AND is_valid_uid(study_instance_uid)) s, associations a"
+        " WHERE a.association_id = ?"
         " ON CONFLICT (called_ae_title, study_instance_uid) DO UPDATE SET"
         " pipeline = excluded.pipeline, stable_seconds = excluded.stable_seconds,"
         " changed_at = excluded.changed_at, due_at = excluded.due_at",
-        (stable_seconds, timestamp(now), due, association_id),
+        (stable_seconds, timestamp(now), due, association_id, association_id),
     )
     cursor.execute(
         "INSERT OR REPLACE INTO study_instances (called_ae_title, study_instance_uid,"
         " sop_instance_uid, association_id, sop_class_uid, transfer_syntax_uid,"
-        " series_instance_uid, object_key, size, sha256)"
+        " series_instance_uid, object_key, size, sha256, malformed_reason, stored_at)"
         " SELECT a.called_ae_title, i.study_instance_uid, i.sop_instance_uid, i.association_id,"
         " i.sop_class_uid, i.transfer_syntax_uid, i.series_instance_uid, i.object_key, i.size,"
-        " i.sha256 FROM instances i JOIN associations a USING (association_id)"
-        " WHERE i.association_id = ? AND is_valid_uid(i.study_instance_uid)"
+        " i.sha256, i.malformed_reason, ? FROM instances i JOIN associations a"
+        " USING (association_id) WHERE i.association_id = ? AND is_valid_uid(i.study_instance_uid)"
         " ORDER BY i.received_seq",
-        (association_id,),
+        (timestamp(now), association_id),
     )
     cursor.execute(
         "INSERT OR REPLACE INTO study_associations (called_ae_title, study_instance_uid,"
@@ -149,6 +153,21 @@ class Studies:
             for row in rows
         ]
 
+    def postpone(self, study: DueStudy, until: datetime) -> None:
+        """Look at the study again only from ``until`` (an association still adds to it), so
+        that it does not keep its place among the due ones."""
+        with self._db.write() as cur:
+            cur.execute(
+                "UPDATE studies SET due_at = ? WHERE called_ae_title = ?"
+                " AND study_instance_uid = ? AND changed_at = ? AND due_at IS NOT NULL",
+                (
+                    timestamp(until),
+                    study.called_ae_title,
+                    study.study_instance_uid,
+                    timestamp(study.changed_at),
+                ),
+            )
+
     def in_flight(self, study: DueStudy) -> bool:
         """Whether an association not announced yet holds instances of the study: the study is
         not quiet while one still arrives (or waits for its uploads)."""
@@ -182,8 +201,9 @@ class Studies:
         after the position ``after``."""
         rows = self._db.read(
             "SELECT rowid, sop_instance_uid, sop_class_uid, transfer_syntax_uid,"
-            " study_instance_uid, series_instance_uid, object_key, size, sha256"
-            " FROM study_instances WHERE called_ae_title = ? AND study_instance_uid = ?"
+            " study_instance_uid, series_instance_uid, object_key, size, sha256,"
+            " malformed_reason FROM study_instances"
+            " WHERE called_ae_title = ? AND study_instance_uid = ?"
             " AND rowid > ? ORDER BY rowid LIMIT ?",
             (study.called_ae_title, study.study_instance_uid, after, limit),
         )
@@ -195,10 +215,13 @@ class Studies:
                     sop_class_uid=row[2],
                     transfer_syntax_uid=row[3],
                     study_instance_uid=row[4],
-                    series_instance_uid=row[5],
+                    # '' when the data set has none (an instance stored although malformed).
+                    series_instance_uid=row[5] or None,
                     object_key=row[6],
                     size=row[7],
                     sha256=row[8],
+                    well_formed=row[9] is None,
+                    reason=row[9],
                 ),
             )
             for row in rows
@@ -244,6 +267,34 @@ class Studies:
                 (timestamp(before),),
             )
             return cur.rowcount
+
+    def forget_unless_called(self, called_ae_titles: Collection[str]) -> int:
+        """At start-up: forget the studies of AE titles that no longer have a quiet time (it
+        was turned off, or the AE title removed), so that turning it on again starts afresh
+        instead of continuing a list that missed what came meanwhile. Returns how many."""
+        titles = tuple(called_ae_titles)
+        marks = ", ".join("?" for _ in titles)
+        with self._db.write() as cur:
+            for table in _STUDY_TABLES:
+                cur.execute(
+                    f"DELETE FROM {table} WHERE called_ae_title NOT IN ({marks})",  # noqa: S608
+                    titles,
+                )
+            return cur.rowcount
+
+    def forget_stored_before(self, before: datetime) -> int:
+        """Forget the instances stored before ``before`` (their objects have expired, with
+        ``storage.retention_days``): no revision lists them. Returns how many."""
+        with self._db.write() as cur:
+            cur.execute("DELETE FROM study_instances WHERE stored_at < ?", (timestamp(before),))
+            forgotten = cur.rowcount
+            cur.execute(
+                "DELETE FROM study_associations WHERE NOT EXISTS (SELECT 1 FROM study_instances"
+                " i WHERE i.association_id = study_associations.association_id"
+                " AND i.called_ae_title = study_associations.called_ae_title"
+                " AND i.study_instance_uid = study_associations.study_instance_uid)"
+            )
+        return forgotten
 
     def pending_count(self) -> int:
         """Studies waiting for their quiet time (or for an association still arriving)."""

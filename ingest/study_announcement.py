@@ -41,8 +41,11 @@ def study_data(
     instances: tuple[StoredInstance, ...],
     total_bytes: int,
     manifest: InstanceManifest | None = None,
+    list_associations: bool = True,
 ) -> StudyStable:
-    """The event data: ``instances`` listed inline, or none and the ``manifest`` naming them."""
+    """The event data: ``instances`` listed inline, or none and the ``manifest`` naming them;
+    without ``list_associations`` (a manifest event that would be too large) only their
+    count."""
     return StudyStable(
         study_instance_uid=study.study_instance_uid,
         revision=study.revision + 1,
@@ -53,6 +56,7 @@ def study_data(
         instance_count=sum(source.instance_count for source in sources),
         total_bytes=total_bytes,
         bucket=bucket,
+        association_count=len(sources),
         associations=tuple(
             StudyAssociation(
                 association_id=source.association_id,
@@ -62,6 +66,7 @@ def study_data(
                 instance_count=source.instance_count,
             )
             for source in sources
+            if list_associations
         ),
         instances=instances,
         manifest=manifest,

@@ -45,6 +45,10 @@ DUE_BATCH: Final = 50
 #: How often the journal's history is trimmed (studies quiet and events published longer
 #: ago than ``history_days``).
 FORGET_INTERVAL_SECONDS: Final = 3600.0
+#: How soon a study that an association not announced yet adds to is looked at again.
+IN_FLIGHT_RECHECK: Final = timedelta(seconds=2)
+#: How soon a study whose event could not be built is tried again.
+INVALID_RECHECK: Final = timedelta(hours=1)
 #: Instances read from the journal at a time while writing a study's manifest.
 MANIFEST_PAGE: Final = 1000
 
@@ -63,6 +67,7 @@ class StudyWatch:
         instance_name: str,
         max_event_bytes: int,
         history: timedelta,
+        retention: timedelta | None = None,
         on_announced: Callable[[], None],
     ) -> None:
         self._journal = journal
@@ -71,6 +76,7 @@ class StudyWatch:
         self._instance_name = instance_name
         self._max_event_bytes = max_event_bytes
         self._history = history
+        self._retention = retention
         self._on_announced = on_announced
 
     @classmethod
@@ -82,17 +88,20 @@ class StudyWatch:
         store: ObjectStore,
         on_announced: Callable[[], None],
     ) -> StudyWatch:
-        history_days = settings.ingest.history_days
-        if settings.storage.retention_days is not None:
-            # A study must not list objects the store has expired.
-            history_days = min(history_days, settings.storage.retention_days)
+        quiet = [ae.ae_title for ae in settings.ingest.ae if ae.study_stable_seconds]
+        forgotten = journal.studies.forget_unless_called(quiet)
+        if forgotten:
+            log.info("%d studies of AE titles without study_stable_seconds forgotten", forgotten)
+        retention = settings.storage.retention_days
         return cls(
             journal,
             spool,
             store,
             instance_name=settings.ingest.instance_name,
             max_event_bytes=settings.ingest.max_event_bytes,
-            history=timedelta(days=history_days),
+            history=timedelta(days=settings.ingest.history_days),
+            # A study must not list objects the store has expired.
+            retention=None if retention is None else timedelta(days=retention),
             on_announced=on_announced,
         )
 
@@ -104,26 +113,39 @@ class StudyWatch:
         announced = 0
         for study in self._journal.studies.due(now, DUE_BATCH):
             if self._journal.studies.in_flight(study):
+                self._journal.studies.postpone(study, now + IN_FLIGHT_RECHECK)
                 continue
             try:
                 announced += self._announce(study, now)
-            except (StudyChanged, ValidationError) as exc:
-                log.warning(
+            except StudyChanged as exc:
+                log.info(
                     "study %s changed while its event was built (%s); built again shortly",
                     study.study_instance_uid,
                     exc,
                 )
+            except ValidationError as exc:
+                # What the journal holds does not make a valid event: a fault of ours, which
+                # trying again twice a second would only repeat in the log.
+                log.error(
+                    "study %s: no valid event can be built (%s); tried again in %s",
+                    study.study_instance_uid,
+                    exc,
+                    INVALID_RECHECK,
+                )
+                self._journal.studies.postpone(study, now + INVALID_RECHECK)
         if announced:
             self._on_announced()
         return announced
 
     def forget_history(self, now: datetime) -> int:
         """Forget the studies quiet, and the association events published, longer ago than
-        the history; returns how many."""
+        the history, and the study instances whose objects have expired; returns how many."""
         before = now - self._history
-        return self._journal.studies.forget_quiet(before) + self._journal.outbox.forget_published(
-            before
-        )
+        forgotten = self._journal.studies.forget_quiet(before)
+        forgotten += self._journal.outbox.forget_published(before)
+        if self._retention is not None:
+            forgotten += self._journal.studies.forget_stored_before(now - self._retention)
+        return forgotten
 
     def _announce(self, study: DueStudy, now: datetime) -> int:
         sources = self._journal.studies.sources(study)
@@ -178,15 +200,21 @@ class StudyWatch:
             manifest = store_manifest(self._store, manifest_key(event_id), written)
         finally:
             path.unlink(missing_ok=True)
-        data = study_data(
-            study,
-            sources,
-            bucket=self._store.bucket,
-            instances=(),
-            total_bytes=written.total_bytes,
-            manifest=manifest,
-        )
-        return study_event(data, event_id=event_id, instance_name=self._instance_name, now=now)
+        for list_associations in (True, False):
+            data = study_data(
+                study,
+                sources,
+                bucket=self._store.bucket,
+                instances=(),
+                total_bytes=written.total_bytes,
+                manifest=manifest,
+                list_associations=list_associations,
+            )
+            event = study_event(data, event_id=event_id, instance_name=self._instance_name, now=now)
+            if len(event.body) <= self._max_event_bytes:
+                break
+        # Without instances and associations an event is a few hundred bytes: it fits.
+        return event
 
     def _pages(self, study: DueStudy) -> Iterator[list[StoredInstance]]:
         after = 0

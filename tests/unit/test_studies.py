@@ -148,7 +148,8 @@ def test_a_dropped_association_leaves_its_studies_which_are_announced_again(
     (study,) = journal.studies.due(STARTED + timedelta(hours=1), 10)
     assert journal.studies.put_event(study, study_outbox_event(journal, study), STARTED)
     later = STARTED + timedelta(days=1)
-    journal.held.drop(dropped, later)  # as the operator command does
+    journal.held.leave_studies(dropped, later)  # as the operator command does
+    journal.held.drop(dropped)
     assert journal.studies.due(later, 10) == []
     (study,) = journal.studies.due(later + timedelta(seconds=QUIET), 10)
     assert [s.association_id for s in journal.studies.sources(study)] == [kept]
