@@ -3,8 +3,8 @@
 An event stays small whatever the association: when listing every instance inline would make it
 larger than the gateway's ``max_event_bytes``, the list goes into an object under the
 association's prefix (:func:`contracts.keys.manifest_key`; a stable-study event's under its
-event id) and the event carries its key, size and
-SHA-256 (:class:`~contracts.events.InstanceManifest`) with an empty ``instances``. The object is
+event id) and the event carries its key, size and SHA-256
+(:class:`~contracts.events.InstanceManifest`) with an empty ``instances``. The object is
 JSON Lines: one :class:`~contracts.events.StoredInstance` per line, in the order received.
 
 Writing is :func:`manifest_line` per instance; reading is :func:`with_manifest_instances`, which

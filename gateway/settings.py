@@ -170,11 +170,8 @@ class IngestSettings(_Section):
     #: window is aborted as a silent one is (0: no minimum).
     min_receive_bytes_per_second: ByteSize = ByteSize(4096)
     receive_rate_window_seconds: float = Field(default=60, gt=0)
-    #: A data set whose encoding cannot be followed to its end, or that has no valid Study or
-    #: Series Instance UID: "store" keeps it byte for byte as received, answers success and
-    #: flags it in the event (``well_formed: false`` and the reason); "refuse" answers 0xC000.
-    #: Storing is the default because a refused instance is one the sending device retries for
-    #: ever or drops, and modality data is often quirky in exactly these ways (docs/conformance.md).
+    #: A data set not well-formed (docs/conformance.md): "store" keeps it as received and flags
+    #: it in the event; "refuse" answers 0xC000 (a device then retries it for ever, or drops it).
     malformed_instances: Literal["store", "refuse"] = "store"
     spool_dir: Path = Path("gateway-data/spool")
     aborted_cleanup_seconds: float = Field(default=0, ge=0)
@@ -193,9 +190,8 @@ class IngestSettings(_Section):
     #: Largest association event published: a longer instance list goes into a manifest
     #: object beside the instances and the event names it (claim check, contracts.manifest).
     max_event_bytes: int = Field(default=1_048_576, ge=16_384, le=67_108_864)
-    #: How long the journal remembers a published association event (for ``associations
-    #: reannounce``) and a study after its last stable event (for its next revision; later
-    #: instances start a new study record at revision 1). Never past storage.retention_days.
+    #: How long the journal keeps a published association event (``associations reannounce``)
+    #: and a study after its last stable event (for its next revision).
     history_days: float = Field(default=7, gt=0, le=36_500)
     #: DICOM TLS on the listener; none: plain TCP.
     tls: TlsServerSettings | None = None

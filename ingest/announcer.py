@@ -31,7 +31,7 @@ from ingest.announcement import (
     released_event,
     stored_instance,
 )
-from ingest.journal import Journal, SpooledInstance
+from ingest.journal import AssociationRecord, Journal, SpooledInstance
 from ingest.manifest_file import store_manifest, write_manifest
 from ingest.outbox import OutboxEvent
 from ingest.spool import Spool
@@ -78,14 +78,14 @@ class Announcer:
             self._journal.forget(association_id)
             self._spool.remove_association(association_id)
             return
+        association = self._journal.association(association_id)
         event = (
-            self._inline_event(association_id, first) if may_fit_inline(len(first), limit) else None
+            self._inline_event(association, first) if may_fit_inline(len(first), limit) else None
         )
         if event is None:
-            event = self._manifest_event(association_id)
+            event = self._manifest_event(association)
         now = datetime.now(UTC)
-        called = self._journal.association(association_id).called_ae_title
-        stable_seconds = self._study_stable_seconds.get(called, 0.0)
+        stable_seconds = self._study_stable_seconds.get(association.called_ae_title, 0.0)
         self._journal.outbox.announce(
             event,
             now,
@@ -104,10 +104,9 @@ class Announcer:
             log.warning("association %s: spool files not removed: %s", association_id, exc)
 
     def _inline_event(
-        self, association_id: str, instances: list[SpooledInstance]
+        self, association: AssociationRecord, instances: list[SpooledInstance]
     ) -> OutboxEvent | None:
         """The event listing ``instances`` (all of them), or None if it would be too large."""
-        association = self._journal.association(association_id)
         event = released_event(
             association,
             released_data(association, instances, self._store.bucket),
@@ -116,9 +115,9 @@ class Announcer:
         )
         return event if len(event.body) <= self._settings.max_event_bytes else None
 
-    def _manifest_event(self, association_id: str) -> OutboxEvent:
+    def _manifest_event(self, association: AssociationRecord) -> OutboxEvent:
+        association_id = association.association_id
         summary = self._store_manifest(association_id)
-        association = self._journal.association(association_id)
         log.info(
             "association %s: %d instances listed in %s (%d bytes), not in the event",
             association_id,
