@@ -13,11 +13,11 @@ from pathlib import Path
 from types import TracebackType
 
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
 
 from contracts.export import InstanceResult
 from contracts.keys import association_prefix, is_manifest_key, is_valid_uid
 from export.announced import manifests_to_read, mismatch
+from export.file_meta import read_file_meta
 from export.plan import Context, InstanceMeta, NotFetched, OutgoingInstance, failure, unread
 from gateway.errors import ObjectMissing, WorkingSpaceFull
 from gateway.objectstore import ObjectStore
@@ -262,20 +262,19 @@ def _fetch_one(
         return NotFetched(key, reason)
     space.had_room()
     try:
-        meta = read_file_meta_info(target)
+        meta = read_file_meta(target)
     except (InvalidDicomError, AttributeError, ValueError) as exc:
         target.unlink(missing_ok=True)
         return unread(key, f"object is not a DICOM Part 10 file: {exc}")
-    group_length = meta.get("FileMetaInformationGroupLength")
     outgoing = OutgoingInstance(
         object_key=key,
         path=target,
-        sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
-        sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
-        transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
+        sop_class_uid=meta.sop_class_uid,
+        sop_instance_uid=meta.sop_instance_uid,
+        transfer_syntax_uid=meta.transfer_syntax_uid,
         data_set_length=None
-        if group_length is None
-        else target.stat().st_size - FILE_META_START - int(group_length),
+        if meta.group_length is None
+        else target.stat().st_size - FILE_META_START - meta.group_length,
     )
     invalid = [
         name

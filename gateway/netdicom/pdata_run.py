@@ -11,11 +11,17 @@ encoded exactly as pynetdicom's ``P_DATA_TF`` encodes a single-PDV PDU, up to
 the wire are the same, in the same order: only the number of hand-overs changes. pynetdicom's
 ``EVT_PDU_SENT`` is not triggered for the PDUs of a run (its own handler logs nothing for a
 P-DATA-TF, and nothing of ours listens to it).
+
+A data set read from a file is cut into runs directly (:func:`file_runs`), a run's worth of
+fragments read at once: no primitive is made per fragment, and a fragment's bytes are not
+copied until the run is written.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from pathlib import Path
 
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -28,6 +34,9 @@ COMMAND_BIT = 0x01
 LAST_BIT = 0x02
 # PDU type, reserved, PDU length; PDV item length, presentation context ID.
 _HEADER = struct.Struct(">BBLLB")
+#: The PDV item's own header in a PDU: its length (4) and the context ID (1), then the
+#: message control header (1); a fragment may be the PDU's maximum length less these.
+PDV_OVERHEAD = 6
 
 
 def data_set_fragment(primitive: object) -> tuple[int, bytes] | None:
@@ -67,13 +76,19 @@ class PDataRun(P_DATA):
 
     def __init__(self) -> None:
         super().__init__()
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._size = 0
 
     def add(self, context_id: int, value: bytes) -> None:
         """Append one fragment as a P-DATA-TF PDU holding one presentation data value item."""
         self._parts += (pdu_header(context_id, len(value)), value)
         self._size += _HEADER.size + len(value)
+
+    def add_fragment(self, context_id: int, last: bool, fragment: bytes | memoryview) -> None:
+        """:meth:`add` for a data set fragment given without its message control header."""
+        control = LAST_BIT if last else 0
+        self._parts += (pdu_header(context_id, 1 + len(fragment)) + bytes((control,)), fragment)
+        self._size += _HEADER.size + 1 + len(fragment)
 
     @property
     def count(self) -> int:
@@ -87,3 +102,30 @@ class PDataRun(P_DATA):
     def encoded(self) -> bytes:
         """The run's PDUs, one after the other."""
         return b"".join(self._parts)
+
+
+class TakesRuns:
+    """A DUL provider that sends a queued :class:`PDataRun` as it is (prompt_dul.py)."""
+
+
+def file_runs(context_id: int, path: Path, offset: int, max_pdu_length: int) -> Iterator[PDataRun]:
+    """The data set stored in ``path`` from ``offset``, as runs of P-DATA-TF PDUs cut as
+    pynetdicom cuts a message part (fragments of ``max_pdu_length`` less the PDV's overhead,
+    the last one shorter), read one run at a time. ``max_pdu_length`` must be set (not 0)."""
+    size = max_pdu_length - PDV_OVERHEAD
+    per_run = max(1, RUN_BYTES // size)
+    with path.open("rb") as file:
+        remaining = file.seek(0, 2) - file.seek(offset)
+        while True:
+            data = file.read(min(per_run * size, remaining))
+            remaining -= len(data)
+            ended = remaining <= 0 or not data
+            run = PDataRun()
+            # Views, not copies: the run keeps ``data`` until it is written.
+            view = memoryview(data)
+            for start in range(0, len(data), size) or range(1):  # an empty data set: one piece
+                last = ended and start + size >= len(data)
+                run.add_fragment(context_id, last, view[start : start + size])
+            yield run
+            if ended:
+                return

@@ -34,7 +34,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 
 from gateway.netdicom.direct_store import Context, DirectStore, StoreReceiver, Verdict
-from gateway.netdicom.pdata_run import PDataRun, data_set_fragment, is_last
+from gateway.netdicom.pdata_run import PDataRun, TakesRuns, data_set_fragment, is_last
 from gateway.netdicom.prompt_socket import READABLE
 from gateway.netdicom.request_limits import (
     P_DATA_TF,
@@ -112,7 +112,7 @@ class _EndingTolerantStateMachine(StateMachine):
             return False
 
 
-class PromptDUL(DULServiceProvider):
+class PromptDUL(DULServiceProvider, TakesRuns):
     """A DUL provider that waits for data or for work instead of sleeping between looks."""
 
     def __init__(self, assoc: Association) -> None:

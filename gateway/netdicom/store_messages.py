@@ -1,5 +1,6 @@
-"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them,
-and a C-STORE-RQ's command set decoded directly for the fast path (:func:`store_request`).
+"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them;
+a C-STORE-RQ's command set decoded directly for the fast path (:func:`store_request`), and a
+C-STORE-RSP's for export (:func:`store_response_primitive`).
 
 pynetdicom turns every DIMSE primitive into a pydicom data set (one attribute at a time) and
 encodes it twice, the first time only to learn its group length: a large part of the time
@@ -10,11 +11,11 @@ pynetdicom's for every combination. Anything else (other messages, a C-STORE res
 error comment or an offending element, a request on behalf of a C-MOVE, a data set in memory)
 returns None and is left to pynetdicom.
 
-What is encoded here is always encoded here, whatever is logged or listening: turning on
-debug logging must not change the code being debugged. So pynetdicom's ``EVT_DIMSE_SENT`` is
-not triggered for these messages (there is no pynetdicom message object to give it; its own
-handler only logs, and nothing of ours listens), and each message is logged here at DEBUG
-instead of by pynetdicom at INFO.
+What is encoded (or decoded) here is always encoded here, whatever is logged or listening:
+turning on debug logging must not change the code being debugged. So pynetdicom's
+``EVT_DIMSE_SENT`` and ``EVT_DIMSE_RECV`` are not triggered for these messages (there is no
+pynetdicom message object to give them; its own handlers only log, and nothing of ours
+listens), and each message is logged here at DEBUG instead of by pynetdicom at INFO.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from gateway.netdicom.pdata_run import pdu_header
+from gateway.netdicom.pdata_run import TakesRuns, file_runs, pdu_header
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,13 @@ _UL = struct.Struct("<I")
 _US_ELEMENTS = frozenset({_COMMAND_FIELD, _MESSAGE_ID, _PRIORITY, _COMMAND_DATA_SET_TYPE})
 _UI_ELEMENTS = frozenset({_AFFECTED_SOP_CLASS_UID, _AFFECTED_SOP_INSTANCE_UID})
 _REQUIRED = _US_ELEMENTS | _UI_ELEMENTS
+#: The elements of a C-STORE-RSP that :func:`store_response_primitive` decodes: its UIDs
+#: are optional (PS3.7 9.3.1.2), an error comment or offending element is left to pynetdicom.
+_RESPONSE_REQUIRED = frozenset(
+    {_COMMAND_FIELD, _MESSAGE_ID_BEING_RESPONDED_TO, _COMMAND_DATA_SET_TYPE, _STATUS}
+)
+_RESPONSE_ELEMENTS = _RESPONSE_REQUIRED | _UI_ELEMENTS
+_US_FIELDS = _US_ELEMENTS | _RESPONSE_REQUIRED
 #: A UID is at most 64 characters (PS3.5 9.1), 64 bytes padded.
 _MAX_UID_BYTES = 64
 
@@ -192,11 +200,10 @@ def _uid(value: bytes) -> str | None:
     return text.rstrip("\0 ")
 
 
-def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest | None:
-    """The C-STORE-RQ that ``command`` (a whole command set, implicit VR little endian) encodes,
-    or None when it is anything else: another command, a C-STORE-RQ without a data set, one
-    with elements this decoder does not know (a C-MOVE originator, say), or one it cannot
-    read. None is never an error: pynetdicom then decodes the command as it always has."""
+def _elements(command: bytes | memoryview, known: frozenset[int]) -> dict[int, bytes] | None:
+    """The values of a command set's elements (implicit VR little endian) by element number;
+    None if it holds an element not ``known``, one twice, a US of another length, a group
+    length that is not the rest's, or cannot be read."""
     values: dict[int, bytes] = {}
     position = 0
     end = len(command)
@@ -213,10 +220,19 @@ def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest 
             if length != _UL.size or _UL.unpack(value)[0] != end - position:
                 return None
             continue
-        if element not in _REQUIRED or (element in _US_ELEMENTS and length != _US.size):
+        if element not in known or (element in _US_FIELDS and length != _US.size):
             return None
         values[element] = value
-    if values.keys() != _REQUIRED:
+    return values
+
+
+def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest | None:
+    """The C-STORE-RQ that ``command`` (a whole command set, implicit VR little endian) encodes,
+    or None when it is anything else: another command, a C-STORE-RQ without a data set, one
+    with elements this decoder does not know (a C-MOVE originator, say), or one it cannot
+    read. None is never an error: pynetdicom then decodes the command as it always has."""
+    values = _elements(command, _REQUIRED)
+    if values is None or values.keys() != _REQUIRED:
         return None
     if _US.unpack(values[_COMMAND_FIELD])[0] != C_STORE_RQ_FIELD:
         return None
@@ -233,6 +249,34 @@ def store_request(context_id: int, command: bytes | memoryview) -> StoreRequest 
         sop_instance_uid=sop_instance,
         priority=_US.unpack(values[_PRIORITY])[0],
     )
+
+
+def store_response_primitive(command: bytes | memoryview) -> C_STORE | None:
+    """The C-STORE-RSP that ``command`` encodes, as the primitive pynetdicom would decode it
+    into, or None when it is anything else or holds more (an error comment, an offending
+    element, a UID that is not plain text): pynetdicom then decodes it as it always has."""
+    values = _elements(command, _RESPONSE_ELEMENTS)
+    if values is None or not values.keys() >= _RESPONSE_REQUIRED:
+        return None
+    if _US.unpack(values[_COMMAND_FIELD])[0] != C_STORE_RSP_FIELD:
+        return None
+    if _US.unpack(values[_COMMAND_DATA_SET_TYPE])[0] != NO_DATA_SET:
+        return None
+    uids: dict[int, str] = {}
+    for element in _UI_ELEMENTS & values.keys():
+        text = _uid(values[element])
+        # pydicom would split several values, or strip leading spaces: left to it.
+        if not text or "\\" in text or text != text.lstrip():
+            return None
+        uids[element] = text
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = _US.unpack(values[_MESSAGE_ID_BEING_RESPONDED_TO])[0]
+    primitive.Status = _US.unpack(values[_STATUS])[0]
+    if _AFFECTED_SOP_CLASS_UID in uids:
+        primitive.AffectedSOPClassUID = uids[_AFFECTED_SOP_CLASS_UID]
+    if _AFFECTED_SOP_INSTANCE_UID in uids:
+        primitive.AffectedSOPInstanceUID = uids[_AFFECTED_SOP_INSTANCE_UID]
+    return primitive
 
 
 def fragments(data: bytes, max_pdu_length: int) -> list[bytes]:
@@ -260,6 +304,17 @@ def file_fragments(path: tuple[Path, int], max_pdu_length: int) -> Iterator[byte
                 return
 
 
+def _lone_command(primitive: P_DATA) -> tuple[int, bytes] | None:
+    """(context ID, command set) of a P-DATA that holds a whole command and nothing else."""
+    values = primitive.presentation_data_value_list
+    if len(values) != 1:
+        return None
+    context_id, value = values[0]
+    if len(value) < 1 or value[0] != _COMMAND_LAST:
+        return None
+    return context_id, value[1:]
+
+
 def _pdata(context_id: int, control: int, fragment: bytes) -> P_DATA:
     primitive = P_DATA()
     primitive.presentation_data_value_list.append((context_id, bytes([control]) + fragment))
@@ -285,8 +340,25 @@ def _log_sent(primitive: C_STORE, context_id: int) -> None:
 
 class StoreDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider, sending C-STORE requests and responses it can encode
-    directly (:func:`encode`) without building pydicom data sets; everything else goes
-    through pynetdicom."""
+    directly (:func:`encode`) and taking C-STORE responses it can decode directly
+    (:func:`store_response_primitive`), without building pydicom data sets; everything else
+    goes through pynetdicom."""
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        response = None if self.message is not None else _lone_command(primitive)
+        decoded = None if response is None else store_response_primitive(response[1])
+        if response is None or decoded is None:
+            super().receive_primitive(primitive)
+            return
+        context_id = response[0]
+        decoded._context_id = context_id
+        log.debug(
+            "C-STORE-RSP received: to message ID %s, context %d, status 0x%04X",
+            decoded.MessageIDBeingRespondedTo,
+            context_id,
+            decoded.Status,
+        )
+        self.msg_queue.put((context_id, decoded))
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         command = encode(primitive)
@@ -301,6 +373,10 @@ class StoreDIMSE(DIMSEServiceProvider):
             self.dul.send_pdu(_pdata(context_id, _COMMAND_LAST if last else _COMMAND, piece))
         path = data_set_path(primitive)
         if path is None:
+            return
+        if max_pdu_length and isinstance(self.dul, TakesRuns):
+            for run in file_runs(context_id, *path, max_pdu_length):
+                self.dul.send_pdu(run)
             return
         previous: bytes | None = None
         for piece in file_fragments(path, max_pdu_length):

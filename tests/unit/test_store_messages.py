@@ -14,7 +14,10 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode as pynetdicom_encode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
+from gateway.netdicom.pdata_run import RUN_BYTES, PDataRun, TakesRuns
 from gateway.netdicom.store_messages import StoreDIMSE, encode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -111,16 +114,21 @@ def _association(max_pdu_length: int) -> tuple[Association, _Sent]:
     return assoc, sent
 
 
+def _stored_request(directory: Path, data_set_length: int) -> C_STORE:
+    """A request whose data set (``data_set_length`` bytes) is read from a file."""
+    stored = directory / "instance.dcm"
+    stored.write_bytes(b"m" * DATA_SET_OFFSET + bytes(range(256)) * (data_set_length // 256 + 1))
+    with stored.open("r+b") as file:
+        file.truncate(DATA_SET_OFFSET + data_set_length)
+    return _with(_request(), _dataset_path=(stored, DATA_SET_OFFSET))
+
+
 @pytest.mark.parametrize("max_pdu_length", [0, 4096, 16384, 16384 + 6])
 @pytest.mark.parametrize("data_set_length", [0, 1, 16378, 16379, 3 * 16378, 100_000])
 def test_a_request_from_a_file_goes_out_in_the_same_fragments(
     tmp_path: Path, max_pdu_length: int, data_set_length: int
 ) -> None:
-    stored = tmp_path / "instance.dcm"
-    stored.write_bytes(b"m" * DATA_SET_OFFSET + bytes(range(256)) * (data_set_length // 256 + 1))
-    with stored.open("r+b") as file:
-        file.truncate(DATA_SET_OFFSET + data_set_length)
-    primitive = _with(_request(), _dataset_path=(stored, DATA_SET_OFFSET))
+    primitive = _stored_request(tmp_path, data_set_length)
     message = C_STORE_RQ()
     message.primitive_to_message(primitive)
     expected = [
@@ -131,6 +139,45 @@ def test_a_request_from_a_file_goes_out_in_the_same_fragments(
     assoc, sent = _association(max_pdu_length)
     StoreDIMSE(assoc).send_msg(primitive, 3)
     assert sent.values == expected
+
+
+class _RunsSent(TakesRuns):
+    """A DUL provider that sends runs as they are: what goes on the wire, in order."""
+
+    def __init__(self) -> None:
+        self.wire = b""
+        self.runs = 0
+
+    def send_pdu(self, primitive: object) -> None:
+        if isinstance(primitive, PDataRun):
+            self.runs += 1
+            self.wire += primitive.encoded()
+        else:
+            assert isinstance(primitive, P_DATA)
+            self.wire += P_DATA_TF(primitive).encode()
+
+
+@pytest.mark.parametrize("max_pdu_length", [4096, 16384, 16384 + 6, 1024 * 1024])
+@pytest.mark.parametrize("data_set_length", [0, 1, 16378, 16379, 3 * 16378, 700_000])
+def test_a_request_from_a_file_goes_out_in_runs_of_the_same_pdus(
+    tmp_path: Path, max_pdu_length: int, data_set_length: int
+) -> None:
+    """To a DUL that takes runs, the data set leaves in runs read straight from the file: on
+    the wire, the very PDUs pynetdicom would send one by one."""
+    primitive = _stored_request(tmp_path, data_set_length)
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    expected = b"".join(
+        P_DATA_TF(pdata).encode() for pdata in message.encode_msg(3, max_pdu_length)
+    )
+    assoc, _ = _association(max_pdu_length)
+    dul = _RunsSent()
+    assoc.dul = dul  # type: ignore[assignment]
+    StoreDIMSE(assoc).send_msg(primitive, 3)
+    assert dul.wire == expected
+    fragment = max_pdu_length - 6
+    per_run = max(1, RUN_BYTES // fragment) * fragment  # a PDU above RUN_BYTES: its own run
+    assert dul.runs == max(1, -(-data_set_length // per_run))
 
 
 def test_a_response_goes_out_as_one_command_fragment() -> None:
