@@ -45,6 +45,14 @@ _IDENTITY_TAGS = [
     Tag(0x0020, 0x000D),  # Study Instance UID
     Tag(0x0020, 0x000E),  # Series Instance UID
 ]
+#: The identity's tags as numbers, in :data:`_IDENTITY_TAGS`' order (for ingest.well_formed).
+IDENTITY_TAGS = tuple(int(tag) for tag in _IDENTITY_TAGS)
+#: pydicom defers reading larger values (``defer_size`` below), and gives no text for them.
+LARGEST_IDENTITY_VALUE = 1024
+
+#: The identity's UIDs as sent (None for one the data set lacks), in :data:`IDENTITY_TAGS`'
+#: order, when already read (see ingest.well_formed.walk); None: read them with pydicom.
+KnownUids = list[str | None] | None
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,11 @@ def _text(data_set: Dataset, tag: BaseTag) -> str | None:
     if tag not in data_set:
         return None
     value = data_set.get_item(tag).value
-    raw = value if isinstance(value, bytes) else str(value).encode("ascii", "replace")
+    return uid_text(value if isinstance(value, bytes) else str(value).encode("ascii", "replace"))
+
+
+def uid_text(raw: bytes) -> str:
+    """A UID element's value as text, its padding stripped, whatever bytes it holds."""
     return raw.decode("ascii", "replace").rstrip("\x00 ")
 
 
@@ -187,7 +199,7 @@ def _read_uids(
             is_implicit_VR=transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN,
             is_little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN,
             stop_when=past_identity,
-            defer_size=1024,
+            defer_size=LARGEST_IDENTITY_VALUE,
             specific_tags=list(_IDENTITY_TAGS),
         )
     except (InvalidDicomError, EOFError, OSError, ValueError, zlib.error) as exc:
@@ -208,14 +220,16 @@ def _mismatch(name: str, in_data_set: str, in_command: str) -> InstanceRejected:
     )
 
 
-def read_identity(
+def read_identity(  # noqa: PLR0917 (the command's two UIDs, named)
     received: BinaryIO,
     offset: int,
     transfer_syntax_uid: str,
     command_sop_class_uid: str,
     command_sop_instance_uid: str,
+    known: KnownUids = None,
 ) -> InstanceIdentity:
-    """Read the four UIDs that place an instance, stopping before anything large.
+    """Read the four UIDs that place an instance, stopping before anything large (or take
+    them as ``known``).
 
     The SOP class and instance come from the data set and fall back to the C-STORE command's
     Affected SOP Class/Instance UID when the data set lacks them; when both have them, they must
@@ -223,7 +237,9 @@ def read_identity(
     as explicit VR little endian, which is what private syntaxes use in practice. Every one of
     the four must be a valid UID (else *cannot understand*).
     """
-    sop_class, sop_instance, study, series = _read_uids(received, offset, transfer_syntax_uid, None)
+    sop_class, sop_instance, study, series = (
+        _read_uids(received, offset, transfer_syntax_uid, None) if known is None else known
+    )
     identity = InstanceIdentity(
         sop_class_uid=_uid(sop_class, command_sop_class_uid, "SOP Class UID"),
         sop_instance_uid=_uid(sop_instance, command_sop_instance_uid, "SOP Instance UID"),
@@ -246,6 +262,7 @@ def read_identity_as_received(  # noqa: PLR0917 (the command's two UIDs, named)
     command_sop_class_uid: str,
     command_sop_instance_uid: str,
     whole_length: int | None,
+    known: KnownUids = None,
 ) -> tuple[InstanceIdentity, list[str]]:
     """The identity of an instance to be stored whatever its data set holds, and what is wrong
     with it (``ingest.malformed_instances = "store"``).
@@ -256,12 +273,15 @@ def read_identity_as_received(  # noqa: PLR0917 (the command's two UIDs, named)
     :func:`read_identity`), and the command's must be valid (else *cannot understand*: they
     name the instance and its object). A Study or Series Instance UID the data set lacks, or
     has only an invalid one of, is None, and the list says so; so does a data set that pydicom
-    cannot read (the command's UIDs are then taken as they are).
+    cannot read (the command's UIDs are then taken as they are). ``known``: the UIDs, read
+    already from those bytes.
     """
     problems: list[str] = []
     try:
-        sop_class, sop_instance, study, series = _read_uids(
-            received, offset, transfer_syntax_uid, whole_length
+        sop_class, sop_instance, study, series = (
+            _read_uids(received, offset, transfer_syntax_uid, whole_length)
+            if known is None
+            else known
         )
     except InstanceRejected:
         # Not pydicom's message: the reason travels in the event, and must quote no value.

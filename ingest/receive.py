@@ -38,7 +38,7 @@ from ingest.part10 import (
 )
 from ingest.receive_guard import AssociationGuard
 from ingest.receive_limits import ReceiveLimits
-from ingest.well_formed import check_well_formed, find_malformation
+from ingest.well_formed import walk
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,18 @@ def _identify(  # noqa: PLR0917 (what store_received has, passed on)
 ) -> tuple[InstanceIdentity, str | None]:
     """The received instance's identity, and why it is not well-formed when it is stored all
     the same (``ingest.malformed_instances``; None: it is well-formed)."""
+    walked = walk(data, offset, transfer_syntax)
+    malformation = walked.malformation
     if malformed_instances == "refuse":
         # Before the identity: a data set cut short or with lying lengths must not be answered
         # with success, and pydicom then only reads what is well-formed.
-        check_well_formed(data, offset, transfer_syntax)
+        walked.check()
         identity = read_identity(
-            data, offset, transfer_syntax, command_sop_class, command_sop_instance
+            data, offset, transfer_syntax, command_sop_class, command_sop_instance, walked.known
         )
         return identity, None
-    # Stored as received whatever it holds: pydicom reads only the elements the walk found
-    # whole, and the command's UIDs name the instance.
-    malformation = find_malformation(data, offset, transfer_syntax)
+    # Stored as received whatever it holds: only the elements the walk found whole are read,
+    # and the command's UIDs name the instance.
     identity, problems = read_identity_as_received(
         data,
         offset,
@@ -79,6 +80,7 @@ def _identify(  # noqa: PLR0917 (what store_received has, passed on)
         command_sop_class,
         command_sop_instance,
         None if malformation is None else malformation.whole_length,
+        walked.known,
     )
     if malformation is not None:
         problems.insert(0, malformation.reason)

@@ -3,6 +3,12 @@
 A data set cut short, or whose lengths lie, must not be answered with success; checked before
 its identity is read (:func:`ingest.part10.read_identity`), it also means pydicom only ever
 reads what is well-formed. See :func:`check_well_formed`.
+
+The walk also reads the values of the identity's four UIDs on its way (:func:`walk`), where
+pydicom would read them: top-level elements before the first tag past the Series Instance UID.
+pydicom's read of them took 0.2-0.3 ms per instance, on the thread that answers the C-STORE.
+Where the walk cannot be sure to read what pydicom reads (a value longer than pydicom reads
+at once, an identity element that opens a container), it says so and pydicom reads them.
 """
 
 from __future__ import annotations
@@ -23,7 +29,11 @@ from ingest.inflating import Inflating
 from ingest.part10 import (
     DEFLATED_TRANSFER_SYNTAXES,
     EXPLICIT_VR_BIG_ENDIAN,
+    IDENTITY_TAGS,
     IMPLICIT_VR_LITTLE_ENDIAN,
+    LARGEST_IDENTITY_VALUE,
+    KnownUids,
+    uid_text,
 )
 
 #: Sequences nested deeper than this are refused. Each level costs a hostile sender only 16
@@ -96,8 +106,16 @@ class _Cursor:
             raise _Malformed(f"the data ends inside a header, in {level.kind.value}")
         return data
 
-    def skip(self, count: int, level: _Level, tag: int, at: int) -> None:
-        """Skip the value of the element (or fragment) ``tag`` whose header is at ``at``."""
+    def value(self, count: int, level: _Level, tag: int, at: int) -> bytes:
+        """Read the value of the element ``tag`` whose header is at ``at`` (checked as skipped)."""
+        self._check_room(count, level, tag, at)
+        data = self._stream.read(count)
+        if len(data) < count:
+            raise _Malformed(f"{_where(tag, at)} is longer than the data")
+        self.position += count
+        return data
+
+    def _check_room(self, count: int, level: _Level, tag: int, at: int) -> None:
         target = self.position + count
         if level.limit is not None and target > level.limit:
             raise _Malformed(
@@ -107,6 +125,11 @@ class _Cursor:
             raise _Malformed(
                 f"{_where(tag, at)} is {target - self._size} bytes longer than the data"
             )
+
+    def skip(self, count: int, level: _Level, tag: int, at: int) -> None:
+        """Skip the value of the element (or fragment) ``tag`` whose header is at ``at``."""
+        self._check_room(count, level, tag, at)
+        target = self.position + count
         self._stream.seek(self._base + target)
         if self._size is None and self._stream.tell() != self._base + target:
             raise _Malformed(f"{_where(tag, at)} is longer than the data")
@@ -131,25 +154,60 @@ class Malformation:
 
 
 def check_well_formed(received: BinaryIO, offset: int, transfer_syntax_uid: str) -> None:
-    """Refuse a data set whose encoding cannot be followed to its end (see
-    :func:`find_malformation`). Raises :class:`InstanceRejected` with *cannot understand*."""
-    malformation = find_malformation(received, offset, transfer_syntax_uid)
-    if malformation is not None:
-        raise InstanceRejected(Status.CANNOT_UNDERSTAND, malformation.reason)
+    """Refuse a data set whose encoding cannot be followed to its end (see :func:`walk`).
+    Raises :class:`InstanceRejected` with *cannot understand*."""
+    walk(received, offset, transfer_syntax_uid).check()
 
 
-def find_malformation(
-    received: BinaryIO, offset: int, transfer_syntax_uid: str
-) -> Malformation | None:
-    """What keeps a data set's encoding from being followed to its end; None: nothing.
+class _Identity:
+    """The identity's values met on a walk, and whether pydicom would read the same."""
 
-    That is one cut short, with a length that runs past the data or past the item or
-    sequence around it, a sequence or item that is never closed, an item or delimiter out of
-    place, an undefined length where none is allowed, or sequences nested deeper than
-    :data:`MAX_SEQUENCE_DEPTH`. Only headers are read, those of the items of sequences too (known
-    by their VR, or in implicit VR by the data dictionary); other values are skipped unread
-    (inflated and dropped, when deflated), so a large instance costs no more memory than a
-    small one. Values, VRs and the order of tags are not judged, and odd lengths are
+    def __init__(self) -> None:
+        self.values: dict[int, bytes] = {}
+        #: Past the last identity tag at the top level: pydicom stops reading there.
+        self.done = False
+        #: Something the walk cannot read as pydicom would.
+        self.unsure = False
+
+    def met(self, tag: int) -> bool:
+        """Whether the top-level element ``tag`` is one to read."""
+        if tag > IDENTITY_TAGS[-1]:
+            self.done = True
+        return not self.done and tag in IDENTITY_TAGS
+
+    def known(self) -> KnownUids:
+        if self.unsure:
+            return None
+        values = self.values
+        return [None if tag not in values else uid_text(values[tag]) for tag in IDENTITY_TAGS]
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What a walk of a data set found."""
+
+    #: Why its encoding cannot be followed to its end; None: nothing.
+    malformation: Malformation | None
+    #: The identity's UIDs, read where pydicom reads them (ingest.part10.KnownUids).
+    known: KnownUids
+
+    def check(self) -> None:
+        """Raise :class:`InstanceRejected` (*cannot understand*) if it is not well-formed."""
+        if self.malformation is not None:
+            raise InstanceRejected(Status.CANNOT_UNDERSTAND, self.malformation.reason)
+
+
+def walk(received: BinaryIO, offset: int, transfer_syntax_uid: str) -> Walk:
+    """Follow a data set's encoding to its end, reading the identity's values on the way.
+
+    What keeps it from being followed to its end is a data set cut short, with a length that
+    runs past the data or past the item or sequence around it, a sequence or item that is
+    never closed, an item or delimiter out of place, an undefined length where none is
+    allowed, or sequences nested deeper than :data:`MAX_SEQUENCE_DEPTH`. Only headers are read,
+    those of the items of sequences too (known by their VR, or in implicit VR by the data
+    dictionary), and the identity's few values; other values are skipped unread (inflated and
+    dropped, when deflated), so a large instance costs no more memory than a small one.
+    Values, VRs and the order of tags are not judged, and odd lengths are
     accepted as dcmtk and pydicom read them: the bytes are stored as sent.
     """
     size = received.seek(0, os.SEEK_END) - offset
@@ -159,15 +217,20 @@ def find_malformation(
         cursor = _Cursor(Inflating(received), None)  # type: ignore[arg-type]
     else:
         cursor = _Cursor(received, size)
+    identity = _Identity()
     try:
         _walk(
             cursor,
+            identity,
             implicit_vr=transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN,
             little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN,
         )
     except (_Malformed, zlib.error) as exc:
-        return Malformation(f"data set is not well-formed: {exc}", cursor.whole)
-    return None
+        # The values read come from top-level elements walked whole, before cursor.whole:
+        # those that pydicom is given then.
+        malformation = Malformation(f"data set is not well-formed: {exc}", cursor.whole)
+        return Walk(malformation, identity.known())
+    return Walk(None, identity.known())
 
 
 #: Header, 4-byte and 2-byte fields, by ``little_endian``: compiled once, as every element
@@ -177,7 +240,7 @@ _U32 = {True: struct.Struct("<I"), False: struct.Struct(">I")}
 _U16 = {True: struct.Struct("<H"), False: struct.Struct(">H")}
 
 
-def _walk(cursor: _Cursor, *, implicit_vr: bool, little_endian: bool) -> None:
+def _walk(cursor: _Cursor, identity: _Identity, *, implicit_vr: bool, little_endian: bool) -> None:
     levels = [_Level(_Kind.DATA_SET, None, None, implicit_vr, little_endian)]
     while True:
         level = levels[-1]
@@ -201,7 +264,8 @@ def _walk(cursor: _Cursor, *, implicit_vr: bool, little_endian: bool) -> None:
                 continue
             if group == 0xFFFE:
                 raise _Malformed(f"{_where(tag, at)}: an item or delimiter in a data set")
-            nested = _element(cursor, level, rest, tag, at)
+            keep = identity if len(levels) == 1 and identity.met(tag) else None
+            nested = _element(cursor, level, rest, tag, at, keep)
         else:
             (length,) = _U32[level.little_endian].unpack(rest)
             if tag == _SEQUENCE_DELIMITER and level.end is None:
@@ -225,9 +289,12 @@ def _walk(cursor: _Cursor, *, implicit_vr: bool, little_endian: bool) -> None:
             levels.append(nested)
 
 
-def _element(cursor: _Cursor, level: _Level, rest: bytes, tag: int, at: int) -> _Level | None:
-    """Skip one element of a data set, or open the container that it starts. ``rest`` is what
-    follows the tag in the first 8 bytes of its header, which starts at ``at``."""
+def _element(  # noqa: PLR0917 (the walk's state, passed on)
+    cursor: _Cursor, level: _Level, rest: bytes, tag: int, at: int, keep: _Identity | None
+) -> _Level | None:
+    """Skip one element of a data set (read it into ``keep``, if given), or open the container
+    that it starts. ``rest`` is what follows the tag in the first 8 bytes of its header, which
+    starts at ``at``."""
     vr: bytes | None = rest[:2]
     if level.implicit_vr or not (rest[:2].isalpha() and rest[:2].isupper()):
         # Where explicit VR has no VR, pydicom (which reads the identity) takes the element
@@ -238,6 +305,11 @@ def _element(cursor: _Cursor, level: _Level, rest: bytes, tag: int, at: int) -> 
         (length,) = _U32[level.little_endian].unpack(cursor.read_exactly(4, level))
     else:  # pydicom reads unknown VRs with a 2-byte length too
         (length,) = _U16[level.little_endian].unpack(rest[2:])
+    if keep is not None and (vr == b"SQ" or length > LARGEST_IDENTITY_VALUE):
+        keep.unsure = True  # pydicom would give no plain value: left to it
+    elif keep is not None:
+        keep.values[tag] = cursor.value(length, level, tag, at)
+        return None
     if length != _UNDEFINED_LENGTH:
         if vr == b"SQ":  # its items are walked too, within its length
             return _opened(_Kind.ITEMS, cursor, level, length, tag, at)
