@@ -32,9 +32,10 @@ from bench.datasets import DataSet
 from bench.ingest_runs import Context, StoredRun, new_row, send_failures
 from bench.inotify import ClosedFiles
 from bench.integrity import compare
-from bench.processes import send_with_storescu, split
+from bench.processes import busy_between, send_with_storescu, split
 from bench.report import INGEST_CEILING, Row
 from tests.support.factories import dataset_digest
+from tests.support.proc import machine_busy_seconds
 
 #: Upload (and download) threads, as many as the gateway's export downloads at once.
 UPLOADERS = 8
@@ -126,6 +127,7 @@ def ingest_ceiling(
             bus.publish(routing_key, b"{}", routing_key)
             (message,) = bus.wait_for_count(1, context.send_timeout(dataset), "ceiling message")
         row.seconds = send.seconds
+        row.machine_busy_seconds = send.machine_busy_seconds
         row.first_event_seconds = message.arrived - send.started
         row.event_seconds = message.arrived - send.finished
         if send.failures:
@@ -166,10 +168,12 @@ def s3_download(context: Context, stored: StoredRun, dataset: DataSet) -> Row:
             response.release_conn()
 
     try:
+        busy_before = machine_busy_seconds()
         started = time.monotonic()
         with ThreadPoolExecutor(UPLOADERS, thread_name_prefix="bench-download") as pool:
             list(pool.map(fetch, range(len(instances))))
         row.seconds = time.monotonic() - started
+        row.machine_busy_seconds = busy_between(busy_before)
 
         def digest(index: int) -> tuple[str, str]:
             with (directory / f"{index}.dcm").open("rb") as stream:

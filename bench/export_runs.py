@@ -11,7 +11,7 @@ from bench.backends import Backend, export_queues
 from bench.datasets import DataSet
 from bench.ingest_runs import STARTUP_SECONDS, Context, StoredRun, new_row
 from bench.integrity import compare
-from bench.processes import send_with_storescu, tree_peak_rss
+from bench.processes import busy_between, send_with_storescu, tree_peak_rss
 from bench.report import Row
 from contracts import (
     ExportRequested,
@@ -23,6 +23,7 @@ from contracts import (
 )
 from contracts.routing import EXPORT_REQUESTED_ROUTING_KEY
 from gateway_client.testing import GatewayProcess, merged
+from tests.support.proc import machine_busy_seconds
 
 DESTINATION = "bench"
 
@@ -82,9 +83,11 @@ def gateway_export(context: Context, stored: StoredRun, dataset: DataSet, queues
                         request, source="dicom-gateway://bench", time=datetime.now(UTC)
                     )
                 )
+                busy_before = machine_busy_seconds()
                 started = time.monotonic()
                 bus.publish(EXPORT_REQUESTED_ROUTING_KEY, body, request.export_id)
                 (message,) = bus.wait_for_count(1, context.send_timeout(dataset), "completion")
+                row.machine_busy_seconds = busy_between(busy_before)
                 row.seconds = message.arrived - started
                 assert export.pid is not None  # running
                 row.peak_rss = tree_peak_rss(export.pid)
@@ -115,6 +118,7 @@ def storescu_export(context: Context, dataset: DataSet) -> Row:
                 timeout=context.send_timeout(dataset),
             )
         row.seconds = send.seconds
+        row.machine_busy_seconds = send.machine_busy_seconds
         row.peak_rss = send.peak_rss or None
         row.verdict = compare(dataset.expected(), scp.received_digests())
         if send.failures:

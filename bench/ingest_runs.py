@@ -120,6 +120,7 @@ def storescp_ingest(
             row.receiver_cpu_seconds = _cpu_used(scp.pid, cpu_before)
         row.peak_rss = receivers.peak or None
         row.seconds = send.seconds
+        row.machine_busy_seconds = send.machine_busy_seconds
         row.verdict = compare(dataset.expected(), scp.received_digests())
         if send.failures:
             row.note = send_failures(send)
@@ -218,6 +219,7 @@ def gateway_ingest(
         )
         row.receiver_cpu_seconds = _cpu_used(ingest.pid, cpu_before)
         row.seconds = send.seconds
+        row.machine_busy_seconds = send.machine_busy_seconds
         if send.failures:
             row.note = send_failures(send)
             return row, None

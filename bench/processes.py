@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from tests.support.dcmtk import DCMTK_BIN, dcmtk_environment
-from tests.support.proc import cpu_seconds, descendants, peak_rss
+from tests.support.proc import cpu_seconds, descendants, machine_busy_seconds, peak_rss
 
 
 class BenchError(RuntimeError):
@@ -75,6 +75,12 @@ def _is_native(path: Path) -> bool:
 
 
 # --- memory ---------------------------------------------------------------------------------
+
+
+def busy_between(before: float | None) -> float | None:
+    """The machine's busy CPU seconds since ``before`` (a :func:`machine_busy_seconds`)."""
+    after = machine_busy_seconds()
+    return None if before is None or after is None else after - before
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
@@ -178,6 +184,8 @@ class SendResult:
     failures: dict[str, str] = field(default_factory=dict)
     #: largest peak RSS of the senders, bytes
     peak_rss: int = 0
+    #: CPU seconds the whole machine was busy from the start to the last exit (every CPU)
+    machine_busy_seconds: float | None = None
 
     @property
     def finished(self) -> float:
@@ -238,6 +246,7 @@ def send_with_storescu(
     waiters = []
     processes: dict[str, subprocess.Popen[bytes]] = {}
     with PeakRssSampler() as senders:
+        busy_before = machine_busy_seconds()
         result.started = time.monotonic()
         for title, command in zip(titles, commands, strict=True):
             with logs[title].open("wb") as log:
@@ -258,6 +267,7 @@ def send_with_storescu(
                 result.failures[title] = f"storescu did not finish within {timeout:g} s"
         for waiter in waiters:
             waiter.join()
+        result.machine_busy_seconds = busy_between(busy_before)
     result.peak_rss = senders.peak
     for title, process in processes.items():
         if title in result.failures:

@@ -47,6 +47,8 @@ class Row:
     #: user + system CPU seconds of the receiving process while the senders ran (ingest rows
     #: of a single receiving process)
     receiver_cpu_seconds: float | None = None
+    #: CPU seconds the whole machine was busy during ``seconds`` (every process, every CPU)
+    machine_busy_seconds: float | None = None
     verdict: Verdict | None = None
     #: why the row has no numbers (skipped, failed)
     note: str = ""
@@ -75,6 +77,14 @@ class Row:
         if self.receiver_cpu_seconds is None or not self.seconds:
             return None
         return 100 * self.receiver_cpu_seconds / self.seconds
+
+    @property
+    def machine_busy_percent(self) -> float | None:
+        """How busy the machine's CPUs were during the row (100: all of them, all the time)."""
+        cpus = os.cpu_count()
+        if self.machine_busy_seconds is None or not self.seconds or not cpus:
+            return None
+        return 100 * self.machine_busy_seconds / (self.seconds * cpus)
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -145,8 +155,8 @@ def ingest_table(rows: Sequence[Row]) -> str:
     lines = [
         "| data set | receiver | assocs | runs | instances | MB | answered s | inst/s | MB/s "
         "| first byte→event s | release→event ms | peak RSS MB | receiver CPU % "
-        "| answered ours/storescp | first byte→event ours/ceiling | integrity |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| machine busy % | answered ours/storescp | first byte→event ours/ceiling | integrity |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         event_ms = None if row.event_seconds is None else row.event_seconds * 1000
@@ -156,7 +166,7 @@ def ingest_table(rows: Sequence[Row]) -> str:
             f"| {_number(row.per_second)} | {_number(row.megabytes_per_second)} "
             f"| {_number(row.first_event_seconds, 2)} | {_number(event_ms, 0)} "
             f"| {_megabytes(row.peak_rss)} | {_number(row.receiver_cpu_percent, 0)} "
-            f"| {_ratio(row, rows, REFERENCE)} "
+            f"| {_number(row.machine_busy_percent, 0)} | {_ratio(row, rows, REFERENCE)} "
             f"| {_ceiling_ratio(row, rows, lambda r: r.first_event_seconds)} "
             f"| {_verdict(row)} |"
         )
@@ -166,15 +176,16 @@ def ingest_table(rows: Sequence[Row]) -> str:
 def export_table(rows: Sequence[Row]) -> str:
     lines = [
         "| data set | sender → storescp | runs | instances | MB | seconds | inst/s | MB/s "
-        "| sender peak RSS MB | ours/storescu | ours/ceiling | integrity |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| sender peak RSS MB | machine busy % | ours/storescu | ours/ceiling | integrity |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.dataset} | {row.label} | {row.runs} | {row.instances:,} "
             f"| {_megabytes(row.dataset_bytes)} | {_seconds(row)} "
             f"| {_number(row.per_second)} | {_number(row.megabytes_per_second)} "
-            f"| {_megabytes(row.peak_rss)} | {_ratio(row, rows, EXPORT_REFERENCE)} "
+            f"| {_megabytes(row.peak_rss)} | {_number(row.machine_busy_percent, 0)} "
+            f"| {_ratio(row, rows, EXPORT_REFERENCE)} "
             f"| {_ceiling_ratio(row, rows, lambda r: r.seconds)} | {_verdict(row)} |"
         )
     return "\n".join(lines)
@@ -255,6 +266,11 @@ NOTES = """\
 - receiver CPU %: user + system CPU time of the receiving process while the senders ran, in
   percent of one core (n/a for `storescp --fork`, whose children are separate processes). A
   gateway row near 100 % with several associations is bound by one Python process (the GIL).
+- machine busy %: how busy all of the machine's CPUs were during the row's time (answered, or
+  request to completion, or the download), every process counted (`/proc/stat`): 100 % is
+  every CPU all the time. A row near 100 % was bound by the machine's CPUs, shared by the
+  senders, the receiver, the S3 server and RabbitMQ, not by waiting; the time such a row
+  takes is at least the CPU time of all of them divided by the number of CPUs.
 - integrity: every sent instance's data set is compared with what the receiver holds (for the
   gateway, the stored object after our file meta), in every run; any loss or change fails
   the run.

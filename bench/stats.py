@@ -57,6 +57,7 @@ def _merged(runs: list[Row]) -> Row:
         event_seconds=over(lambda run: run.event_seconds),
         first_event_seconds=over(lambda run: run.first_event_seconds),
         receiver_cpu_seconds=over(lambda run: run.receiver_cpu_seconds),
+        machine_busy_seconds=over(lambda run: run.machine_busy_seconds),
         peak_rss=_median_int([run.peak_rss for run in timed]),
         runs=len(timed),
         samples=tuple(run.seconds for run in timed if run.seconds is not None),
@@ -76,15 +77,18 @@ def export_ceiling(sender: Row, download: Row) -> Row:
     verdict = download.verdict
     if sender.verdict is not None and (verdict is None or not sender.verdict.ok):
         verdict = sender.verdict
-    slower = ""
+    slower, busy = "", None
     if seconds is not None:
-        slower = " (storescu)" if seconds == sender.seconds else " (download)"
+        slowest = sender if seconds == sender.seconds else download
+        slower = " (storescu)" if slowest is sender else " (download)"
+        busy = slowest.machine_busy_seconds
     notes = [note for note in (sender.note, download.note) if note]
     return replace(
         download,
         who=EXPORT_CEILING,
         label=f"ceiling: slower of storescu and S3 download{slower}",
         seconds=seconds,
+        machine_busy_seconds=busy,
         peak_rss=None,
         runs=min(sender.runs, download.runs),
         samples=(),

@@ -38,6 +38,19 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU time the whole machine has spent busy so far, over all its CPUs (``/proc/stat``:
+    user, nice, system, irq, softirq and steal); None if unreadable."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu" or len(first) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _parents() -> dict[int, list[int]]:
     """Parent pid -> the pids of its children, for every process (from ``/proc/*/stat``)."""
     parents: dict[int, list[int]] = {}

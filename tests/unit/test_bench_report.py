@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from bench.integrity import Verdict
 from bench.report import (
     EXPORT_CEILING,
@@ -81,3 +83,14 @@ def test_export_ratios_against_storescu_and_against_the_ceiling() -> None:
     gateway = cells(table, "label export-rabbitmq-s3")
     assert (gateway[to_storescu], gateway[to_ceiling]) == ("0.25", "0.40")
     assert cells(table, "label export-embedded")[to_ceiling] == ""
+
+
+def test_machine_busy_is_every_cpu_all_the_time_at_100(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.report.os.cpu_count", lambda: 2)
+    rows = [row("storescp", 0.5, machine_busy_seconds=0.5), row("rabbitmq-s3", 2.0)]
+    table = ingest_table(rows)
+    busy = column(table, "machine busy %")
+    assert cells(table, "label storescp")[busy] == "50"
+    assert cells(table, "label rabbitmq-s3")[busy] == "n/a"
+    export = export_table([row("storescu", 1.0, machine_busy_seconds=1.9)])
+    assert cells(export, "label storescu")[column(export, "machine busy %")] == "95"

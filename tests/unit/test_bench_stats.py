@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from bench.integrity import Verdict
 from bench.report import EXPORT_CEILING, Row, speed_ratio
 from bench.stats import export_ceiling, median, merge_runs
+from tests.support.proc import machine_busy_seconds
 
 OK = Verdict(expected=3, received=3, missing=0, altered=0, unexpected=0, duplicates=0)
 LOST = replace(OK, received=2, missing=1)
@@ -95,9 +97,28 @@ def test_export_ceiling_is_the_slower_of_sender_and_download() -> None:
     assert not ceiling.failed
 
 
+def test_export_ceiling_has_the_machine_busy_time_of_its_slower_row() -> None:
+    sender = row("storescu", 1.0, machine_busy_seconds=0.4)
+    download = row("download-s3", 1.5, machine_busy_seconds=2.8)
+    assert export_ceiling(sender, download).machine_busy_seconds == 2.8
+    slower_sender = replace(sender, seconds=2.0)
+    assert export_ceiling(slower_sender, download).machine_busy_seconds == 0.4
+
+
 def test_export_ceiling_fails_with_either_of_its_rows() -> None:
     sender = row("storescu", 1.0)
     assert export_ceiling(replace(sender, verdict=LOST), row("download-s3")).failed
     missing = export_ceiling(sender, row("download-s3", None, note="error: gone"))
     assert missing.seconds is None
     assert missing.failed
+
+
+def test_the_machine_busy_time_counts_at_least_this_process_cpu() -> None:
+    before, own_before = machine_busy_seconds(), time.process_time()
+    assert before is not None
+    while time.process_time() - own_before < 0.3:
+        pass
+    after = machine_busy_seconds()
+    assert after is not None
+    # /proc/stat counts in ticks (10 ms): a tick or two of slack.
+    assert after - before >= time.process_time() - own_before - 0.03
