@@ -24,8 +24,10 @@ _GROUP_LENGTH = struct.Struct("<HH2sHI")
 _MAX_GROUP_BYTES = 64 * 1024
 _HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<I")
-#: VRs whose explicit VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+#: The VRs of the file meta's elements (PS3.10 7.1); anything else is left to pydicom.
+_VRS = frozenset({b"UL", b"OB", b"UI", b"SH", b"AE", b"UN"})
+#: Those of them whose explicit VR header has 2 reserved bytes and a 4-byte length.
+_LONG_VRS = frozenset({b"OB", b"UN"})
 _WANTED = {0x0002: "sop_class_uid", 0x0003: "sop_instance_uid", 0x0010: "transfer_syntax_uid"}
 
 
@@ -54,9 +56,12 @@ def _direct(file: BinaryIO, head: bytes) -> FileMeta | None:
     group, element, vr, length, group_length = _GROUP_LENGTH.unpack_from(head, _PREFIX_END)
     if (group, element, vr, length) != (2, 0, b"UL", 4) or group_length > _MAX_GROUP_BYTES:
         return None
-    body = file.read(group_length)
-    if len(body) != group_length:
+    # The group's elements and the next element's group: pydicom reads group 0002 up to the
+    # first element of another group, whatever the group length says.
+    body = file.read(group_length + 4)
+    if len(body) < group_length or body[group_length : group_length + 2] == b"\x02\x00":
         return None
+    body = body[:group_length]
     found: dict[str, str] = {}
     position = 0
     while position < len(body):
@@ -64,6 +69,8 @@ def _direct(file: BinaryIO, head: bytes) -> FileMeta | None:
             return None
         group, element, vr, length = _HEADER.unpack_from(body, position)
         position += _HEADER.size
+        if vr not in _VRS:
+            return None
         if vr in _LONG_VRS:
             if len(body) - position < _LONG_LENGTH.size:
                 return None

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 
@@ -202,11 +200,15 @@ def _read_uids(
             defer_size=LARGEST_IDENTITY_VALUE,
             specific_tags=list(_IDENTITY_TAGS),
         )
-    except (InvalidDicomError, EOFError, OSError, ValueError, zlib.error) as exc:
+        return [_text(data_set, tag) for tag in _IDENTITY_TAGS]
+    except Exception as exc:
+        # pydicom raises what its code meets in garbage (InvalidDicomError, ValueError, but
+        # also NotImplementedError for an unknown VR, AttributeError for a deferred value of
+        # a stream without a name), reading or converting: each is this data set's problem,
+        # never the service's.
         raise InstanceRejected(
             Status.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
         ) from exc
-    return [_text(data_set, tag) for tag in _IDENTITY_TAGS]
 
 
 def _mismatch(name: str, in_data_set: str, in_command: str) -> InstanceRejected:

@@ -8,7 +8,8 @@ The walk also reads the values of the identity's four UIDs on its way (:func:`wa
 pydicom would read them: top-level elements before the first tag past the Series Instance UID.
 pydicom's read of them took 0.2-0.3 ms per instance, on the thread that answers the C-STORE.
 Where the walk cannot be sure to read what pydicom reads (a value longer than pydicom reads
-at once, an identity element that opens a container), it says so and pydicom reads them.
+at once, an identity element with another VR than UI, an element of undefined length other
+than a sequence before the identity's end), it says so and pydicom reads them.
 """
 
 from __future__ import annotations
@@ -264,8 +265,11 @@ def _walk(cursor: _Cursor, identity: _Identity, *, implicit_vr: bool, little_end
                 continue
             if group == 0xFFFE:
                 raise _Malformed(f"{_where(tag, at)}: an item or delimiter in a data set")
-            keep = identity if len(levels) == 1 and identity.met(tag) else None
-            nested = _element(cursor, level, rest, tag, at, keep)
+            # Before the identity's last tag, a top-level element is watched (and read, if
+            # it is one of the identity's): pydicom reads the identity from those.
+            watch = identity if len(levels) == 1 and not identity.done else None
+            keep = watch is not None and identity.met(tag)
+            nested = _element(cursor, level, rest, tag, at, watch, keep=keep)
         else:
             (length,) = _U32[level.little_endian].unpack(rest)
             if tag == _SEQUENCE_DELIMITER and level.end is None:
@@ -290,26 +294,39 @@ def _walk(cursor: _Cursor, identity: _Identity, *, implicit_vr: bool, little_end
 
 
 def _element(  # noqa: PLR0917 (the walk's state, passed on)
-    cursor: _Cursor, level: _Level, rest: bytes, tag: int, at: int, keep: _Identity | None
+    cursor: _Cursor,
+    level: _Level,
+    rest: bytes,
+    tag: int,
+    at: int,
+    watch: _Identity | None,
+    *,
+    keep: bool,
 ) -> _Level | None:
-    """Skip one element of a data set (read it into ``keep``, if given), or open the container
-    that it starts. ``rest`` is what follows the tag in the first 8 bytes of its header, which
-    starts at ``at``."""
+    """Skip one element of a data set, or open the container that it starts; ``keep``: read
+    its value into ``watch`` instead. ``rest`` is what follows the tag in the first 8 bytes of
+    its header, which starts at ``at``."""
     vr: bytes | None = rest[:2]
-    if level.implicit_vr or not (rest[:2].isalpha() and rest[:2].isupper()):
-        # Where explicit VR has no VR, pydicom (which reads the identity) takes the element
-        # for implicit VR, and so does this walk; the dictionary says which are sequences.
+    if level.implicit_vr or not (b"AA" <= rest[:2] <= b"ZZ"):
+        # Where explicit VR has no VR (pydicom's test: not between "AA" and "ZZ"), pydicom
+        # takes the element for implicit VR, and so does this walk; the dictionary says which
+        # are sequences.
         vr = b"SQ" if _is_sequence(tag) else None
         (length,) = _U32[level.little_endian].unpack(rest)
     elif vr in _LONG_VRS:
         (length,) = _U32[level.little_endian].unpack(cursor.read_exactly(4, level))
     else:  # pydicom reads unknown VRs with a 2-byte length too
         (length,) = _U16[level.little_endian].unpack(rest[2:])
-    if keep is not None and (vr == b"SQ" or length > LARGEST_IDENTITY_VALUE):
-        keep.unsure = True  # pydicom would give no plain value: left to it
-    elif keep is not None:
-        keep.values[tag] = cursor.value(length, level, tag, at)
-        return None
+    if watch is not None and length == _UNDEFINED_LENGTH and vr != b"SQ":
+        # pydicom reads such an element its own way (it may scan for a delimiter), and may
+        # find other top-level elements after it than this walk does: it reads the identity.
+        watch.unsure = True
+    elif keep and watch is not None:
+        if vr not in (None, b"UI") or length > LARGEST_IDENTITY_VALUE:
+            watch.unsure = True  # pydicom might give no plain text: left to it
+        else:
+            watch.values[tag] = cursor.value(length, level, tag, at)
+            return None
     if length != _UNDEFINED_LENGTH:
         if vr == b"SQ":  # its items are walked too, within its length
             return _opened(_Kind.ITEMS, cursor, level, length, tag, at)

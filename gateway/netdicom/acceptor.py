@@ -9,11 +9,12 @@ leaves the handshake to each connection's own thread and listens with a backlog 
 :data:`LISTEN_BACKLOG`. Both modes use it.
 
 pynetdicom's server also runs a full garbage collection every 60th pass of its accepting loop
-(its comment: ended associations' threads were not collected otherwise), every 30 s at
-socketserver's poll interval. Ours looks ten times as often (:data:`STOP_POLL_SECONDS`), which
-made that a collection every 3 s, each holding the interpreter lock while associations were
-being received: 6 % of the lock's time in a profile of 2,000 small instances. It now runs every
-:data:`COLLECT_SECONDS`, as pynetdicom meant.
+(a pass: a poll timeout or an accepted connection; its comment: ended associations' threads
+were not collected otherwise), every 30 s at socketserver's poll interval when idle. Ours looks
+ten times as often (:data:`STOP_POLL_SECONDS`), which made that a collection every 3 s, each
+holding the interpreter lock while associations were being received: 6 % of the lock's time in
+a profile of 2,000 small instances. It now runs every :data:`COLLECT_SECONDS` whatever the
+load; Python's own generational collection still runs as objects are allocated.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ _HEADER = struct.Struct(">BBLLB")
 #: The PDV item's own header in a PDU: its length (4) and the context ID (1), then the
 #: message control header (1); a fragment may be the PDU's maximum length less these.
 PDV_OVERHEAD = 6
+#: Fragments one run of :func:`file_runs` holds at most: a peer that takes only tiny PDUs
+#: must not make a run of 256 KiB into hundreds of thousands of Python objects.
+MAX_RUN_FRAGMENTS = 1024
 
 
 def data_set_fragment(primitive: object) -> tuple[int, bytes] | None:
@@ -104,6 +107,17 @@ class PDataRun(P_DATA):
         return b"".join(self._parts)
 
 
+def fragment_size(max_pdu_length: int) -> int:
+    """The longest fragment a PDU of ``max_pdu_length`` holds (not 0: no limit). A peer's
+    maximum that leaves no room for one raises ValueError, as in pynetdicom."""
+    size = max_pdu_length - PDV_OVERHEAD
+    if size <= 0:
+        raise ValueError(
+            f"the peer's maximum PDU length {max_pdu_length} leaves no room for a fragment"
+        )
+    return size
+
+
 class TakesRuns:
     """A DUL provider that sends a queued :class:`PDataRun` as it is (prompt_dul.py)."""
 
@@ -112,8 +126,8 @@ def file_runs(context_id: int, path: Path, offset: int, max_pdu_length: int) -> 
     """The data set stored in ``path`` from ``offset``, as runs of P-DATA-TF PDUs cut as
     pynetdicom cuts a message part (fragments of ``max_pdu_length`` less the PDV's overhead,
     the last one shorter), read one run at a time. ``max_pdu_length`` must be set (not 0)."""
-    size = max_pdu_length - PDV_OVERHEAD
-    per_run = max(1, RUN_BYTES // size)
+    size = fragment_size(max_pdu_length)
+    per_run = max(1, min(RUN_BYTES // (_HEADER.size + 1 + size), MAX_RUN_FRAGMENTS))
     with path.open("rb") as file:
         remaining = file.seek(0, 2) - file.seek(offset)
         while True:

@@ -31,7 +31,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from gateway.netdicom.pdata_run import TakesRuns, file_runs, pdu_header
+from gateway.netdicom.pdata_run import TakesRuns, file_runs, fragment_size, pdu_header
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def fragments(data: bytes, max_pdu_length: int) -> list[bytes]:
     (the PDV item's header), or one piece when the peer set no limit (0)."""
     if max_pdu_length == 0:
         return [data]
-    size = max_pdu_length - 6
+    size = fragment_size(max_pdu_length)
     return [data[start : start + size] for start in range(0, len(data), size)] or [b""]
 
 
@@ -294,7 +294,7 @@ def file_fragments(path: tuple[Path, int], max_pdu_length: int) -> Iterator[byte
     file_path, offset = path
     with file_path.open("rb") as file:
         length = file.seek(0, 2) - file.seek(offset)
-        size = length if max_pdu_length == 0 else max_pdu_length - 6
+        size = length if max_pdu_length == 0 else fragment_size(max_pdu_length)
         remaining = length
         while True:
             piece = file.read(min(size, remaining))

@@ -57,6 +57,19 @@ def test_the_factories_files_read_as_pydicom_reads_them(tmp_path: Path) -> None:
         ((VERSION, _element(2, b"LO", b"1.2.3\0"), INSTANCE, SYNTAX), {}),  # to pydicom
         ((VERSION, CLASS, INSTANCE, SYNTAX), {"group_length": 10}),  # lies: to pydicom
         ((VERSION, CLASS, INSTANCE), {"group_length": 200, "rest": DATA_SET}),  # lies
+        # Stops before the transfer syntax: pydicom reads on to the end of group 0002.
+        ((VERSION, CLASS, INSTANCE, SYNTAX), {"group_length": len(VERSION + CLASS + INSTANCE)}),
+        # A VR that is not one of the file meta's (pydicom reads 0x0c00 as implicit VR).
+        (
+            (
+                VERSION,
+                CLASS,
+                INSTANCE,
+                SYNTAX,
+                struct.pack("<HH2sH", 2, 0x100, b"\x0c\x00", 0) + _element(0x10, b"UI", b"1.2\0"),
+            ),
+            {},
+        ),
     ],
 )
 def test_crafted_file_metas_read_as_pydicom_reads_them(

@@ -21,7 +21,15 @@ from ingest.well_formed import walk
 from tests.support.factories import NATIVE_TRANSFER_SYNTAXES, ct_series
 from tests.support.factories.images import compressed_instance
 from tests.support.factories.quirky import quirks
-from tests.unit.test_well_formed import deflate, explicit, implicit, item, nested
+from tests.unit.test_well_formed import (
+    ITEM_END,
+    SEQUENCE_END,
+    deflate,
+    explicit,
+    implicit,
+    item,
+    nested,
+)
 
 CLASS = implicit(0x00080016, b"1.2.840.10008.5.1.4.1.1.7\x00")
 INSTANCE = implicit(0x00080018, b"1.2.3.4.5 ")
@@ -72,7 +80,7 @@ def _same_or_left_to_pydicom(data: bytes, syntax: str) -> bool:
         ),
         pytest.param(
             explicit(0x00080016, b"UI", b"1.2\x00")
-            + explicit(0x00080018, b"XX", b"1.3\x00")  # no VR pydicom knows: still 2-byte length
+            + explicit(0x00091010, b"XX", b"1.3\x00")  # no VR pydicom knows: still 2-byte length
             + struct.pack("<HHI", 0x0020, 0x000D, 4)  # no VR at all: implicit
             + b"1.4\x00",
             ExplicitVRLittleEndian,
@@ -109,7 +117,52 @@ def _same_or_left_to_pydicom(data: bytes, syntax: str) -> bool:
             id="a UID element of undefined length",
         ),
         pytest.param(
-            CLASS + STUDY + nested(70), ImplicitVRLittleEndian, True, id="malformed after"
+            CLASS
+            + implicit(
+                0x00100010,  # a name, of undefined length, holding what looks like items
+                item(
+                    implicit(0x00091002, item() + SEQUENCE_END, UNDEFINED) + STUDY + ITEM_END,
+                    UNDEFINED,
+                )
+                + SEQUENCE_END,
+                UNDEFINED,
+            )
+            + SERIES,
+            ImplicitVRLittleEndian,
+            False,
+            id="an element of undefined length that is no sequence",
+        ),
+        pytest.param(
+            explicit(0x00080016, b"UI", b"1.2\x00")
+            + struct.pack("<HH2sH", 0x0009, 0x0010, b"B\x00", 0)  # pydicom: explicit, length 0
+            + explicit(0x0020000D, b"UI", b"6.6\x00"),
+            ExplicitVRLittleEndian,
+            True,
+            id="a VR that is no letters but between AA and ZZ",
+        ),
+        pytest.param(
+            explicit(0x00080016, b"UI", b"1.2\x00") + explicit(0x0020000D, b"US", b""),
+            ExplicitVRLittleEndian,
+            False,
+            id="a UID element with another VR",
+        ),
+        pytest.param(
+            explicit(0x00080016, b"UI", b"1.2\x00") + explicit(0x0020000D, b"XX", b""),
+            ExplicitVRLittleEndian,
+            False,
+            id="a UID element with a VR pydicom does not know",
+        ),
+        pytest.param(
+            CLASS + STUDY + SERIES + LATER + nested(70),
+            ImplicitVRLittleEndian,
+            True,
+            id="malformed after",
+        ),
+        pytest.param(
+            CLASS + nested(70) + STUDY,
+            ImplicitVRLittleEndian,
+            False,
+            id="a private sequence of undefined length before the identity's end",
         ),
         pytest.param(CLASS + STUDY + SERIES[:-2], ImplicitVRLittleEndian, True, id="cut in a UID"),
     ],
@@ -124,7 +177,9 @@ def test_every_quirk_reads_as_pydicom_reads_it() -> None:
         for quirk in quirks(0)
         if not _same_or_left_to_pydicom(quirk.encoded, quirk.uids.transfer_syntax)
     ]
-    assert left == ["garbage"]  # a SOP Class UID 2 GiB long: pydicom would not read it whole
+    # A SOP Class UID 2 GiB long (pydicom would not read it whole), and a private sequence of
+    # undefined length before the Series Instance UID (pydicom reads it its own way).
+    assert left == ["sequences nested too deep", "garbage"]
 
 
 @pytest.mark.parametrize("syntax", sorted(NATIVE_TRANSFER_SYNTAXES))
@@ -136,3 +191,11 @@ def test_the_factories_instances_read_as_pydicom_reads_them(tmp_path: Path, synt
         data = raw[data_set_offset(io.BytesIO(raw)) :]
         meta_syntax = syntax if path.parent == tmp_path else "1.2.840.10008.1.2.4.50"
         assert _same_or_left_to_pydicom(data, meta_syntax)
+
+
+def test_what_pydicom_cannot_read_is_this_data_sets_problem() -> None:
+    """pydicom raises NotImplementedError for a VR it does not know: refused, not a crash."""
+    data = explicit(0x00080016, b"UI", b"1.2\x00") + explicit(0x0020000D, b"XX", b"")
+    assert _pydicoms(data, ExplicitVRLittleEndian) == (
+        "data set cannot be parsed: Unknown Value Representation 'XX' in tag (0020,000D)"
+    )

@@ -17,7 +17,7 @@ from pynetdicom.dsutils import encode as pynetdicom_encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from gateway.netdicom.pdata_run import RUN_BYTES, PDataRun, TakesRuns
+from gateway.netdicom.pdata_run import MAX_RUN_FRAGMENTS, RUN_BYTES, PDataRun, TakesRuns
 from gateway.netdicom.store_messages import StoreDIMSE, encode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -178,6 +178,37 @@ def test_a_request_from_a_file_goes_out_in_runs_of_the_same_pdus(
     fragment = max_pdu_length - 6
     per_run = max(1, RUN_BYTES // fragment) * fragment  # a PDU above RUN_BYTES: its own run
     assert dul.runs == max(1, -(-data_set_length // per_run))
+
+
+@pytest.mark.parametrize("max_pdu_length", [1, 5, 6])
+def test_a_peer_maximum_with_no_room_for_a_fragment_is_refused(
+    tmp_path: Path, max_pdu_length: int
+) -> None:
+    """As pynetdicom refuses it: nothing half-made goes on the wire."""
+    assoc, _ = _association(max_pdu_length)
+    dul = _RunsSent()
+    assoc.dul = dul  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="leaves no room"):
+        StoreDIMSE(assoc).send_msg(_stored_request(tmp_path, 100), 3)
+    assert dul.wire == b""
+
+
+def test_tiny_pdus_make_runs_of_bounded_size(tmp_path: Path) -> None:
+    """A peer taking 7-byte PDUs (one data byte each) gets them, in runs of at most
+    MAX_RUN_FRAGMENTS fragments."""
+    assoc, _ = _association(7)
+    runs: list[PDataRun] = []
+
+    class _Runs(_RunsSent):
+        def send_pdu(self, primitive: object) -> None:
+            if isinstance(primitive, PDataRun):
+                runs.append(primitive)
+            super().send_pdu(primitive)
+
+    dul = _Runs()
+    assoc.dul = dul  # type: ignore[assignment]
+    StoreDIMSE(assoc).send_msg(_stored_request(tmp_path, 3000), 3)
+    assert [run.count for run in runs] == [MAX_RUN_FRAGMENTS, MAX_RUN_FRAGMENTS, 952]
 
 
 def test_a_response_goes_out_as_one_command_fragment() -> None:
