@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ from gateway.netdicom.association import has_ended, was_aborted
 from gateway.netdicom.connect_failures import connect_failure, keep_connect_failures
 from gateway.netdicom.dicom_socket import handle_conn_open
 from gateway.netdicom.modes import application_entity
+from gateway.netdicom.store_dimse import send_stored
+from gateway.netdicom.store_messages import StoreRequest
 from gateway.settings import DestinationSettings, ExportSettings, NetdicomMode
 from gateway.tls import client_context
 
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: Message IDs are an unsigned 16-bit field (PS3.7 E.1).
 MAX_MESSAGE_ID = 0xFFFF
+#: The requests' priority (PS3.7 9.3.1.1: 2 is LOW): pynetdicom's default for send_c_store,
+#: kept so that both ways of sending put the same bytes on the wire.
+PRIORITY = 2
 
 
 class InstanceSource(Protocol):
@@ -192,11 +197,13 @@ def send_batch(
         return outcome
     outcome.no_association = False
     try:
-        accepted = {
-            (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
-        }
+        accepted: dict[Context, int] = {}
+        for cx in assoc.accepted_contexts:
+            pair = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+            accepted.setdefault(pair, int(cx.context_id or 0))
         with ae.requests_in_a_row(assoc):
-            _send_all(assoc, set(proposed), accepted, source, outcome, alone=alone)
+            sender = _Sender(assoc, accepted, direct=identity.mode == "prompt")
+            _send_all(assoc, set(proposed), sender, source, outcome, alone=alone)
     finally:
         if assoc.is_established:
             # The reactor, held until now, may not have seen the peer's abort yet; an abort
@@ -235,18 +242,47 @@ def _refuse_all(proposed: set[Context], source: InstanceSource, outcome: BatchOu
             outcome.deferred.append(instance.object_key)
 
 
+class _Sender:
+    """Sends one instance at a time over an association whose reactor is held."""
+
+    def __init__(self, assoc: Association, accepted: dict[Context, int], *, direct: bool) -> None:
+        self._assoc = assoc
+        #: (SOP class, transfer syntax) -> the ID of an accepted context with exactly those
+        self.accepted = accepted
+        #: Send without pynetdicom's ``send_c_store`` (prompt mode: gateway/netdicom/store_dimse.py)
+        self._direct = direct
+        # Message IDs are unique among an association's requests (PS3.7 9.3.1.1): 1, 2, ...
+        # wrapping after 65535, long after the earliest request was answered.
+        self._message_ids = itertools.cycle(range(1, MAX_MESSAGE_ID + 1))
+
+    def status(self, instance: OutgoingInstance) -> int | None:
+        """The destination's status for ``instance`` (accepted in its context), None when no
+        response came. Raises what sending raises (see _send_one)."""
+        message_id = next(self._message_ids)
+        if self._direct and instance.data_set_length is not None:
+            offset = instance.path.stat().st_size - instance.data_set_length
+            request = StoreRequest(
+                context_id=self.accepted[instance.context],
+                message_id=message_id,
+                sop_class_uid=instance.sop_class_uid,
+                sop_instance_uid=instance.sop_instance_uid,
+                priority=PRIORITY,
+            )
+            return send_stored(self._assoc, request, (instance.path, offset))
+        response = self._assoc.send_c_store(instance.path, msg_id=message_id, priority=PRIORITY)
+        status = response.get("Status")
+        return None if status is None else int(status)
+
+
 def _send_all(
     assoc: Association,
     proposed: set[Context],
-    accepted: set[Context],
+    sender: _Sender,
     source: InstanceSource,
     outcome: BatchOutcome,
     *,
     alone: bool,
 ) -> None:
-    # Message IDs are unique among an association's requests (PS3.7 9.3.1.1): 1, 2, ...
-    # wrapping after 65535, long after the earliest request was answered.
-    message_ids = itertools.cycle(range(1, MAX_MESSAGE_ID + 1))
     while not has_ended(assoc):
         taken = source.take()
         if taken is None:
@@ -258,7 +294,7 @@ def _send_all(
             if item.context not in proposed or (item.odd_length and not alone):
                 outcome.deferred.append(item.object_key)
                 continue
-            result = _send_one(assoc, item, accepted, message_ids)
+            result = _send_one(sender, item)
         finally:
             source.release(item)
         if result is None and item.odd_length:
@@ -287,26 +323,20 @@ def _send_all(
         outcome.error = outcome.error or why
 
 
-def _send_one(
-    assoc: Association,
-    instance: OutgoingInstance,
-    accepted: set[tuple[str, str]],
-    message_ids: Iterator[int],
-) -> InstanceResult | None:
+def _send_one(sender: _Sender, instance: OutgoingInstance) -> InstanceResult | None:
     """The instance's final result, or None when no response came (worth another try)."""
-    if instance.context not in accepted:
+    if instance.context not in sender.accepted:
         return _not_accepted(instance)
     try:
-        response = assoc.send_c_store(instance.path, msg_id=next(message_ids))
+        status = sender.status(instance)
     except (ValueError, AttributeError, OSError) as exc:
-        # pynetdicom refuses what it cannot send as stored (no matching context, unreadable
-        # file meta); that fails this instance, not the association.
+        # What cannot be sent as stored (no matching context, unreadable file meta, a file
+        # gone, a peer's maximum PDU with no room for data) fails this instance, not the
+        # association.
         return failure(instance, f"cannot send as stored: {exc}")
-    status = response.get("Status")
     if status is None:
-        # pynetdicom returns an empty data set when no response came (DIMSE timeout, abort).
+        # No response came (DIMSE timeout, abort): pynetdicom's empty data set, or send_stored.
         return None
-    status = int(status)
     if stored(status):
         return InstanceResult(
             object_key=instance.object_key,

@@ -29,7 +29,7 @@ from gateway.netdicom.prompt_dul import PromptDUL
 from gateway.netdicom.prompt_socket import PromptSocket
 from gateway.netdicom.reactor_hold import HoldableCheckpoint, requests_in_a_row
 from gateway.netdicom.request_limits import RequestLimit
-from gateway.netdicom.store_messages import StoreDIMSE
+from gateway.netdicom.store_dimse import StoreDIMSE
 
 
 class RecordingRequestHandler(RequestHandler):

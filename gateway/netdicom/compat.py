@@ -195,11 +195,21 @@ REACHES: tuple[Reach, ...] = (
         "prompt_dimse", _DIMSE, "DIMSEServiceProvider.get_msg", "DIMSEServiceProvider.msg_queue"
     ),
     *_reaches(
-        "store_messages",
+        "store_dimse",
         _DIMSE,
         "DIMSEServiceProvider.send_msg",
+        "DIMSEServiceProvider.receive_primitive",
+        "DIMSEServiceProvider.get_msg",
+        "DIMSEServiceProvider.msg_queue",
+        "DIMSEServiceProvider.message",
         "DIMSEServiceProvider.maximum_pdu_size",
         "DIMSEServiceProvider.dul",
+    ),
+    *_reaches(
+        "store_dimse",
+        _ASSOCIATION,
+        "Association._reactor_checkpoint",
+        "Association._handle_no_response",
     ),
     *_reaches("store_messages", "pynetdicom.dimse_primitives", "C_STORE._dataset_path"),
     *_reaches("pdata_run", "pynetdicom.pdu_primitives", "P_DATA.presentation_data_value_list"),

@@ -17,7 +17,7 @@ import queue
 from typing import Any
 
 from gateway.netdicom.prompt_dul import WAIT_SECONDS
-from gateway.netdicom.store_messages import StoreDIMSE
+from gateway.netdicom.store_dimse import StoreDIMSE
 
 #: Put on the DIMSE message queue to end the association thread's wait without a message.
 #: Made at run time so that it is not the same object as any ``(None, None)`` constant,

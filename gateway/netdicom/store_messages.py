@@ -1,6 +1,7 @@
-"""C-STORE messages with their command sets encoded directly, the way pynetdicom encodes them;
-a C-STORE-RQ's command set decoded directly for the fast path (:func:`store_request`), and a
-C-STORE-RSP's for export (:func:`store_response_primitive`).
+"""C-STORE command sets encoded directly, the way pynetdicom encodes them; a C-STORE-RQ's
+command set decoded directly for the fast path (:func:`store_request`), and a C-STORE-RSP's for
+export (:func:`store_response_primitive`). The DIMSE provider that sends and takes them is
+gateway/netdicom/store_dimse.py.
 
 pynetdicom turns every DIMSE primitive into a pydicom data set (one attribute at a time) and
 encodes it twice, the first time only to learn its group length: a large part of the time
@@ -22,16 +23,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
 
-from gateway.netdicom.pdata_run import TakesRuns, file_runs, fragment_size, pdu_header
+from gateway.netdicom.pdata_run import COMMAND_BIT, LAST_BIT, fragment_size, pdu_header
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +48,6 @@ _PRIORITY = 0x0700
 _COMMAND_DATA_SET_TYPE = 0x0800
 _STATUS = 0x0900
 _AFFECTED_SOP_INSTANCE_UID = 0x1000
-
-# Message Control Header of a fragment (PS3.8 E.2): command or data set, last or not.
-_DATA = 0x00
-_COMMAND = 0x01
-_DATA_LAST = 0x02
-_COMMAND_LAST = 0x03
 
 # Implicit VR little endian: group, element, value length.
 _ELEMENT_HEADER = struct.Struct("<HHI")
@@ -123,14 +114,29 @@ def _request(primitive: C_STORE) -> list[bytes] | None:
         or primitive.MoveOriginatorMessageID is not None
     ):
         return None
+    return _request_elements(primitive.MessageID, primitive.Priority, sop_class, sop_instance)
+
+
+def _request_elements(
+    message_id: int, priority: int, sop_class: str, sop_instance: str
+) -> list[bytes]:
     return [
         _ui(_AFFECTED_SOP_CLASS_UID, sop_class),
         _us(_COMMAND_FIELD, C_STORE_RQ_FIELD),
-        _us(_MESSAGE_ID, primitive.MessageID),
-        _us(_PRIORITY, primitive.Priority),
+        _us(_MESSAGE_ID, message_id),
+        _us(_PRIORITY, priority),
         _us(_COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
         _ui(_AFFECTED_SOP_INSTANCE_UID, sop_instance),
     ]
+
+
+def store_request_command(request: StoreRequest) -> bytes:
+    """The command set of ``request``, as pynetdicom encodes a C-STORE-RQ."""
+    return _command_set(
+        _request_elements(
+            request.message_id, request.priority, request.sop_class_uid, request.sop_instance_uid
+        )
+    )
 
 
 def _response(primitive: C_STORE) -> list[bytes] | None:
@@ -173,7 +179,7 @@ def command_pdus(context_id: int, command: bytes, max_pdu_length: int) -> bytes:
     last = len(pieces) - 1
     return b"".join(
         pdu_header(context_id, 1 + len(piece))
-        + bytes([_COMMAND_LAST if index == last else _COMMAND])
+        + bytes([COMMAND_BIT | LAST_BIT if index == last else COMMAND_BIT])
         + piece
         for index, piece in enumerate(pieces)
     )
@@ -286,101 +292,3 @@ def fragments(data: bytes, max_pdu_length: int) -> list[bytes]:
         return [data]
     size = fragment_size(max_pdu_length)
     return [data[start : start + size] for start in range(0, len(data), size)] or [b""]
-
-
-def file_fragments(path: tuple[Path, int], max_pdu_length: int) -> Iterator[bytes]:
-    """The data set stored in ``path[0]`` from offset ``path[1]``, cut as :func:`fragments`
-    cuts, read one fragment at a time."""
-    file_path, offset = path
-    with file_path.open("rb") as file:
-        length = file.seek(0, 2) - file.seek(offset)
-        size = length if max_pdu_length == 0 else fragment_size(max_pdu_length)
-        remaining = length
-        while True:
-            piece = file.read(min(size, remaining))
-            remaining -= len(piece)
-            yield piece
-            if remaining <= 0 or not piece:
-                return
-
-
-def _lone_command(primitive: P_DATA) -> tuple[int, bytes] | None:
-    """(context ID, command set) of a P-DATA that holds a whole command and nothing else."""
-    values = primitive.presentation_data_value_list
-    if len(values) != 1:
-        return None
-    context_id, value = values[0]
-    if len(value) < 1 or value[0] != _COMMAND_LAST:
-        return None
-    return context_id, value[1:]
-
-
-def _pdata(context_id: int, control: int, fragment: bytes) -> P_DATA:
-    primitive = P_DATA()
-    primitive.presentation_data_value_list.append((context_id, bytes([control]) + fragment))
-    return primitive
-
-
-def _log_sent(primitive: C_STORE, context_id: int) -> None:
-    if primitive.MessageIDBeingRespondedTo is None:
-        log.debug(
-            "C-STORE-RQ sent: message ID %s, context %d, SOP instance %s",
-            primitive.MessageID,
-            context_id,
-            primitive.AffectedSOPInstanceUID,
-        )
-    else:
-        log.debug(
-            "C-STORE-RSP sent: to message ID %s, context %d, status 0x%04X",
-            primitive.MessageIDBeingRespondedTo,
-            context_id,
-            primitive.Status or 0,
-        )
-
-
-class StoreDIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, sending C-STORE requests and responses it can encode
-    directly (:func:`encode`) and taking C-STORE responses it can decode directly
-    (:func:`store_response_primitive`), without building pydicom data sets; everything else
-    goes through pynetdicom."""
-
-    def receive_primitive(self, primitive: P_DATA) -> None:
-        response = None if self.message is not None else _lone_command(primitive)
-        decoded = None if response is None else store_response_primitive(response[1])
-        if response is None or decoded is None:
-            super().receive_primitive(primitive)
-            return
-        context_id = response[0]
-        decoded._context_id = context_id
-        log.debug(
-            "C-STORE-RSP received: to message ID %s, context %d, status 0x%04X",
-            decoded.MessageIDBeingRespondedTo,
-            context_id,
-            decoded.Status,
-        )
-        self.msg_queue.put((context_id, decoded))
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        command = encode(primitive)
-        if command is None:
-            super().send_msg(primitive, context_id)
-            return
-        _log_sent(primitive, context_id)
-        max_pdu_length = self.maximum_pdu_size
-        pieces = fragments(command, max_pdu_length)
-        for index, piece in enumerate(pieces):
-            last = index == len(pieces) - 1
-            self.dul.send_pdu(_pdata(context_id, _COMMAND_LAST if last else _COMMAND, piece))
-        path = data_set_path(primitive)
-        if path is None:
-            return
-        if max_pdu_length and isinstance(self.dul, TakesRuns):
-            for run in file_runs(context_id, *path, max_pdu_length):
-                self.dul.send_pdu(run)
-            return
-        previous: bytes | None = None
-        for piece in file_fragments(path, max_pdu_length):
-            if previous is not None:
-                self.dul.send_pdu(_pdata(context_id, _DATA, previous))
-            previous = piece
-        self.dul.send_pdu(_pdata(context_id, _DATA_LAST, previous or b""))

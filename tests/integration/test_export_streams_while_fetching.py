@@ -8,17 +8,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pynetdicom import _config as pynetdicom_config
 
 from contracts.export import ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import new_association_id
-from export.exporter import Exporter
-from export.scu import ScuIdentity
-from gateway.metrics import ExportMetrics
 from gateway.objectstore import FileStore
-from gateway.settings import DestinationSettings, ExportSettings, StorageSettings
+from gateway.settings import StorageSettings
 from gateway_client.testing import wait_until
+from tests.support.exporters import exporter_to
 from tests.support.factories import ct_series, dataset_digest
 from tests.support.instance_manifests import put_with_manifest
 from tests.support.storescp import Storescp
@@ -54,21 +51,7 @@ def test_storescp_receives_the_first_instance_while_a_later_one_is_still_fetched
                 except TimeoutError:
                     held.append(False)
 
-        settings = ExportSettings(
-            state_dir=tmp_path / "export",
-            retries=0,
-            destinations=(
-                DestinationSettings(
-                    name="pacs", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.port
-                ),
-            ),
-        )
-        exporter = Exporter.create(
-            settings,
-            ScuIdentity("GWTEST-SCU", "1.2.826.0.1.3680043.9999.1", "GWTEST", "prompt"),
-            WatchedStore(files, hold_until_received),
-            ExportMetrics.register(CollectorRegistry()),
-        )
+        exporter = exporter_to(pacs, WatchedStore(files, hold_until_received), tmp_path / "export")
         request = ExportRequested(
             export_id="streams-while-fetching", destinations=("pacs",), association_id=association
         )

@@ -18,7 +18,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from gateway.netdicom.pdata_run import MAX_RUN_FRAGMENTS, RUN_BYTES, PDataRun, TakesRuns
-from gateway.netdicom.store_messages import StoreDIMSE, encode
+from gateway.netdicom.store_dimse import StoreDIMSE
+from gateway.netdicom.store_messages import encode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ODD_UID = "1.2.3.4.5"  # 9 characters: padded
@@ -240,7 +241,7 @@ def test_debug_logging_does_not_change_what_is_sent(
     assoc, sent = _association(16384)
     StoreDIMSE(assoc).send_msg(primitive, 1)
     assert sent.values == [(1, b"\x03" + _pynetdicoms(primitive)), (1, b"\x02data")]
-    assert [record.name for record in caplog.records] == ["gateway.netdicom.store_messages"]
+    assert [record.name for record in caplog.records] == ["gateway.netdicom.store_dimse"]
     assert f"message ID 7, context 1, SOP instance {ODD_UID}" in caplog.text
 
 

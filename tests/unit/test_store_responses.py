@@ -16,7 +16,8 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import encode as pynetdicom_encode
 from pynetdicom.pdu_primitives import P_DATA
 
-from gateway.netdicom.store_messages import StoreDIMSE, store_response_primitive
+from gateway.netdicom.store_dimse import StoreDIMSE
+from gateway.netdicom.store_messages import store_response_primitive
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ODD_UID = "1.2.3.4.5"  # 9 characters: padded
