@@ -34,9 +34,6 @@ FETCH_AHEAD = 32
 #: :meth:`FetchStream.head`): fewer than :data:`FETCH_AHEAD`, so that downloads go on while
 #: that association is being opened.
 OPENING_WINDOW = 16
-#: Where the file meta's elements start after its group length element: 128-byte preamble,
-#: "DICM", and (0002,0000) UL itself, 12 bytes; the group length counts the rest (PS3.10 7.1).
-FILE_META_START = 128 + 4 + 12
 
 #: One object of a stream: fetched and readable, why it cannot be sent anywhere, or why it
 #: cannot be fetched now.
@@ -272,9 +269,7 @@ def _fetch_one(
         sop_class_uid=meta.sop_class_uid,
         sop_instance_uid=meta.sop_instance_uid,
         transfer_syntax_uid=meta.transfer_syntax_uid,
-        data_set_length=None
-        if meta.group_length is None
-        else target.stat().st_size - FILE_META_START - meta.group_length,
+        data_set_length=target.stat().st_size - meta.data_set_offset,
     )
     invalid = [
         name

@@ -1,11 +1,13 @@
-"""The three UIDs and the group length of an object's file meta, read without pydicom.
+"""The three UIDs of an object's file meta and where its data set starts, read without pydicom.
 
 Export reads every fetched object's file meta to plan and check its sending; pydicom's
 ``read_file_meta_info`` took 0.4 ms of CPU per object (0.12 s for a 300-slice CT series, on
 the interpreter that also sends). A file meta group as PS3.10 7.1 requires it (preamble,
 ``DICM``, explicit VR little endian elements of group 0002, the group length first) is read
 here with ``struct``; anything else (no group length, an element of undefined length, a
-value that is not plain text) is left to pydicom, which reads what it can or says why not.
+value that is not plain text) is left to pydicom, read as pynetdicom's ``split_dataset`` reads
+it: group 0002 up to its last element, whatever its group length says, which is also where
+the data set that export sends starts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pydicom.filereader import read_file_meta_info
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.tag import BaseTag
 
 #: Preamble and prefix, then the group length element (0002,0000) UL, 12 bytes (PS3.10 7.1).
 _PREFIX_END = 128 + 4
@@ -37,8 +40,8 @@ class FileMeta:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
-    #: (0002,0000): the bytes of the group after its own element; None when it has none.
-    group_length: int | None
+    #: Where the data set starts: after the last element of group 0002.
+    data_set_offset: int
 
 
 def read_file_meta(path: Path) -> FileMeta:
@@ -88,7 +91,7 @@ def _direct(file: BinaryIO, head: bytes) -> FileMeta | None:
         sop_class_uid=found.get("sop_class_uid", ""),
         sop_instance_uid=found.get("sop_instance_uid", ""),
         transfer_syntax_uid=found.get("transfer_syntax_uid", ""),
-        group_length=group_length,
+        data_set_offset=_PREFIX_END + _GROUP_LENGTH.size + group_length,
     )
 
 
@@ -106,11 +109,23 @@ def _text(vr: bytes, value: bytes) -> str | None:
 
 
 def _by_pydicom(path: Path) -> FileMeta:
-    meta = read_file_meta_info(path)
-    group_length = meta.get("FileMetaInformationGroupLength")
+    """As pynetdicom's ``split_dataset`` reads it (what its ``send_c_store`` sends from)."""
+    with path.open("rb") as file:
+        read_preamble(file, False)
+        meta = read_dataset(
+            file,
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=_past_group_0002,
+        )
+        offset = file.tell()
     return FileMeta(
         sop_class_uid=str(meta.get("MediaStorageSOPClassUID", "")),
         sop_instance_uid=str(meta.get("MediaStorageSOPInstanceUID", "")),
         transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
-        group_length=None if group_length is None else int(group_length),
+        data_set_offset=offset,
     )
+
+
+def _past_group_0002(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag.group != 2)

@@ -211,6 +211,8 @@ REACHES: tuple[Reach, ...] = (
         "Association._reactor_checkpoint",
         "Association._handle_no_response",
     ),
+    *_reaches("store_dimse", "pynetdicom.dimse_primitives", "C_STORE._context_id"),
+    *_reaches("store_dimse", "pynetdicom.pdu_primitives", "P_DATA.presentation_data_value_list"),
     *_reaches("store_messages", "pynetdicom.dimse_primitives", "C_STORE._dataset_path"),
     *_reaches("pdata_run", "pynetdicom.pdu_primitives", "P_DATA.presentation_data_value_list"),
 )

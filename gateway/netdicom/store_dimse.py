@@ -164,8 +164,10 @@ def send_stored(
     Only for an association of :class:`~gateway.netdicom.ae.PromptAE` whose reactor is held
     (:func:`~gateway.netdicom.reactor_hold.requests_in_a_row`): a running reactor could take
     the response off the queue (TypeError otherwise). Raises what sending raises: RuntimeError
-    when the association is not established, OSError from the file, ValueError for a peer's
-    maximum PDU length with no room for a fragment.
+    when the association is not established, OSError from the file, ValueError for an offset
+    outside the file or a peer's maximum PDU length with no room for a fragment. Once sending
+    has begun, an error aborts the association before it is raised: a message cut short
+    leaves the peer waiting for its rest.
     """
     dimse = assoc.dimse
     checkpoint = assoc._reactor_checkpoint
@@ -175,7 +177,16 @@ def send_stored(
         raise TypeError(f"association {assoc.name}: not a prompt association held for requests")
     if not assoc.is_established:
         raise RuntimeError(f"association {assoc.name} is not established")
-    dimse.send_request(request, data_set)
+    path, offset = data_set
+    size = path.stat().st_size
+    if not 0 <= offset <= size:
+        raise ValueError(f"{path}: a data set at offset {offset} of a file of {size} bytes")
+    try:
+        dimse.send_request(request, data_set)
+    except BaseException:
+        # Part of the message may be on its way: the association cannot carry another.
+        assoc.abort()
+        raise
     _, response = dimse.get_msg(block=True)
     if response is None:
         assoc._handle_no_response()  # pynetdicom's own: logs why, aborts if still open

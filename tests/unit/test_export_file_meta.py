@@ -81,12 +81,12 @@ def test_crafted_file_metas_read_as_pydicom_reads_them(
 
 def test_our_own_objects_are_read_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _file(tmp_path, VERSION, CLASS, INSTANCE, SYNTAX, rest=DATA_SET)
-    monkeypatch.setattr("export.file_meta.read_file_meta_info", None)  # never called
+    monkeypatch.setattr("export.file_meta.read_dataset", None)  # never called
     assert read_file_meta(path) == FileMeta(
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
         sop_instance_uid="1.2.3.4",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
-        group_length=len(VERSION + CLASS + INSTANCE + SYNTAX),
+        data_set_offset=len(PREAMBLE) + 12 + len(VERSION + CLASS + INSTANCE + SYNTAX),
     )
 
 
@@ -96,3 +96,17 @@ def test_what_is_no_part10_file_raises_as_pydicom(tmp_path: Path, content: bytes
     path.write_bytes(content)
     with pytest.raises(InvalidDicomError):
         read_file_meta(path)
+
+
+@pytest.mark.parametrize("lie", [-10, 4])
+def test_a_lying_group_length_gives_where_the_data_set_really_starts(
+    tmp_path: Path, lie: int
+) -> None:
+    """Where pynetdicom's send_c_store would start sending: after group 0002's last element."""
+    body = VERSION + CLASS + INSTANCE + SYNTAX
+    path = _file(tmp_path, VERSION, CLASS, INSTANCE, SYNTAX, group_length=len(body) + lie)
+    with path.open("ab") as file:
+        file.write(DATA_SET)
+    meta = read_file_meta(path)
+    assert meta.data_set_offset == len(PREAMBLE) + 12 + len(body)
+    assert meta.transfer_syntax_uid == "1.2.840.10008.1.2.1"
