@@ -270,6 +270,7 @@ def _fetch_one(
         sop_instance_uid=meta.sop_instance_uid,
         transfer_syntax_uid=meta.transfer_syntax_uid,
         data_set_length=target.stat().st_size - meta.data_set_offset,
+        data_set_offset=meta.data_set_offset,
     )
     invalid = [
         name

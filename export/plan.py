@@ -51,6 +51,8 @@ class OutgoingInstance(InstanceMeta):
     """A stored object fetched to a local file."""
 
     path: Path
+    #: Where the file's data set starts (after its file meta), as its sending reads it.
+    data_set_offset: int
 
 
 @dataclass(frozen=True)

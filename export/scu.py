@@ -199,8 +199,9 @@ def send_batch(
     try:
         accepted: dict[Context, int] = {}
         for cx in assoc.accepted_contexts:
-            pair = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-            accepted.setdefault(pair, int(cx.context_id or 0))
+            if cx.context_id is not None:  # every accepted context has one
+                pair = (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                accepted.setdefault(pair, cx.context_id)
         with ae.requests_in_a_row(assoc):
             sender = _Sender(assoc, accepted, direct=identity.mode == "prompt")
             _send_all(assoc, set(proposed), sender, source, outcome, alone=alone)
@@ -259,8 +260,7 @@ class _Sender:
         """The destination's status for ``instance`` (accepted in its context), None when no
         response came. Raises what sending raises (see _send_one)."""
         message_id = next(self._message_ids)
-        if self._direct and instance.data_set_length is not None:
-            offset = instance.path.stat().st_size - instance.data_set_length
+        if self._direct:
             request = StoreRequest(
                 context_id=self.accepted[instance.context],
                 message_id=message_id,
@@ -268,7 +268,7 @@ class _Sender:
                 sop_instance_uid=instance.sop_instance_uid,
                 priority=PRIORITY,
             )
-            return send_stored(self._assoc, request, (instance.path, offset))
+            return send_stored(self._assoc, request, (instance.path, instance.data_set_offset))
         response = self._assoc.send_c_store(instance.path, msg_id=message_id, priority=PRIORITY)
         status = response.get("Status")
         return None if status is None else int(status)

@@ -266,9 +266,10 @@ def _walk(cursor: _Cursor, identity: _Identity, *, implicit_vr: bool, little_end
             if group == 0xFFFE:
                 raise _Malformed(f"{_where(tag, at)}: an item or delimiter in a data set")
             # Before the identity's last tag, a top-level element is watched (and read, if
-            # it is one of the identity's): pydicom reads the identity from those.
+            # it is one of the identity's): pydicom reads the identity from those. The first
+            # element past it (pixel data, say) is not: pydicom stops before it.
+            keep = len(levels) == 1 and not identity.done and identity.met(tag)
             watch = identity if len(levels) == 1 and not identity.done else None
-            keep = watch is not None and identity.met(tag)
             nested = _element(cursor, level, rest, tag, at, watch, keep=keep)
         else:
             (length,) = _U32[level.little_endian].unpack(rest)

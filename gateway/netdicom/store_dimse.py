@@ -76,14 +76,18 @@ def _pdata(context_id: int, control: int, fragment: bytes) -> P_DATA:
     return primitive
 
 
+def _log_request(message_id: object, context_id: int, sop_instance_uid: object) -> None:
+    log.debug(
+        "C-STORE-RQ sent: message ID %s, context %d, SOP instance %s",
+        message_id,
+        context_id,
+        sop_instance_uid,
+    )
+
+
 def _log_sent(primitive: C_STORE, context_id: int) -> None:
     if primitive.MessageIDBeingRespondedTo is None:
-        log.debug(
-            "C-STORE-RQ sent: message ID %s, context %d, SOP instance %s",
-            primitive.MessageID,
-            context_id,
-            primitive.AffectedSOPInstanceUID,
-        )
+        _log_request(primitive.MessageID, context_id, primitive.AffectedSOPInstanceUID)
     else:
         log.debug(
             "C-STORE-RSP sent: to message ID %s, context %d, status 0x%04X",
@@ -126,12 +130,7 @@ class StoreDIMSE(DIMSEServiceProvider):
     def send_request(self, request: StoreRequest, data_set: tuple[Path, int]) -> None:
         """Send ``request`` with the data set stored in ``data_set`` (file, offset of the data
         set), exactly as :meth:`send_msg` sends the same request as a primitive, without one."""
-        log.debug(
-            "C-STORE-RQ sent: message ID %s, context %d, SOP instance %s",
-            request.message_id,
-            request.context_id,
-            request.sop_instance_uid,
-        )
+        _log_request(request.message_id, request.context_id, request.sop_instance_uid)
         self._send(request.context_id, store_request_command(request), data_set)
 
     def _send(self, context_id: int, command: bytes, path: tuple[Path, int] | None) -> None:

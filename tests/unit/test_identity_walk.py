@@ -159,6 +159,12 @@ def _same_or_left_to_pydicom(data: bytes, syntax: str) -> bool:
             id="malformed after",
         ),
         pytest.param(
+            CLASS + STUDY + SERIES + implicit(0x7FE00010, item(b"frag") + SEQUENCE_END, UNDEFINED),
+            ImplicitVRLittleEndian,
+            True,
+            id="encapsulated pixel data right after the identity's end",
+        ),
+        pytest.param(
             CLASS + nested(70) + STUDY,
             ImplicitVRLittleEndian,
             False,
