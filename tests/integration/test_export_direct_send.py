@@ -46,7 +46,9 @@ def _export(
     series = ct_series(tmp_path / "in", 12)
     put_with_manifest(files, association, series)
     with Storescp(tmp_path / "pacs") as pacs:
-        exporter = exporter_to(pacs, files, tmp_path / "export", mode)
+        exporter = exporter_to(
+            "pacs", pacs.ae_title, pacs.port, files, tmp_path / "export", mode=mode
+        )
         request = ExportRequested(
             export_id=f"direct-{mode}", destinations=("pacs",), association_id=association
         )

@@ -51,7 +51,8 @@ def test_storescp_receives_the_first_instance_while_a_later_one_is_still_fetched
                 except TimeoutError:
                     held.append(False)
 
-        exporter = exporter_to(pacs, WatchedStore(files, hold_until_received), tmp_path / "export")
+        watched = WatchedStore(files, hold_until_received)
+        exporter = exporter_to("pacs", pacs.ae_title, pacs.port, watched, tmp_path / "export")
         request = ExportRequested(
             export_id="streams-while-fetching", destinations=("pacs",), association_id=association
         )

@@ -27,9 +27,9 @@ from tests.support.factories.quirky import (
     SOP_INSTANCE_UID,
     Quirk,
     quirks,
-    uid_element,
     write_quirk,
 )
+from tests.support.factories.raw import uid_element
 from tests.support.ingest import EMBEDDED, Ingest, released
 from tests.support.raw_scu import DataSet, RawAssociation
 from tests.support.settled import wait_until_handed_on

@@ -1,4 +1,4 @@
-"""An export service's exporter, in the test's own process, sending to one dcmtk storescp."""
+"""An export service's exporter, in the test's own process, sending to one destination."""
 
 from __future__ import annotations
 
@@ -11,20 +11,24 @@ from export.scu import ScuIdentity
 from gateway.metrics import ExportMetrics
 from gateway.objectstore import ObjectStore
 from gateway.settings import DestinationSettings, ExportSettings, NetdicomMode
-from tests.support.storescp import Storescp
 
 
 def exporter_to(
-    pacs: Storescp, store: ObjectStore, state_dir: Path, mode: NetdicomMode = "prompt"
+    name: str,
+    ae_title: str,
+    port: int,
+    store: ObjectStore,
+    state_dir: Path,
+    *,
+    mode: NetdicomMode = "prompt",
 ) -> Exporter:
-    """An exporter of ``store``'s objects to ``pacs`` (named "pacs"), without retries."""
+    """An exporter of ``store``'s objects to the destination ``name`` (``ae_title`` on this
+    machine's ``port``), without retries."""
     settings = ExportSettings(
         state_dir=state_dir,
         retries=0,
         destinations=(
-            DestinationSettings(
-                name="pacs", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.port
-            ),
+            DestinationSettings(name=name, ae_title=ae_title, host="127.0.0.1", port=port),
         ),
     )
     return Exporter.create(

@@ -18,6 +18,15 @@ from tests.support.factories import (
     SECONDARY_CAPTURE_IMAGE_STORAGE,
     EncodedDataSet,
 )
+from tests.support.factories.raw import (
+    ITEM,
+    ITEM_DELIMITER,
+    SEQUENCE_DELIMITER,
+    UNDEFINED_LENGTH,
+    nested_sequences,
+    replaced,
+    uid_element,
+)
 from tests.support.raw_scu import association_request
 
 
@@ -59,14 +68,10 @@ REFERENCED_IMAGE_SEQUENCE = 0x00081140
 PRIVATE_UN = 0x00091001
 SERIES_INSTANCE_UID = 0x0020000E
 PIXEL_DATA = 0x7FE00010
-UNDEFINED_LENGTH = 0xFFFFFFFF
 #: The largest length that is not "undefined".
 HUGE_LENGTH = 0xFFFFFFFE
 #: An item of undefined length, and the item and sequence delimitation items, as implicit VR
 #: little endian writes them (PS3.5 7.5).
-ITEM = struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED_LENGTH)
-ITEM_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
-SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 @dataclass(frozen=True)
@@ -89,27 +94,6 @@ def _length_of(element: bytes) -> int:
 def _with_length(encoded: bytes, at: int, length: int) -> bytes:
     """``encoded`` with the length field of the element header at ``at`` replaced."""
     return encoded[: at + 4] + struct.pack("<I", length) + encoded[at + 8 :]
-
-
-def _replaced(base: EncodedDataSet, tag: int, element: bytes | None) -> bytes:
-    """The data set with element ``tag`` replaced by ``element`` (or dropped, for None)."""
-    return b"".join(
-        (element or b"") if element_tag == tag else encoded
-        for element_tag, encoded in base.elements
-    )
-
-
-def _uid_element(tag: int, uid: str) -> bytes:
-    value = uid.encode("ascii")
-    value += b"\x00" * (len(value) % 2)
-    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
-
-
-def _nested_sequences(depth: int) -> bytes:
-    """A private sequence holding a sequence holding ... ``depth`` levels, all delimited."""
-    opening = struct.pack("<HHI", 0x0009, 0x1002, UNDEFINED_LENGTH) + ITEM
-    innermost = struct.pack("<HHI", 0x0009, 0x1003, 2) + b"ab"
-    return opening * depth + innermost + (ITEM_DELIMITER + SEQUENCE_DELIMITER) * depth
 
 
 #: What is wrong with a generated data set; every example sends one of each, in any order.
@@ -195,15 +179,17 @@ def hostile_store(draw: st.DrawFn, base: EncodedDataSet, other_uid: str, kind: s
                 ]
             )
         )
-        return HostileStore(kind, uid, _replaced(base, REFERENCED_IMAGE_SEQUENCE, variant), refused)
+        return HostileStore(
+            kind, uid, replaced(base, {REFERENCED_IMAGE_SEQUENCE: variant}), refused
+        )
     if kind == "nested sequences":
         depth = draw(
             st.integers(1, 5 * MAX_SEQUENCE_DEPTH)
             | st.sampled_from([MAX_SEQUENCE_DEPTH, MAX_SEQUENCE_DEPTH + 1])
         )
         # In the private group before the Study Instance UID, where pydicom reads it too.
-        private = dict(base.elements)[PRIVATE_UN] + _nested_sequences(depth)
-        nested = _replaced(base, PRIVATE_UN, private)
+        private = dict(base.elements)[PRIVATE_UN] + nested_sequences(depth)
+        nested = replaced(base, {PRIVATE_UN: private})
         if depth <= MAX_SEQUENCE_DEPTH:
             return HostileStore(kind, uid, nested, Status.SUCCESS, uid)
         return HostileStore(kind, uid, nested, refused)
@@ -211,8 +197,8 @@ def hostile_store(draw: st.DrawFn, base: EncodedDataSet, other_uid: str, kind: s
     if kind == "SOP Instance UID not the command's":
         return HostileStore(kind, other_uid, encoded, mismatch)
     if kind == "SOP Class UID not the command's":
-        other_class = _uid_element(SOP_CLASS_UID, SECONDARY_CAPTURE_IMAGE_STORAGE)
-        return HostileStore(kind, uid, _replaced(base, SOP_CLASS_UID, other_class), mismatch)
+        other_class = uid_element(SOP_CLASS_UID, SECONDARY_CAPTURE_IMAGE_STORAGE)
+        return HostileStore(kind, uid, replaced(base, {SOP_CLASS_UID: other_class}), mismatch)
     # The data set lacks one of them: the command's is taken (docs/conformance.md).
     missing = draw(st.sampled_from([SOP_INSTANCE_UID, SOP_CLASS_UID]))
-    return HostileStore(kind, uid, _replaced(base, missing, None), Status.SUCCESS, uid)
+    return HostileStore(kind, uid, replaced(base, {missing: None}), Status.SUCCESS, uid)

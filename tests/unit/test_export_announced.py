@@ -9,7 +9,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config as pynetdicom_config
 
@@ -18,13 +17,11 @@ from contracts.export import ExportCompleted, ExportRequested, InstanceOutcome
 from contracts.keys import is_manifest_key, manifest_key, new_association_id, object_key
 from contracts.manifest import manifest_line
 from export.announced import MAX_MANIFESTS, announced_instances, manifests_to_read, mismatch
-from export.exporter import Exporter
 from export.plan import Context, InstanceMeta
-from export.scu import ScuIdentity
-from gateway.metrics import ExportMetrics
 from gateway.objectstore import FileStore
-from gateway.settings import DestinationSettings, ExportSettings, StorageSettings
+from gateway.settings import StorageSettings
 from gateway_client.testing import wait_until
+from tests.support.exporters import exporter_to
 from tests.support.factories import CT_IMAGE_STORAGE, compressed_instance, ct_series
 from tests.support.instance_manifests import listed, put_with_manifest
 from tests.support.scripted_scp import ScriptedScp
@@ -100,19 +97,7 @@ def test_manifests_are_tried_for_a_few_associations(associations: int, read: int
 def export_association(
     tmp_path: Path, store: WatchedStore, association_id: str, port: int
 ) -> ExportCompleted:
-    settings = ExportSettings(
-        state_dir=tmp_path / "export",
-        retries=0,
-        destinations=(
-            DestinationSettings(name="scp", ae_title="SCRIPTED", host="127.0.0.1", port=port),
-        ),
-    )
-    exporter = Exporter.create(
-        settings,
-        ScuIdentity("GWTEST-SCU", "1.2.826.0.1.3680043.9999.1", "GWTEST", "prompt"),
-        store,
-        ExportMetrics.register(CollectorRegistry()),
-    )
+    exporter = exporter_to("scp", "SCRIPTED", port, store, tmp_path / "export")
     request = ExportRequested(
         export_id=f"announced-{association_id}",
         destinations=("scp",),

@@ -11,20 +11,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import _config as pynetdicom_config
 
 from contracts.export import ExportCompleted, ExportRequested, ExportStatus, InstanceOutcome
 from contracts.keys import is_manifest_key, new_association_id, object_key
-from export.exporter import Exporter
 from export.fetch import FETCH_AHEAD, OPENING_WINDOW, FetchStream, WorkingSpace
 from export.plan import InstanceMeta, OutgoingInstance
-from export.scu import ScuIdentity
-from gateway.metrics import ExportMetrics
 from gateway.objectstore import DICOM_MEDIA_TYPE, FileStore, Readable
-from gateway.settings import DestinationSettings, ExportSettings, StorageSettings
+from gateway.settings import StorageSettings
 from gateway_client.testing import wait_until
+from tests.support.exporters import exporter_to
 from tests.support.factories import (
     CT_IMAGE_STORAGE,
     SECONDARY_CAPTURE_IMAGE_STORAGE,
@@ -112,19 +109,7 @@ def export(
     to: str = "scp",
 ) -> ExportCompleted:
     """Export ``keys`` in this process to the destination ``scp`` at ``port``, no retries."""
-    settings = ExportSettings(
-        state_dir=tmp_path / "export",
-        retries=0,
-        destinations=(
-            DestinationSettings(name="scp", ae_title=ae_title, host="127.0.0.1", port=port),
-        ),
-    )
-    exporter = Exporter.create(
-        settings,
-        ScuIdentity("GWTEST-SCU", "1.2.826.0.1.3680043.9999.1", "GWTEST", "prompt"),
-        store,
-        ExportMetrics.register(CollectorRegistry()),
-    )
+    exporter = exporter_to("scp", ae_title, port, store, tmp_path / "export")
     request = ExportRequested(
         export_id=f"streaming-{next(_export_ids)}", destinations=(to,), object_keys=tuple(keys)
     )

@@ -26,7 +26,13 @@ from tests.support.factories.part10 import (
     IMPLEMENTATION_VERSION_NAME,
     InstanceUIDs,
 )
-from tests.support.factories.raw import EncodedDataSet, small_data_set
+from tests.support.factories.raw import (
+    SEQUENCE_DELIMITER,
+    nested_sequences,
+    replaced,
+    small_data_set,
+    uid_element,
+)
 
 SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
@@ -34,10 +40,6 @@ SERIES_INSTANCE_UID = 0x0020000E
 REFERENCED_IMAGE_SEQUENCE = 0x00081140
 PRIVATE_UN = 0x00091001
 PIXEL_DATA = 0x7FE00010
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_ITEM = struct.pack("<HHI", 0xFFFE, 0xE000, _UNDEFINED_LENGTH)
-_ITEM_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
-_SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 #: Deeper than the gateway follows (ingest.well_formed.MAX_SEQUENCE_DEPTH is 64).
 TOO_DEEP = 70
 #: A Series Instance UID as a careless device may fill it: a patient's name. Neither the log
@@ -63,28 +65,6 @@ class Quirk:
     dcmtk_sends: bool
 
 
-def _replaced(base: EncodedDataSet, replacements: dict[int, bytes | None]) -> bytes:
-    """The data set with each element of ``replacements`` replaced (dropped, for None)."""
-    return b"".join(
-        (replacements[tag] or b"") if tag in replacements else encoded
-        for tag, encoded in base.elements
-    )
-
-
-def uid_element(tag: int, text: str) -> bytes:
-    """A UI element with ``text``, valid or not, in implicit VR little endian."""
-    value = text.encode("ascii")
-    value += b"\x00" * (len(value) % 2)
-    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
-
-
-def _nested_sequences(depth: int) -> bytes:
-    """A private sequence holding a sequence holding ... ``depth`` levels, all delimited."""
-    opening = struct.pack("<HHI", 0x0009, 0x1002, _UNDEFINED_LENGTH) + _ITEM
-    innermost = struct.pack("<HHI", 0x0009, 0x1003, 2) + b"ab"
-    return opening * depth + innermost + (_ITEM_DELIMITER + _SEQUENCE_DELIMITER) * depth
-
-
 def quirks(first_index: int) -> list[Quirk]:
     """One of each quirk, made from ``small_data_set(first_index)``, ``(first_index + 1)``, ...
     (so each has a SOP Instance UID of its own)."""
@@ -106,7 +86,7 @@ def quirks(first_index: int) -> list[Quirk]:
     base = bases[0]
     add(
         "no study UID",
-        _replaced(base, {STUDY_INSTANCE_UID: None}),
+        replaced(base, {STUDY_INSTANCE_UID: None}),
         study=None,
         series=base.uids.series,
         reason="no Study Instance UID",
@@ -115,7 +95,7 @@ def quirks(first_index: int) -> list[Quirk]:
     base = bases[1]
     add(
         "no series UID",
-        _replaced(base, {SERIES_INSTANCE_UID: None}),
+        replaced(base, {SERIES_INSTANCE_UID: None}),
         study=base.uids.study,
         series=None,
         reason="no Series Instance UID",
@@ -124,7 +104,7 @@ def quirks(first_index: int) -> list[Quirk]:
     base = bases[2]
     add(
         "invalid study and series UIDs",
-        _replaced(
+        replaced(
             base,
             {
                 STUDY_INSTANCE_UID: uid_element(STUDY_INSTANCE_UID, "1..2"),
@@ -140,9 +120,7 @@ def quirks(first_index: int) -> list[Quirk]:
     add(
         # In the private group before the study: the UIDs after it are not read.
         "sequences nested too deep",
-        _replaced(
-            base, {PRIVATE_UN: dict(base.elements)[PRIVATE_UN] + _nested_sequences(TOO_DEEP)}
-        ),
+        replaced(base, {PRIVATE_UN: dict(base.elements)[PRIVATE_UN] + nested_sequences(TOO_DEEP)}),
         study=None,
         series=None,
         reason="sequences nested deeper than",
@@ -175,7 +153,7 @@ def quirks(first_index: int) -> list[Quirk]:
     add(
         # The rest of the data set is read as the sequence's: its UIDs are not found.
         "sequence never closed",
-        _replaced(base, {REFERENCED_IMAGE_SEQUENCE: sequence[: -len(_SEQUENCE_DELIMITER)]}),
+        replaced(base, {REFERENCED_IMAGE_SEQUENCE: sequence[: -len(SEQUENCE_DELIMITER)]}),
         study=None,
         series=None,
         reason="not an item, in a sequence",

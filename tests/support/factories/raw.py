@@ -4,6 +4,7 @@ elements of what a sender sends (raw C-STOREs)."""
 from __future__ import annotations
 
 import random
+import struct
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -22,6 +23,12 @@ from tests.support.factories.part10 import (
     derived_uid,
     write_elements,
 )
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+#: An item of undefined length, and the delimiters (implicit VR little endian).
+ITEM = struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED_LENGTH)
+ITEM_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+SEQUENCE_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,25 @@ def small_data_set(index: int, *, seed: int = 0) -> EncodedDataSet:
         InstanceUIDs(study, series, CT_IMAGE_STORAGE, sop_instance, ImplicitVRLittleEndian),
         tuple(elements),
     )
+
+
+def replaced(base: EncodedDataSet, replacements: dict[int, bytes | None]) -> bytes:
+    """The data set with each element of ``replacements`` replaced (dropped, for None)."""
+    return b"".join(
+        (replacements[tag] or b"") if tag in replacements else encoded
+        for tag, encoded in base.elements
+    )
+
+
+def uid_element(tag: int, text: str) -> bytes:
+    """A UI element with ``text``, valid or not, in implicit VR little endian."""
+    value = text.encode("ascii")
+    value += b"\x00" * (len(value) % 2)
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def nested_sequences(depth: int) -> bytes:
+    """A private sequence holding a sequence holding ... ``depth`` levels, all delimited."""
+    opening = struct.pack("<HHI", 0x0009, 0x1002, UNDEFINED_LENGTH) + ITEM
+    innermost = struct.pack("<HHI", 0x0009, 0x1003, 2) + b"ab"
+    return opening * depth + innermost + (ITEM_DELIMITER + SEQUENCE_DELIMITER) * depth
